@@ -1,0 +1,219 @@
+// SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause)
+/*
+ * flamebpf's sampler. Attached to one perf event per CPU; each overflow records
+ * the kernel and user stack of the task on that CPU and adds the sample (and its
+ * period as weight) to an in-kernel aggregate keyed by process, thread, comm and
+ * stacks. Userspace reads the maps once, at the end of the capture.
+ *
+ * Written against UAPI headers plus the few task_struct fields it reads, declared
+ * with preserve_access_index so CO-RE relocates them against the running kernel's
+ * BTF: no vmlinux.h to generate or carry.
+ */
+#include <stdbool.h>
+#include <linux/bpf.h>
+#include <linux/bpf_perf_event.h>
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_tracing.h>
+#include <bpf/bpf_core_read.h>
+
+#include "profile.h"
+
+#define EEXIST 17
+#define EFAULT 14
+#define PF_KTHREAD 0x00200000
+
+struct task_struct {
+	unsigned int flags;
+	int pid;
+	int tgid;
+} __attribute__((preserve_access_index));
+
+/* Set by userspace before load. */
+const volatile bool filter_pids = false;  /* sample only tgids in `targets` */
+const volatile bool follow_forks = false; /* children of targets become targets */
+const volatile bool include_idle = false;
+
+struct {
+	__uint(type, BPF_MAP_TYPE_STACK_TRACE);
+	__uint(key_size, sizeof(__u32));
+	__uint(value_size, FLAMEBPF_MAX_DEPTH * sizeof(__u64));
+	__uint(max_entries, 16384); /* resized by userspace */
+} stacks SEC(".maps");
+
+/* Where a stack goes when its bucket in `stacks` holds another stack: a true hash
+ * table, so a collision there costs nothing. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__type(key, __u64);
+	__type(value, struct overflow_stack);
+	__uint(max_entries, 16384); /* resized by userspace */
+} overflow_stacks SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__type(key, struct sample_key);
+	__type(value, struct sample_value);
+	__uint(max_entries, 65536); /* resized by userspace */
+} counts SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__type(key, __u32); /* tgid */
+	__type(value, __u8);
+	__uint(max_entries, 16384);
+} targets SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__type(key, enum flamebpf_stat); /* names the enum in BTF, so Rust gets it */
+	__type(value, __u64);
+	__uint(max_entries, STAT_MAX);
+} stats SEC(".maps");
+
+/* Scratch space for the overflow path: a whole stack does not fit the 512-byte
+ * BPF stack. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__type(key, __u32);
+	__type(value, struct overflow_stack);
+	__uint(max_entries, 1);
+} scratch SEC(".maps");
+
+static __always_inline void count(enum flamebpf_stat stat)
+{
+	__u64 *v = bpf_map_lookup_elem(&stats, &stat);
+	if (v)
+		*v += 1;
+}
+
+/* Keeps a stack whose STACK_TRACE bucket is taken: copies it with bpf_get_stack,
+ * hashes it (FNV-1a over the addresses) and stores it under that hash.
+ * Returns the hash, or 0 when the stack could not be kept. */
+static __always_inline __u64 keep_overflowed(struct bpf_perf_event_data *ctx, __u64 flags)
+{
+	__u32 zero = 0;
+	struct overflow_stack *st = bpf_map_lookup_elem(&scratch, &zero);
+	if (!st)
+		return 0;
+	long len = bpf_get_stack(ctx, st->ips, sizeof(st->ips), flags);
+	if (len <= 0)
+		return 0;
+	__u32 n = len / sizeof(__u64);
+	__u64 h = 0xcbf29ce484222325ULL;
+	for (__u32 i = 0; i < FLAMEBPF_MAX_DEPTH; i++) {
+		if (i >= n) {
+			st->ips[i] = 0; /* the tail left over from the previous use */
+			continue;
+		}
+		h = (h ^ st->ips[i]) * 0x100000001b3ULL;
+	}
+	if (h == 0)
+		h = 1;
+	if (bpf_map_lookup_elem(&overflow_stacks, &h))
+		return h;
+	if (bpf_map_update_elem(&overflow_stacks, &h, st, BPF_NOEXIST) == 0)
+		return h;
+	/* Another CPU may have stored the same stack in between. */
+	if (bpf_map_lookup_elem(&overflow_stacks, &h))
+		return h;
+	return 0;
+}
+
+static __always_inline __s32 stack_id(struct bpf_perf_event_data *ctx, __u64 flags, __u64 *hash)
+{
+	__s32 id = bpf_get_stackid(ctx, &stacks, flags);
+	*hash = 0;
+	if (id == -EEXIST) {
+		*hash = keep_overflowed(ctx, flags);
+		count(*hash ? STAT_STACK_OVERFLOWED : STAT_STACK_LOST);
+	} else if (id < 0 && id != -EFAULT) {
+		/* -ENOMEM: the stack map's free list is empty. */
+		count(STAT_STACK_LOST);
+	}
+	return id;
+}
+
+SEC("perf_event")
+int profile(struct bpf_perf_event_data *ctx)
+{
+	__u64 id = bpf_get_current_pid_tgid();
+	__u32 tgid = id >> 32;
+	__u32 tid = (__u32)id;
+
+	if (tid == 0 && !include_idle) {
+		count(STAT_IDLE_SKIPPED);
+		return 0;
+	}
+	if (filter_pids && !bpf_map_lookup_elem(&targets, &tgid))
+		return 0;
+
+	count(STAT_SAMPLES);
+
+	struct sample_key key = {};
+	key.pid = tgid;
+	key.tid = tid;
+	bpf_get_current_comm(key.comm, sizeof(key.comm));
+
+	key.kernel_stack_id = stack_id(ctx, 0, &key.kernel_stack_hash);
+	if (key.kernel_stack_id == -EFAULT)
+		count(STAT_KERNEL_STACK_ABSENT);
+
+	key.user_stack_id = stack_id(ctx, BPF_F_USER_STACK, &key.user_stack_hash);
+	if (key.user_stack_id == -EFAULT) {
+		struct task_struct *task = (void *)bpf_get_current_task();
+		if (BPF_CORE_READ(task, flags) & PF_KTHREAD)
+			count(STAT_USER_STACK_KTHREAD);
+		else
+			count(STAT_USER_STACK_FAULT);
+	}
+
+	__u64 period = ctx->sample_period;
+	struct sample_value *val = bpf_map_lookup_elem(&counts, &key);
+	if (!val) {
+		struct sample_value init = {};
+		if (bpf_map_update_elem(&counts, &key, &init, BPF_NOEXIST) && bpf_map_lookup_elem(&counts, &key) == 0) {
+			count(STAT_COUNTS_FULL);
+			return 0;
+		}
+		val = bpf_map_lookup_elem(&counts, &key);
+		if (!val) {
+			count(STAT_COUNTS_FULL);
+			return 0;
+		}
+	}
+	__sync_fetch_and_add(&val->samples, 1);
+	__sync_fetch_and_add(&val->weight, period);
+	return 0;
+}
+
+/* Children of a target become targets, so `flamebpf record -- make` profiles the
+ * whole build. Threads share the tgid and need no entry. */
+SEC("tp_btf/sched_process_fork")
+int BPF_PROG(on_fork, struct task_struct *parent, struct task_struct *child)
+{
+	if (!follow_forks)
+		return 0;
+	__u32 ptgid = parent->tgid;
+	__u32 ctgid = child->tgid;
+	if (ptgid == ctgid || !bpf_map_lookup_elem(&targets, &ptgid))
+		return 0;
+	__u8 one = 1;
+	if (bpf_map_update_elem(&targets, &ctgid, &one, BPF_ANY))
+		count(STAT_TARGETS_FULL);
+	return 0;
+}
+
+/* A pid freed by a target's exit may be reused by an unrelated process; forget it
+ * when the thread group leader goes. */
+SEC("tp_btf/sched_process_exit")
+int BPF_PROG(on_exit, struct task_struct *task)
+{
+	if (!follow_forks)
+		return 0;
+	__u32 tgid = task->tgid;
+	if (task->pid == task->tgid)
+		bpf_map_delete_elem(&targets, &tgid);
+	return 0;
+}
+
+char LICENSE[] SEC("license") = "Dual BSD/GPL";

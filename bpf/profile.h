@@ -1,0 +1,57 @@
+/* SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause) */
+/*
+ * Structs and constants shared by bpf/profile.bpf.c and the Rust side.
+ * Rust gets the structs through the generated skeleton's `types` module;
+ * the constants are mirrored in src/bpf.rs and checked there by tests.
+ */
+#ifndef FLAMEBPF_PROFILE_H
+#define FLAMEBPF_PROFILE_H
+
+#define FLAMEBPF_COMM_LEN 16
+/* The deepest stack bpf_get_stackid can record with the default
+ * kernel.perf_event_max_stack (127). */
+#define FLAMEBPF_MAX_DEPTH 127
+
+/* A sample's identity in the counts map: who ran, and where. */
+struct sample_key {
+	__u32 pid; /* thread group id: the process */
+	__u32 tid;
+	char comm[FLAMEBPF_COMM_LEN];
+	/* >= 0: id in the `stacks` STACK_TRACE map; < 0: -errno of bpf_get_stackid. */
+	__s32 kernel_stack_id;
+	__s32 user_stack_id;
+	/* When the id is -EEXIST (bucket taken by another stack), the stack went
+	 * to `overflow_stacks` under this hash instead; 0 when it did not. */
+	__u64 kernel_stack_hash;
+	__u64 user_stack_hash;
+};
+
+struct sample_value {
+	__u64 samples;
+	/* Sum of the perf event's sample period: nanoseconds for cpu-clock,
+	 * events for counting events. */
+	__u64 weight;
+};
+
+/* A stack kept in `overflow_stacks`: the unused tail is zero, like the
+ * values of a STACK_TRACE map. */
+struct overflow_stack {
+	__u64 ips[FLAMEBPF_MAX_DEPTH];
+};
+
+/* Indices of the per-CPU `stats` array: every sample the program sees for a
+ * target ends up counted in STAT_SAMPLES and then in the classes below. */
+enum flamebpf_stat {
+	STAT_SAMPLES = 0,         /* samples of the targets */
+	STAT_IDLE_SKIPPED,        /* idle task samples left out (no --include-idle) */
+	STAT_KERNEL_STACK_ABSENT, /* sampled in user mode: no kernel stack */
+	STAT_USER_STACK_KTHREAD,  /* kernel thread: no user stack exists */
+	STAT_USER_STACK_FAULT,    /* user stack unreadable */
+	STAT_STACK_OVERFLOWED,    /* bucket collision, stack kept in the overflow map */
+	STAT_STACK_LOST,          /* collision and overflow map full: stack lost */
+	STAT_COUNTS_FULL,         /* counts map full: sample lost */
+	STAT_TARGETS_FULL,        /* a forked child could not be added to the target set */
+	STAT_MAX,
+};
+
+#endif

@@ -1,0 +1,148 @@
+//! SVG flame graphs, drawn by inferno from the folded lines.
+
+use std::io::Write;
+
+use inferno::flamegraph::{self, color::Palette, Options};
+
+use crate::{folded, Error, Profile};
+
+/// How the SVG looks beyond what the profile itself says.
+#[derive(Debug, Clone, Default)]
+pub struct SvgOptions {
+    /// The title above the graph; `None` for "Flame Graph".
+    pub title: Option<String>,
+    /// Image width in pixels; `None` for inferno's default (1200).
+    pub width: Option<usize>,
+}
+
+/// The subtitle every flamebpf SVG carries: what was profiled, how and how much.
+pub fn subtitle(profile: &Profile) -> String {
+    let m = &profile.meta;
+    let rate = match (m.frequency, m.period) {
+        (Some(hz), _) => format!(" at {hz} Hz"),
+        (None, Some(p)) => format!(" every {p} events"),
+        (None, None) => String::new(),
+    };
+    let samples = profile.total_samples();
+    format!(
+        "{target} · {event}{rate} · {secs:.1} s · {samples} sample{s}",
+        target = m.target,
+        event = m.event,
+        secs = m.duration.as_secs_f64(),
+        s = if samples == 1 { "" } else { "s" },
+    )
+}
+
+/// Writes the profile as an SVG flame graph.
+pub fn write<W: Write>(profile: &Profile, options: &SvgOptions, out: W) -> Result<(), Error> {
+    let lines = folded::lines(profile);
+    let text: Vec<String> = lines.iter().map(|(s, c)| format!("{s} {c}")).collect();
+    let mut opts = Options::default();
+    opts.title = options
+        .title
+        .clone()
+        .unwrap_or_else(|| "Flame Graph".to_string());
+    opts.subtitle = Some(subtitle(profile));
+    opts.count_name = "samples".into();
+    // The java palette colours `_[k]` kernel and `_[i]` inlined frames apart from
+    // user code, and `deterministic` makes the same input give the same bytes.
+    opts.colors = Palette::Multi(flamegraph::color::MultiPalette::Java);
+    opts.deterministic = true;
+    opts.image_width = options.width;
+    if lines.is_empty() {
+        // inferno refuses an empty input; an empty capture still gets a (blank) graph.
+        return write_empty(&opts, out);
+    }
+    let mut out = std::io::BufWriter::new(out);
+    flamegraph::from_lines(&mut opts, text.iter().map(String::as_str), &mut out)
+        .map_err(|e| Error::Svg(e.to_string()))?;
+    out.flush()?;
+    Ok(())
+}
+
+fn write_empty<W: Write>(opts: &Options, mut out: W) -> Result<(), Error> {
+    let width = opts.image_width.unwrap_or(1200);
+    let title = xml_escape(&opts.title);
+    let sub = xml_escape(opts.subtitle.as_deref().unwrap_or(""));
+    write!(
+        out,
+        "<?xml version=\"1.0\" standalone=\"no\"?>\n\
+         <svg version=\"1.1\" width=\"{width}\" height=\"80\" xmlns=\"http://www.w3.org/2000/svg\">\n\
+         <text x=\"{x}\" y=\"24\" text-anchor=\"middle\" font-size=\"17\">{title}</text>\n\
+         <text x=\"{x}\" y=\"48\" text-anchor=\"middle\" font-size=\"12\">{sub}</text>\n\
+         <text x=\"{x}\" y=\"70\" text-anchor=\"middle\" font-size=\"12\">No samples</text>\n\
+         </svg>\n",
+        x = width / 2
+    )?;
+    Ok(())
+}
+
+fn xml_escape(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{Frame, FrameKind, Meta, Sample};
+    use std::time::Duration;
+
+    fn profile() -> Profile {
+        let mut p = Profile::new(Meta {
+            target: "command ./demo".into(),
+            frequency: Some(99),
+            duration: Duration::from_millis(2500),
+            ..Meta::default()
+        });
+        let main = p.intern(Frame::named("main", FrameKind::User));
+        let k = p.intern(Frame::named("do_syscall_64", FrameKind::Kernel));
+        p.samples.push(Sample {
+            pid: 7,
+            tid: 7,
+            comm: "demo".into(),
+            stack: vec![main, k],
+            count: 41,
+            weight: 41,
+        });
+        p
+    }
+
+    #[test]
+    fn subtitle_states_target_event_rate_duration_and_samples() {
+        assert_eq!(
+            subtitle(&profile()),
+            "command ./demo · cpu-clock at 99 Hz · 2.5 s · 41 samples"
+        );
+    }
+
+    #[test]
+    fn svg_has_title_subtitle_and_frames_and_is_deterministic() {
+        let opts = SvgOptions {
+            title: Some("demo <profile>".into()),
+            width: None,
+        };
+        let mut a = Vec::new();
+        write(&profile(), &opts, &mut a).unwrap();
+        let mut b = Vec::new();
+        write(&profile(), &opts, &mut b).unwrap();
+        assert_eq!(a, b);
+        let svg = String::from_utf8(a).unwrap();
+        assert!(svg.contains("demo &lt;profile&gt;"), "{svg}");
+        assert!(svg.contains("41 samples"));
+        // inferno drops the `_[k]` marker from the label and paints the frame orange.
+        assert!(svg.contains("do_syscall_64 (41 samples, 100.00%)"), "{svg}");
+        assert!(svg.contains("main"));
+    }
+
+    #[test]
+    fn empty_profile_still_gives_an_svg() {
+        let p = Profile::new(Meta::default());
+        let mut out = Vec::new();
+        write(&p, &SvgOptions::default(), &mut out).unwrap();
+        let svg = String::from_utf8(out).unwrap();
+        assert!(svg.starts_with("<?xml") && svg.contains("No samples"));
+    }
+}

@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Installs everything flamebpf needs to build, test and benchmark on Debian 12, as root.
+# Idempotent: packages already present are not installed again, so a second run is quick.
+set -euo pipefail
+export DEBIAN_FRONTEND=noninteractive
+
+# clang builds the BPF program; libelf/zlib/pkg-config let libbpf-sys build libbpf;
+# gcc builds the testdata workloads; linux-perf is the reference the tests compare against;
+# util-linux brings setpriv/unshare for the privilege and namespace tests.
+packages=(clang llvm libelf-dev zlib1g-dev pkg-config make gcc libc6-dev linux-libc-dev
+          linux-perf util-linux procps)
+if [[ "${FLAMEBPF_SETUP_BENCH:-0}" == 1 ]]; then
+    packages+=(hyperfine)
+fi
+
+missing=()
+for p in "${packages[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+done
+if ((${#missing[@]})); then
+    echo "setup: installing ${missing[*]}" >&2
+    apt-get update -qq </dev/null
+    apt-get install -y -qq --no-install-recommends "${missing[@]}" </dev/null >/dev/null
+fi
+
+if ! command -v cargo >/dev/null 2>&1; then
+    if [[ -x "$HOME/.cargo/bin/cargo" ]]; then
+        export PATH="$HOME/.cargo/bin:$PATH"
+    else
+        echo "setup: cargo not found; install Rust (https://rustup.rs) first" >&2
+        exit 1
+    fi
+fi

@@ -1,0 +1,392 @@
+//! Loads bpf/profile.bpf.c, attaches it to the sampling events and reads back what
+//! it aggregated.
+
+use std::collections::HashMap;
+use std::mem::MaybeUninit;
+use std::os::fd::{AsRawFd, BorrowedFd, IntoRawFd, OwnedFd, RawFd};
+use std::sync::Mutex;
+
+use anyhow::{anyhow, Context, Result};
+use libbpf_rs::skel::{OpenSkel, SkelBuilder};
+use libbpf_rs::{Link, MapCore, MapFlags, OpenObject, PrintLevel};
+
+mod skel {
+    #![allow(clippy::all, clippy::pedantic, missing_docs, non_camel_case_types)]
+    include!(concat!(env!("OUT_DIR"), "/profile.skel.rs"));
+}
+
+use skel::types::{flamebpf_stat, overflow_stack, sample_key, sample_value};
+use skel::{ProfileSkel, ProfileSkelBuilder};
+
+/// `BPF_F_NO_PREALLOC`: hash maps take memory as entries arrive instead of all at
+/// load time (allowed in perf_event programs since Linux 6.1).
+const BPF_F_NO_PREALLOC: u32 = 1;
+const EEXIST: i32 = 17;
+const EFAULT: i32 = 14;
+
+/// Settings the BPF program is loaded with.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Sample only the processes in the target set.
+    pub filter_pids: bool,
+    /// Add children of targets to the target set.
+    pub follow_forks: bool,
+    /// Keep samples of the idle task.
+    pub include_idle: bool,
+    /// Entries of the stack-trace map, and of the overflow map beside it.
+    pub stack_map_size: u32,
+    /// Entries of the counts map (unique pid/tid/comm/stack combinations).
+    pub counts_map_size: u32,
+}
+
+/// The loss and classification counters of the BPF program, summed over CPUs.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// Samples of the targets.
+    pub samples: u64,
+    /// Idle samples left out.
+    pub idle_skipped: u64,
+    /// Samples taken in user mode (no kernel stack).
+    pub kernel_stack_absent: u64,
+    /// Samples of kernel threads (no user stack).
+    pub user_stack_kthread: u64,
+    /// User stacks that could not be read.
+    pub user_stack_fault: u64,
+    /// Stacks kept in the overflow map after a bucket collision.
+    pub stack_overflowed: u64,
+    /// Stacks lost: collision with the overflow map full.
+    pub stack_lost: u64,
+    /// Samples lost: the counts map was full.
+    pub counts_full: u64,
+    /// Children that could not be added to the target set.
+    pub targets_full: u64,
+}
+
+/// Where a sample's stack lives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum StackRef {
+    /// In the STACK_TRACE map under this id.
+    Id(u32),
+    /// In the overflow map under this hash.
+    Overflow(u64),
+    /// There is no such stack: kernel stack of a user-mode sample, user stack of a
+    /// kernel thread or an unreadable one.
+    Absent,
+    /// The stack existed but could not be kept (map full).
+    Lost,
+}
+
+impl StackRef {
+    fn from_key(id: i32, hash: u64) -> StackRef {
+        match id {
+            id if id >= 0 => StackRef::Id(id as u32),
+            id if id == -EEXIST && hash != 0 => StackRef::Overflow(hash),
+            id if id == -EFAULT => StackRef::Absent,
+            _ => StackRef::Lost,
+        }
+    }
+}
+
+/// One entry of the counts map.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Count {
+    /// Process id.
+    pub pid: u32,
+    /// Thread id.
+    pub tid: u32,
+    /// Command name.
+    pub comm: String,
+    /// The kernel stack.
+    pub kernel: StackRef,
+    /// The user stack.
+    pub user: StackRef,
+    /// Samples.
+    pub samples: u64,
+    /// Summed sample periods.
+    pub weight: u64,
+}
+
+/// Everything read back from the maps at the end of a capture.
+#[derive(Debug, Default)]
+pub struct Drained {
+    /// The aggregated samples.
+    pub counts: Vec<Count>,
+    /// Instruction pointers of each referenced stack, leaf first.
+    pub stacks: HashMap<StackRef, Vec<u64>>,
+    /// The program's counters.
+    pub stats: Stats,
+}
+
+/// The loaded program with its attachments.
+pub struct Sampler {
+    skel: ProfileSkel<'static>,
+    links: Vec<Link>,
+    /// The sampling events; each is owned (and closed) by its link.
+    events: Vec<RawFd>,
+}
+
+static LIBBPF_LOG: Mutex<Vec<String>> = Mutex::new(Vec::new());
+
+fn capture_libbpf_log(_level: PrintLevel, msg: String) {
+    if let Ok(mut log) = LIBBPF_LOG.lock() {
+        log.push(msg);
+        if log.len() > 4000 {
+            log.drain(..1000);
+        }
+    }
+}
+
+/// The last `n` lines libbpf logged (the verifier log ends up here on failure).
+pub fn libbpf_log_tail(n: usize) -> Vec<String> {
+    let log = LIBBPF_LOG.lock().map(|l| l.clone()).unwrap_or_default();
+    let lines: Vec<String> = log
+        .iter()
+        .flat_map(|m| m.lines().map(str::to_string).collect::<Vec<_>>())
+        .collect();
+    lines[lines.len().saturating_sub(n)..].to_vec()
+}
+
+fn open_and_load(config: &Config, no_prealloc: bool) -> Result<ProfileSkel<'static>> {
+    // The skeleton borrows its object storage for as long as it lives; one small
+    // allocation per load is leaked so the Sampler owns the skeleton outright.
+    let storage: &'static mut MaybeUninit<OpenObject> = Box::leak(Box::new(MaybeUninit::uninit()));
+    let mut open = ProfileSkelBuilder::default()
+        .open(storage)
+        .context("opening the BPF object")?;
+    let rodata = open
+        .maps
+        .rodata_data
+        .as_deref_mut()
+        .ok_or_else(|| anyhow!("the BPF object has no read-only data"))?;
+    rodata.filter_pids = config.filter_pids;
+    rodata.follow_forks = config.follow_forks;
+    rodata.include_idle = config.include_idle;
+    open.maps.stacks.set_max_entries(config.stack_map_size)?;
+    open.maps
+        .overflow_stacks
+        .set_max_entries(config.stack_map_size)?;
+    open.maps.counts.set_max_entries(config.counts_map_size)?;
+    if no_prealloc {
+        open.maps.overflow_stacks.set_map_flags(BPF_F_NO_PREALLOC)?;
+        open.maps.counts.set_map_flags(BPF_F_NO_PREALLOC)?;
+    }
+    open.progs.on_fork.set_autoload(config.follow_forks);
+    open.progs.on_exit.set_autoload(config.follow_forks);
+    Ok(open.load()?)
+}
+
+impl Sampler {
+    /// Loads the program. A load failure carries libbpf's words; the verifier log is
+    /// in [`libbpf_log_tail`].
+    pub fn load(config: &Config) -> Result<Sampler> {
+        libbpf_rs::set_print(Some((PrintLevel::Debug, capture_libbpf_log)));
+        let skel = match open_and_load(config, true) {
+            Ok(s) => s,
+            // Before Linux 6.1, perf_event programs may only use preallocated maps.
+            Err(_) => open_and_load(config, false)?,
+        };
+        Ok(Sampler {
+            skel,
+            links: Vec::new(),
+            events: Vec::new(),
+        })
+    }
+
+    /// Attaches the fork and exit tracepoints that keep the target set up to date.
+    pub fn attach_task_tracepoints(&mut self) -> Result<()> {
+        self.links.push(
+            self.skel
+                .progs
+                .on_fork
+                .attach()
+                .context("attaching to sched_process_fork")?,
+        );
+        self.links.push(
+            self.skel
+                .progs
+                .on_exit
+                .attach()
+                .context("attaching to sched_process_exit")?,
+        );
+        Ok(())
+    }
+
+    /// Attaches the sampling program to a (disabled) perf event. The link takes the
+    /// descriptor over: libbpf closes it when the link goes.
+    pub fn attach_event(&mut self, fd: OwnedFd) -> Result<()> {
+        let link = self
+            .skel
+            .progs
+            .profile
+            .attach_perf_event(fd.as_raw_fd())
+            .context("attaching the BPF program to the perf event")?;
+        self.links.push(link);
+        self.events.push(fd.into_raw_fd());
+        Ok(())
+    }
+
+    fn event_fds(&self) -> impl Iterator<Item = BorrowedFd<'_>> {
+        // SAFETY: each descriptor stays open as long as its link, which self owns.
+        self.events
+            .iter()
+            .map(|&fd| unsafe { BorrowedFd::borrow_raw(fd) })
+    }
+
+    /// Starts sampling on every attached event.
+    pub fn enable(&self) -> Result<()> {
+        for fd in self.event_fds() {
+            crate::perf::enable(fd).context("enabling a perf event")?;
+        }
+        Ok(())
+    }
+
+    /// Stops sampling; what was sampled stays in the maps.
+    pub fn disable(&self) -> Result<()> {
+        for fd in self.event_fds() {
+            crate::perf::disable(fd).context("disabling a perf event")?;
+        }
+        Ok(())
+    }
+
+    /// Adds a process to the target set.
+    pub fn add_target(&self, pid: u32) -> Result<()> {
+        self.skel
+            .maps
+            .targets
+            .update(&pid.to_ne_bytes(), &[1], MapFlags::ANY)
+            .with_context(|| format!("adding pid {pid} to the target set"))
+    }
+
+    /// The program's counters now.
+    pub fn stats(&self) -> Result<Stats> {
+        let map = &self.skel.maps.stats;
+        let mut sums = [0u64; flamebpf_stat::STAT_MAX.0 as usize];
+        for (i, sum) in sums.iter_mut().enumerate() {
+            let per_cpu = map
+                .lookup_percpu(&(i as u32).to_ne_bytes(), MapFlags::ANY)
+                .context("reading the stats map")?
+                .unwrap_or_default();
+            *sum = per_cpu.iter().map(|v| read_u64(v)).sum();
+        }
+        let s = |stat: flamebpf_stat| sums[stat.0 as usize];
+        Ok(Stats {
+            samples: s(flamebpf_stat::STAT_SAMPLES),
+            idle_skipped: s(flamebpf_stat::STAT_IDLE_SKIPPED),
+            kernel_stack_absent: s(flamebpf_stat::STAT_KERNEL_STACK_ABSENT),
+            user_stack_kthread: s(flamebpf_stat::STAT_USER_STACK_KTHREAD),
+            user_stack_fault: s(flamebpf_stat::STAT_USER_STACK_FAULT),
+            stack_overflowed: s(flamebpf_stat::STAT_STACK_OVERFLOWED),
+            stack_lost: s(flamebpf_stat::STAT_STACK_LOST),
+            counts_full: s(flamebpf_stat::STAT_COUNTS_FULL),
+            targets_full: s(flamebpf_stat::STAT_TARGETS_FULL),
+        })
+    }
+
+    /// Reads the counts and every stack they reference. Call after [`disable`].
+    pub fn drain(&self) -> Result<Drained> {
+        let stats = self.stats()?;
+        let mut counts = Vec::new();
+        let maps = &self.skel.maps;
+        for (k, v) in maps
+            .counts
+            .lookup_batch(1024, MapFlags::ANY, MapFlags::ANY)?
+        {
+            let (Some(key), Some(val)) =
+                (from_bytes::<sample_key>(&k), from_bytes::<sample_value>(&v))
+            else {
+                continue;
+            };
+            counts.push(Count {
+                pid: key.pid,
+                tid: key.tid,
+                comm: comm_string(&key.comm),
+                kernel: StackRef::from_key(key.kernel_stack_id, key.kernel_stack_hash),
+                user: StackRef::from_key(key.user_stack_id, key.user_stack_hash),
+                samples: val.samples,
+                weight: val.weight,
+            });
+        }
+        let mut stacks = HashMap::new();
+        for c in &counts {
+            for r in [c.kernel, c.user] {
+                if stacks.contains_key(&r) {
+                    continue;
+                }
+                let bytes = match r {
+                    StackRef::Id(id) => maps.stacks.lookup(&id.to_ne_bytes(), MapFlags::ANY)?,
+                    StackRef::Overflow(h) => maps
+                        .overflow_stacks
+                        .lookup(&h.to_ne_bytes(), MapFlags::ANY)?,
+                    StackRef::Absent | StackRef::Lost => continue,
+                };
+                let ips = bytes
+                    .and_then(|b| from_bytes::<overflow_stack>(&b))
+                    .map(|s| s.ips.iter().copied().take_while(|&ip| ip != 0).collect())
+                    .unwrap_or_default();
+                stacks.insert(r, ips);
+            }
+        }
+        Ok(Drained {
+            counts,
+            stacks,
+            stats,
+        })
+    }
+}
+
+fn read_u64(b: &[u8]) -> u64 {
+    b.get(..8)
+        .and_then(|b| b.try_into().ok())
+        .map(u64::from_ne_bytes)
+        .unwrap_or(0)
+}
+
+/// Copies a plain-old-data struct out of map bytes; `None` when the size is off.
+fn from_bytes<T: Copy + Default>(bytes: &[u8]) -> Option<T> {
+    if bytes.len() < std::mem::size_of::<T>() {
+        return None;
+    }
+    // SAFETY: T is a repr(C) struct of integers (generated from the BPF object's
+    // BTF) for which every bit pattern is valid, and the length was checked.
+    Some(unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast::<T>()) })
+}
+
+fn comm_string(comm: &[i8]) -> String {
+    let bytes: Vec<u8> = comm
+        .iter()
+        .take_while(|&&c| c != 0)
+        .map(|&c| c as u8)
+        .collect();
+    String::from_utf8_lossy(&bytes).into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stack_refs_follow_the_key_encoding() {
+        assert_eq!(StackRef::from_key(5, 0), StackRef::Id(5));
+        assert_eq!(StackRef::from_key(-EEXIST, 99), StackRef::Overflow(99));
+        assert_eq!(StackRef::from_key(-EEXIST, 0), StackRef::Lost);
+        assert_eq!(StackRef::from_key(-EFAULT, 0), StackRef::Absent);
+        assert_eq!(StackRef::from_key(-12, 0), StackRef::Lost);
+    }
+
+    #[test]
+    fn shared_structs_have_the_layout_the_c_side_has() {
+        // sizes as clang lays them out in bpf/profile.h
+        assert_eq!(std::mem::size_of::<sample_key>(), 48);
+        assert_eq!(std::mem::size_of::<sample_value>(), 16);
+        assert_eq!(std::mem::size_of::<overflow_stack>(), 127 * 8);
+    }
+
+    #[test]
+    fn comm_stops_at_nul() {
+        let mut c = [0i8; 16];
+        for (i, b) in b"demo".iter().enumerate() {
+            c[i] = *b as i8;
+        }
+        assert_eq!(comm_string(&c), "demo");
+    }
+}

@@ -1,0 +1,179 @@
+//! The adapter where capture, symbolization and output meet: turns the drained BPF
+//! maps into a [`Profile`], naming each address once however many stacks hold it.
+
+use std::collections::HashMap;
+
+use flamegraphs::{Frame, FrameId, FrameKind, Meta, Profile, Sample};
+use symbolizer::objects::ObjectKind;
+use symbolizer::symbolize::{Frames, Symbol};
+use symbolizer::{ObjectId, Resolved, Symbolizer, Tracker};
+
+use crate::bpf::{Drained, StackRef};
+
+/// Counters of what could not be named, for the summary.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct SymbolizeStats {
+    /// Unique user addresses named.
+    pub user_addrs: usize,
+    /// Unique kernel addresses named.
+    pub kernel_addrs: usize,
+    /// Objects whose symbols could not be read at all.
+    pub object_failures: usize,
+}
+
+/// Return addresses point after the call; the call itself is one byte earlier.
+/// The leaf (index 0, the sampled instruction) is not adjusted.
+fn lookup_addr(ip: u64, index: usize) -> u64 {
+    if index == 0 {
+        ip
+    } else {
+        ip.saturating_sub(1)
+    }
+}
+
+/// Builds the profile of a capture.
+pub fn build(
+    drained: &Drained,
+    tracker: &Tracker,
+    symbolizer: &Symbolizer,
+    meta: Meta,
+) -> (Profile, SymbolizeStats) {
+    let mut profile = Profile::new(meta);
+    let mut stats = SymbolizeStats::default();
+
+    // Unique addresses: user ones per process (address spaces differ), kernel ones global.
+    let mut user_addrs: HashMap<(u32, u64), Option<Resolved>> = HashMap::new();
+    let mut kernel_addrs: HashMap<u64, Vec<FrameId>> = HashMap::new();
+    for c in &drained.counts {
+        if let Some(ips) = drained.stacks.get(&c.user) {
+            for (i, &ip) in ips.iter().enumerate() {
+                let a = lookup_addr(ip, i);
+                user_addrs
+                    .entry((c.pid, a))
+                    .or_insert_with(|| tracker.resolve(c.pid, a));
+            }
+        }
+        if let Some(ips) = drained.stacks.get(&c.kernel) {
+            for (i, &ip) in ips.iter().enumerate() {
+                kernel_addrs.entry(lookup_addr(ip, i)).or_default();
+            }
+        }
+    }
+    stats.user_addrs = user_addrs.len();
+    stats.kernel_addrs = kernel_addrs.len();
+
+    // Kernel: one kallsyms batch.
+    let kaddrs: Vec<u64> = kernel_addrs.keys().copied().collect();
+    let ksyms = symbolizer
+        .kernel(&kaddrs)
+        .unwrap_or_else(|_| vec![Vec::new(); kaddrs.len()]);
+    for (addr, syms) in kaddrs.iter().zip(ksyms) {
+        let frames = intern_symbols(&mut profile, &syms, FrameKind::Kernel, "[kernel.kallsyms]")
+            .unwrap_or_else(|| vec![profile.intern(Frame::named("[unknown]", FrameKind::Kernel))]);
+        kernel_addrs.insert(*addr, frames);
+    }
+
+    // User: one batch per object, shared by every process that maps it.
+    let mut per_object: HashMap<ObjectId, Vec<u64>> = HashMap::new();
+    for r in user_addrs.values().flatten() {
+        per_object.entry(r.object).or_default().push(r.offset);
+    }
+    let mut named: HashMap<Resolved, Vec<FrameId>> = HashMap::new();
+    for (object, mut offsets) in per_object {
+        offsets.sort_unstable();
+        offsets.dedup();
+        let obj = tracker.objects.get(object);
+        let syms: Vec<Frames> = match (obj.kind, obj.read_path()) {
+            (ObjectKind::File, Some(path)) => {
+                symbolizer.object(&path, &offsets).unwrap_or_else(|_| {
+                    stats.object_failures += 1;
+                    vec![Vec::new(); offsets.len()]
+                })
+            }
+            _ => vec![Vec::new(); offsets.len()],
+        };
+        for (offset, syms) in offsets.iter().zip(syms) {
+            let frames = intern_symbols(&mut profile, &syms, FrameKind::User, &obj.path)
+                .unwrap_or_else(|| {
+                    let name = match obj.kind {
+                        ObjectKind::Anonymous => "[unknown]".to_string(),
+                        _ => format!("{}+{:#x}", obj.short_name(), offset),
+                    };
+                    let mut f = Frame::named(name, FrameKind::User);
+                    f.module = Some(obj.path.clone());
+                    vec![profile.intern(f)]
+                });
+            named.insert(
+                Resolved {
+                    object,
+                    offset: *offset,
+                },
+                frames,
+            );
+        }
+    }
+    let unknown_user = profile.intern(Frame::named("[unknown]", FrameKind::User));
+    let lost_user = profile.intern(Frame::named("[lost stack]", FrameKind::User));
+    let lost_kernel = profile.intern(Frame::named("[lost stack]", FrameKind::Kernel));
+
+    for c in &drained.counts {
+        let mut stack = Vec::new();
+        match drained.stacks.get(&c.user) {
+            Some(ips) => {
+                for (i, &ip) in ips.iter().enumerate().rev() {
+                    let a = lookup_addr(ip, i);
+                    match user_addrs.get(&(c.pid, a)).copied().flatten() {
+                        Some(r) => stack.extend_from_slice(&named[&r]),
+                        None => stack.push(unknown_user),
+                    }
+                }
+            }
+            None if c.user == StackRef::Lost => stack.push(lost_user),
+            None => {}
+        }
+        match drained.stacks.get(&c.kernel) {
+            Some(ips) => {
+                for (i, &ip) in ips.iter().enumerate().rev() {
+                    stack.extend_from_slice(&kernel_addrs[&lookup_addr(ip, i)]);
+                }
+            }
+            None if c.kernel == StackRef::Lost => stack.push(lost_kernel),
+            None => {}
+        }
+        profile.samples.push(Sample {
+            pid: c.pid,
+            tid: c.tid,
+            comm: c.comm.clone(),
+            stack,
+            count: c.samples,
+            weight: c.weight,
+        });
+    }
+    (profile, stats)
+}
+
+/// Interns the frames of one address (function, then inlined callees); `None` when
+/// nothing named it.
+fn intern_symbols(
+    profile: &mut Profile,
+    syms: &[Symbol],
+    kind: FrameKind,
+    module: &str,
+) -> Option<Vec<FrameId>> {
+    if syms.is_empty() {
+        return None;
+    }
+    Some(
+        syms.iter()
+            .map(|s| {
+                profile.intern(Frame {
+                    name: s.name.clone(),
+                    kind: if s.inlined { FrameKind::Inline } else { kind },
+                    module: Some(module.to_string()),
+                    file: s.file.clone(),
+                    line: s.line,
+                })
+            })
+            .collect(),
+    )
+}

@@ -1,0 +1,114 @@
+//! Follows address-space changes during a capture: per-CPU tracking events whose
+//! ring buffers carry mmap2, comm, fork and exit records, merged in time order and
+//! applied to the symbolizer's [`Tracker`].
+
+use std::io;
+use std::os::fd::{AsRawFd, RawFd};
+
+use anyhow::{Context, Result};
+use symbolizer::records::{self, Record};
+use symbolizer::Tracker;
+
+use crate::perf;
+use crate::ring::Ring;
+
+/// 256 KiB per CPU: a burst of a few thousand mmaps (a build starting) fits.
+const DATA_PAGES: usize = 64;
+/// Wake the capture loop once a quarter of a ring is filled (it also polls on a timer).
+const WAKEUP_BYTES: u32 = (DATA_PAGES * 4096 / 4) as u32;
+
+/// The tracking events of all CPUs and what they told so far.
+pub struct Tracking {
+    rings: Vec<Ring>,
+    /// Records read but not yet applied: a record is applied only once every CPU's
+    /// records up to its time have been read, so a fork is never applied after the
+    /// child's first mmap that another CPU reported.
+    pending: Vec<Record>,
+    /// Address spaces and objects.
+    pub tracker: Tracker,
+}
+
+/// CLOCK_MONOTONIC now, in nanoseconds: the clock the tracking events stamp with.
+pub fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: ts is a valid timespec to write to.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+impl Tracking {
+    /// Opens and starts tracking on `cpus`.
+    pub fn start(cpus: &[u32]) -> Result<Tracking> {
+        let mut rings = Vec::with_capacity(cpus.len());
+        for &cpu in cpus {
+            let fd = perf::open_tracking(cpu, WAKEUP_BYTES)
+                .with_context(|| format!("opening the tracking event on CPU {cpu}"))?;
+            rings.push(
+                Ring::new(fd, DATA_PAGES)
+                    .with_context(|| format!("mapping the tracking buffer of CPU {cpu}"))?,
+            );
+        }
+        Ok(Tracking {
+            rings,
+            pending: Vec::new(),
+            tracker: Tracker::new(),
+        })
+    }
+
+    /// Descriptors that become readable when records wait.
+    pub fn fds(&self) -> Vec<RawFd> {
+        self.rings.iter().map(|r| r.fd().as_raw_fd()).collect()
+    }
+
+    /// Reads every ring and applies the records that are safe to apply; with
+    /// `all`, applies everything (at the end of the capture).
+    pub fn process(&mut self, all: bool) {
+        let cutoff = monotonic_ns();
+        for ring in &mut self.rings {
+            let pending = &mut self.pending;
+            ring.drain(|kind, misc, body| {
+                if let Some(r) = records::parse(kind, misc, body) {
+                    pending.push(r);
+                }
+            });
+        }
+        if self.pending.is_empty() {
+            return;
+        }
+        // Stable sort: records of one CPU with equal times keep their order.
+        self.pending.sort_by_key(Record::time);
+        let ready = if all {
+            self.pending.len()
+        } else {
+            self.pending.partition_point(|r| r.time() <= cutoff)
+        };
+        for r in self.pending.drain(..ready) {
+            self.tracker.apply(&r);
+        }
+    }
+}
+
+/// Waits until one of `fds` is readable or `timeout_ms` passes; a signal ends the
+/// wait early (the caller checks its flags).
+pub fn wait(fds: &[RawFd], timeout_ms: i32) -> io::Result<()> {
+    let mut pfds: Vec<libc::pollfd> = fds
+        .iter()
+        .map(|&fd| libc::pollfd {
+            fd,
+            events: libc::POLLIN,
+            revents: 0,
+        })
+        .collect();
+    // SAFETY: pfds is a valid array of pollfd for its length.
+    let n = unsafe { libc::poll(pfds.as_mut_ptr(), pfds.len() as libc::nfds_t, timeout_ms) };
+    if n < 0 {
+        let e = io::Error::last_os_error();
+        if e.kind() != io::ErrorKind::Interrupted {
+            return Err(e);
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,353 @@
+//! Every process's address space over the capture, rebuilt from tracking records.
+//!
+//! perf reports new mappings (MMAP2), exec (COMM with the exec flag), fork and exit,
+//! but not munmap: a mapping lives until a newer one covers its range, the process
+//! execs, or the capture ends. Exec starts a new *generation* of the address space
+//! and keeps the old one, so an address sampled before the exec can still be
+//! resolved. Nothing here reads /proc or needs privileges: it is fed with records.
+
+use std::collections::{BTreeMap, HashMap};
+
+use crate::objects::ObjectId;
+
+/// A file-backed (or pseudo) executable mapping.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Mapping {
+    /// First address.
+    pub start: u64,
+    /// One past the last address.
+    pub end: u64,
+    /// File offset of `start`.
+    pub pgoff: u64,
+    /// The object mapped.
+    pub object: ObjectId,
+}
+
+/// An address resolved against a process's mappings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Resolved {
+    /// The object the address falls in.
+    pub object: ObjectId,
+    /// The address as an offset into that object's file.
+    pub offset: u64,
+}
+
+#[derive(Debug, Clone, Default)]
+struct Generation {
+    /// When this address space came to be (exec or fork time; 0 when unknown).
+    since: u64,
+    /// Non-overlapping mappings by start address.
+    maps: BTreeMap<u64, Mapping>,
+}
+
+#[derive(Debug, Clone, Default)]
+struct Process {
+    /// Oldest first; never empty.
+    generations: Vec<Generation>,
+    exited: bool,
+}
+
+impl Process {
+    fn current(&mut self) -> &mut Generation {
+        if self.generations.is_empty() {
+            self.generations.push(Generation::default());
+        }
+        self.generations.last_mut().expect("just ensured non-empty")
+    }
+}
+
+/// Address spaces of all processes seen during a capture.
+#[derive(Debug, Default)]
+pub struct MappingHistory {
+    procs: HashMap<u32, Process>,
+}
+
+impl MappingHistory {
+    /// An empty history.
+    pub fn new() -> MappingHistory {
+        MappingHistory::default()
+    }
+
+    /// Records a new mapping of `pid`; it replaces whatever it overlaps.
+    pub fn map(&mut self, pid: u32, start: u64, len: u64, pgoff: u64, object: ObjectId) {
+        let Some(end) = start.checked_add(len).filter(|&e| e > start) else {
+            return;
+        };
+        let gen = self.procs.entry(pid).or_default().current();
+        insert(
+            &mut gen.maps,
+            Mapping {
+                start,
+                end,
+                pgoff,
+                object,
+            },
+        );
+    }
+
+    /// Adds a mapping read from a /proc snapshot, unless tracking records already
+    /// cover any of its range (those are at least as recent).
+    pub fn map_from_snapshot(&mut self, pid: u32, mapping: Mapping) {
+        if mapping.end <= mapping.start {
+            return;
+        }
+        let gen = self.procs.entry(pid).or_default().current();
+        let overlaps = gen
+            .maps
+            .range(..mapping.end)
+            .next_back()
+            .is_some_and(|(_, m)| m.end > mapping.start);
+        if !overlaps {
+            gen.maps.insert(mapping.start, mapping);
+        }
+    }
+
+    /// `pid` exec'd a new program at `time`: a new, empty address space.
+    pub fn exec(&mut self, pid: u32, time: u64) {
+        let proc = self.procs.entry(pid).or_default();
+        proc.exited = false;
+        if proc.current().maps.is_empty() {
+            proc.current().since = time;
+            return;
+        }
+        proc.generations.push(Generation {
+            since: time,
+            maps: BTreeMap::new(),
+        });
+    }
+
+    /// `child` was forked from `parent` at `time` and starts with a copy of its
+    /// address space. A reused pid starts over.
+    pub fn fork(&mut self, parent: u32, child: u32, time: u64) {
+        if parent == child {
+            return; // a new thread shares the address space
+        }
+        let maps = self
+            .procs
+            .get(&parent)
+            .and_then(|p| p.generations.last())
+            .map(|g| g.maps.clone())
+            .unwrap_or_default();
+        self.procs.insert(
+            child,
+            Process {
+                generations: vec![Generation { since: time, maps }],
+                exited: false,
+            },
+        );
+    }
+
+    /// `pid` exited. Its mappings are kept: its samples still need them.
+    pub fn exit(&mut self, pid: u32) {
+        if let Some(p) = self.procs.get_mut(&pid) {
+            p.exited = true;
+        }
+    }
+
+    /// Whether `pid` is known to have exited.
+    pub fn has_exited(&self, pid: u32) -> bool {
+        self.procs.get(&pid).is_some_and(|p| p.exited)
+    }
+
+    /// Whether anything is known about `pid`.
+    pub fn knows(&self, pid: u32) -> bool {
+        self.procs.contains_key(&pid)
+    }
+
+    /// Number of processes with a known address space.
+    pub fn processes(&self) -> usize {
+        self.procs.len()
+    }
+
+    /// Resolves `addr` in `pid`'s address space. Samples aggregated in the kernel carry
+    /// no timestamp, so the newest generation that maps the address wins.
+    pub fn resolve(&self, pid: u32, addr: u64) -> Option<Resolved> {
+        let proc = self.procs.get(&pid)?;
+        proc.generations
+            .iter()
+            .rev()
+            .find_map(|g| lookup(&g.maps, addr))
+    }
+
+    /// Resolves `addr` as it was mapped at `time` (for timestamped samples).
+    pub fn resolve_at(&self, pid: u32, addr: u64, time: u64) -> Option<Resolved> {
+        let proc = self.procs.get(&pid)?;
+        let gen = proc
+            .generations
+            .iter()
+            .rev()
+            .find(|g| g.since <= time)
+            .or(proc.generations.first())?;
+        lookup(&gen.maps, addr)
+    }
+}
+
+fn lookup(maps: &BTreeMap<u64, Mapping>, addr: u64) -> Option<Resolved> {
+    let (_, m) = maps.range(..=addr).next_back()?;
+    (addr < m.end).then(|| Resolved {
+        object: m.object,
+        offset: m.pgoff + (addr - m.start),
+    })
+}
+
+/// Inserts `new`, trimming or splitting the mappings it overlaps.
+fn insert(maps: &mut BTreeMap<u64, Mapping>, new: Mapping) {
+    let overlapped: Vec<Mapping> = maps
+        .range(..new.end)
+        .rev()
+        .take_while(|(_, m)| m.end > new.start)
+        .map(|(_, m)| *m)
+        .collect();
+    for old in overlapped {
+        maps.remove(&old.start);
+        if old.start < new.start {
+            maps.insert(
+                old.start,
+                Mapping {
+                    end: new.start,
+                    ..old
+                },
+            );
+        }
+        if old.end > new.end {
+            maps.insert(
+                new.end,
+                Mapping {
+                    start: new.end,
+                    pgoff: old.pgoff + (new.end - old.start),
+                    ..old
+                },
+            );
+        }
+    }
+    maps.insert(new.start, new);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const A: ObjectId = ObjectId(1);
+    const B: ObjectId = ObjectId(2);
+    const C: ObjectId = ObjectId(3);
+
+    fn at(object: ObjectId, offset: u64) -> Option<Resolved> {
+        Some(Resolved { object, offset })
+    }
+
+    #[test]
+    fn resolves_addresses_to_file_offsets() {
+        let mut h = MappingHistory::new();
+        h.map(1, 0x1000, 0x2000, 0x400, A);
+        assert_eq!(h.resolve(1, 0x1000), at(A, 0x400));
+        assert_eq!(h.resolve(1, 0x2fff), at(A, 0x23ff));
+        assert_eq!(h.resolve(1, 0x3000), None);
+        assert_eq!(h.resolve(1, 0xfff), None);
+        assert_eq!(h.resolve(2, 0x1000), None);
+    }
+
+    #[test]
+    fn mmap_over_mmap_splits_the_old_mapping() {
+        let mut h = MappingHistory::new();
+        h.map(1, 0x1000, 0x4000, 0, A); // [0x1000, 0x5000)
+        h.map(1, 0x2000, 0x1000, 0x9000, B); // punches [0x2000, 0x3000)
+        assert_eq!(h.resolve(1, 0x1800), at(A, 0x800));
+        assert_eq!(h.resolve(1, 0x2800), at(B, 0x9800));
+        // the right remainder keeps its original file offsets
+        assert_eq!(h.resolve(1, 0x3800), at(A, 0x2800));
+        // a mapping covering several old ones replaces them all
+        h.map(1, 0x0, 0x10000, 0, C);
+        for addr in [0x800, 0x1800, 0x2800, 0x3800, 0x8000] {
+            assert_eq!(h.resolve(1, addr), at(C, addr));
+        }
+    }
+
+    #[test]
+    fn mmap_overlapping_the_start_or_end_trims() {
+        let mut h = MappingHistory::new();
+        h.map(1, 0x2000, 0x2000, 0, A); // [0x2000, 0x4000)
+        h.map(1, 0x1000, 0x1800, 0, B); // overlaps the start
+        h.map(1, 0x3800, 0x1000, 0, C); // overlaps the end
+        assert_eq!(h.resolve(1, 0x2400), at(B, 0x1400));
+        assert_eq!(h.resolve(1, 0x2800), at(A, 0x800));
+        assert_eq!(h.resolve(1, 0x37ff), at(A, 0x17ff));
+        assert_eq!(h.resolve(1, 0x3800), at(C, 0));
+    }
+
+    #[test]
+    fn munmap_is_not_reported_so_old_mappings_stay() {
+        // perf has no munmap record: an unmapped library still resolves, which
+        // is right for samples taken before the unmap.
+        let mut h = MappingHistory::new();
+        h.map(1, 0x1000, 0x1000, 0, A);
+        assert_eq!(h.resolve(1, 0x1100), at(A, 0x100));
+    }
+
+    #[test]
+    fn exec_replaces_the_address_space_but_keeps_the_old_one() {
+        let mut h = MappingHistory::new();
+        h.map(1, 0x1000, 0x1000, 0, A); // the shell before exec
+        h.map(1, 0x8000, 0x1000, 0, A);
+        h.exec(1, 100);
+        h.map(1, 0x1000, 0x1000, 0, B); // the new program at the same address
+        assert_eq!(h.resolve(1, 0x1100), at(B, 0x100));
+        // addresses the new program does not map fall back to the old image
+        assert_eq!(h.resolve(1, 0x8100), at(A, 0x100));
+        // with timestamps the right generation is chosen
+        assert_eq!(h.resolve_at(1, 0x1100, 50), at(A, 0x100));
+        assert_eq!(h.resolve_at(1, 0x1100, 150), at(B, 0x100));
+    }
+
+    #[test]
+    fn exec_of_a_process_with_no_mappings_yet_does_not_add_a_generation() {
+        let mut h = MappingHistory::new();
+        h.exec(1, 10);
+        h.exec(1, 20);
+        h.map(1, 0x1000, 0x1000, 0, A);
+        assert_eq!(h.resolve_at(1, 0x1100, 25), at(A, 0x100));
+    }
+
+    #[test]
+    fn fork_inherits_the_parent_address_space() {
+        let mut h = MappingHistory::new();
+        h.map(1, 0x1000, 0x1000, 0, A);
+        h.fork(1, 2, 10);
+        assert_eq!(h.resolve(2, 0x1100), at(A, 0x100));
+        // later changes stay in their own process
+        h.map(2, 0x1000, 0x1000, 0, B);
+        assert_eq!(h.resolve(1, 0x1100), at(A, 0x100));
+        assert_eq!(h.resolve(2, 0x1100), at(B, 0x100));
+        // a new thread (same pid) changes nothing
+        h.fork(2, 2, 11);
+        assert_eq!(h.resolve(2, 0x1100), at(B, 0x100));
+        // a fork of an unknown parent gives an empty address space
+        h.fork(77, 3, 12);
+        assert!(h.knows(3));
+        assert_eq!(h.resolve(3, 0x1100), None);
+    }
+
+    #[test]
+    fn exited_processes_still_resolve() {
+        let mut h = MappingHistory::new();
+        h.map(1, 0x1000, 0x1000, 0, A);
+        h.exit(1);
+        assert!(h.has_exited(1));
+        assert_eq!(h.resolve(1, 0x1100), at(A, 0x100));
+    }
+
+    #[test]
+    fn snapshot_mappings_never_override_tracked_ones() {
+        let mut h = MappingHistory::new();
+        h.map(1, 0x1000, 0x1000, 0, A);
+        let snap = |start, end, object| Mapping {
+            start,
+            end,
+            pgoff: 0,
+            object,
+        };
+        h.map_from_snapshot(1, snap(0x1000, 0x2000, B));
+        h.map_from_snapshot(1, snap(0x3000, 0x4000, B));
+        assert_eq!(h.resolve(1, 0x1100), at(A, 0x100));
+        assert_eq!(h.resolve(1, 0x3100), at(B, 0x100));
+    }
+}

@@ -1,0 +1,169 @@
+//! Follows address spaces during a capture: applies tracking records and /proc
+//! snapshots to the mapping history, opening each object when it first appears.
+
+use std::io;
+
+use crate::history::{Mapping, MappingHistory, Resolved};
+use crate::objects::ObjectStore;
+use crate::procmaps;
+use crate::records::{FileId, Record};
+
+const PROT_EXEC: u32 = 4;
+
+/// Mapping history plus the objects it names.
+#[derive(Debug, Default)]
+pub struct Tracker {
+    /// Address spaces over time.
+    pub history: MappingHistory,
+    /// Objects the mappings name.
+    pub objects: ObjectStore,
+    lost_records: u64,
+}
+
+impl Tracker {
+    /// An empty tracker.
+    pub fn new() -> Tracker {
+        Tracker {
+            history: MappingHistory::new(),
+            objects: ObjectStore::new(),
+            lost_records: 0,
+        }
+    }
+
+    /// Applies one tracking record. Records must come in time order.
+    pub fn apply(&mut self, record: &Record) {
+        match record {
+            Record::Mmap(m) => {
+                if m.prot & PROT_EXEC == 0 {
+                    return;
+                }
+                let end = m.start.saturating_add(m.len);
+                let id = self.objects.observe(m.pid, m.start, end, &m.path, &m.file);
+                self.history.map(m.pid, m.start, m.len, m.pgoff, id);
+            }
+            Record::Comm(c) if c.exec => self.history.exec(c.pid, c.time),
+            Record::Comm(_) => {}
+            Record::Fork(t) => self.history.fork(t.ppid, t.pid, t.time),
+            Record::Exit(t) => {
+                if t.pid == t.tid {
+                    self.history.exit(t.pid);
+                }
+            }
+            Record::Lost { lost, .. } => self.lost_records += lost,
+        }
+    }
+
+    /// Tracking records the kernel dropped because the ring buffer was full.
+    pub fn lost_records(&self) -> u64 {
+        self.lost_records
+    }
+
+    /// Adds what `/proc/PID/maps` says of a process that was running before
+    /// tracking started.
+    pub fn snapshot(&mut self, pid: u32) -> io::Result<()> {
+        for m in procmaps::read(pid)?.into_iter().filter(|m| m.exec) {
+            let file = FileId::Inode {
+                major: m.major,
+                minor: m.minor,
+                ino: m.ino,
+                generation: 0,
+            };
+            let object = self.objects.observe(pid, m.start, m.end, &m.path, &file);
+            self.history.map_from_snapshot(
+                pid,
+                Mapping {
+                    start: m.start,
+                    end: m.end,
+                    pgoff: m.offset,
+                    object,
+                },
+            );
+        }
+        Ok(())
+    }
+
+    /// Snapshots every process in /proc; processes that vanish meanwhile are skipped.
+    pub fn snapshot_all(&mut self) {
+        let Ok(dir) = std::fs::read_dir("/proc") else {
+            return;
+        };
+        for entry in dir.flatten() {
+            if let Some(pid) = entry.file_name().to_str().and_then(|s| s.parse().ok()) {
+                let _ = self.snapshot(pid);
+            }
+        }
+    }
+
+    /// Resolves a user address of `pid` to (object, file offset).
+    pub fn resolve(&self, pid: u32, addr: u64) -> Option<Resolved> {
+        self.history.resolve(pid, addr)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::records::{Comm, Mmap, Task};
+
+    #[test]
+    fn records_build_address_spaces_that_outlive_the_process() {
+        let exe = std::env::current_exe().unwrap();
+        let path = exe.to_str().unwrap().to_string();
+        let mut t = Tracker::new();
+        let mmap = |pid, start, prot| {
+            Record::Mmap(Mmap {
+                pid,
+                tid: pid,
+                start,
+                len: 0x1000,
+                pgoff: 0x2000,
+                file: FileId::Unknown,
+                prot,
+                path: path.clone(),
+                time: 1,
+            })
+        };
+        t.apply(&mmap(100, 0x10000, PROT_EXEC));
+        t.apply(&mmap(100, 0x50000, 1)); // not executable: ignored
+        t.apply(&Record::Fork(Task {
+            pid: 101,
+            ppid: 100,
+            tid: 101,
+            ptid: 100,
+            time: 2,
+        }));
+        t.apply(&Record::Exit(Task {
+            pid: 101,
+            ppid: 100,
+            tid: 101,
+            ptid: 100,
+            time: 3,
+        }));
+        t.apply(&Record::Comm(Comm {
+            pid: 100,
+            tid: 100,
+            comm: "new".into(),
+            exec: true,
+            time: 4,
+        }));
+        t.apply(&Record::Lost { lost: 3, time: 5 });
+        assert_eq!(t.lost_records(), 3);
+        let r = t.resolve(101, 0x10010).expect("inherited by fork");
+        assert_eq!(r.offset, 0x2010);
+        assert_eq!(t.objects.get(r.object).path, path);
+        assert!(t.history.has_exited(101));
+        assert_eq!(t.resolve(100, 0x50010), None);
+        // the exec'd process keeps its old image for old addresses
+        assert!(t.resolve(100, 0x10010).is_some());
+    }
+
+    #[test]
+    fn snapshot_of_ourselves_resolves_our_code() {
+        let mut t = Tracker::new();
+        t.snapshot(std::process::id()).unwrap();
+        let addr = snapshot_of_ourselves_resolves_our_code as usize as u64;
+        let r = t.resolve(std::process::id(), addr).unwrap();
+        let exe = std::env::current_exe().unwrap();
+        assert_eq!(t.objects.get(r.object).path, exe.to_str().unwrap());
+    }
+}
