@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 use std::mem::MaybeUninit;
-use std::os::fd::{AsRawFd, BorrowedFd, IntoRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, IntoRawFd, OwnedFd, RawFd};
 use std::sync::Mutex;
 
 use anyhow::{anyhow, Context, Result};
@@ -287,10 +287,7 @@ impl Sampler {
         let stats = self.stats()?;
         let mut counts = Vec::new();
         let maps = &self.skel.maps;
-        for (k, v) in maps
-            .counts
-            .lookup_batch(1024, MapFlags::ANY, MapFlags::ANY)?
-        {
+        for (k, v) in read_all(&maps.counts).context("reading the counts map")? {
             let (Some(key), Some(val)) =
                 (from_bytes::<sample_key>(&k), from_bytes::<sample_value>(&v))
             else {
@@ -331,6 +328,78 @@ impl Sampler {
             stacks,
             stats,
         })
+    }
+}
+
+/// Reads every entry of a hash map with BPF_MAP_LOOKUP_BATCH.
+///
+/// libbpf-rs's `lookup_batch` iterator ends at the first batch shorter than asked
+/// for, but the kernel returns short batches at hash-bucket boundaries long before
+/// the end: it silently dropped most of a large counts map. The end is ENOENT.
+fn read_all(map: &libbpf_rs::MapMut<'_>) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+    use libbpf_rs::libbpf_sys;
+    let key_size = map.key_size() as usize;
+    let value_size = map.value_size() as usize;
+    let mut cap: u32 = 4096;
+    let mut keys = vec![0u8; cap as usize * key_size];
+    let mut values = vec![0u8; cap as usize * value_size];
+    // The batch cursor of a hash map is a bucket index (u32), but the kernel asks for
+    // key_size bytes.
+    let mut cursor_in = vec![0u8; key_size.max(4)];
+    let mut cursor_out = vec![0u8; key_size.max(4)];
+    let mut first = true;
+    let mut out = Vec::new();
+    let opts = libbpf_sys::bpf_map_batch_opts {
+        sz: std::mem::size_of::<libbpf_sys::bpf_map_batch_opts>() as _,
+        ..Default::default()
+    };
+    loop {
+        let mut count = cap;
+        let in_ptr = if first {
+            std::ptr::null_mut()
+        } else {
+            cursor_in.as_mut_ptr().cast()
+        };
+        // SAFETY: the buffers hold `cap` keys and values and the cursors key_size bytes.
+        let ret = unsafe {
+            libbpf_sys::bpf_map_lookup_batch(
+                map.as_fd().as_raw_fd(),
+                in_ptr,
+                cursor_out.as_mut_ptr().cast(),
+                keys.as_mut_ptr().cast(),
+                values.as_mut_ptr().cast(),
+                &mut count,
+                &opts,
+            )
+        };
+        let errno = if ret < 0 {
+            std::io::Error::last_os_error().raw_os_error()
+        } else {
+            None
+        };
+        match errno {
+            None | Some(libc::ENOENT) => {}
+            Some(libc::ENOSPC) if count == 0 => {
+                // One bucket holds more entries than the buffer: make room, ask again.
+                cap *= 2;
+                keys.resize(cap as usize * key_size, 0);
+                values.resize(cap as usize * value_size, 0);
+                continue;
+            }
+            Some(libc::EINTR) => continue,
+            Some(e) => return Err(std::io::Error::from_raw_os_error(e).into()),
+        }
+        for i in 0..count as usize {
+            out.push((
+                keys[i * key_size..(i + 1) * key_size].to_vec(),
+                values[i * value_size..(i + 1) * value_size].to_vec(),
+            ));
+        }
+        if errno == Some(libc::ENOENT) {
+            return Ok(out);
+        }
+        std::mem::swap(&mut cursor_in, &mut cursor_out);
+        first = false;
     }
 }
 
