@@ -1,0 +1,117 @@
+//! `flamebpf record -- COMMAND`: short-lived commands, children, exit status, stdout.
+
+use std::time::{Duration, Instant};
+
+use crate::common::{capture_lock, flamebpf, require_bpf, run, workload, Folded};
+
+#[test]
+fn a_command_that_exits_before_the_duration_ends_the_capture_and_is_named() {
+    require_bpf!();
+    let split = workload("split");
+    let dir = tempfile::tempdir().unwrap();
+    let folded = dir.path().join("short.folded");
+    let _lock = capture_lock();
+    let t = Instant::now();
+    let out = run(flamebpf()
+        .args(["record", "-F", "999", "-d", "60", "-o"])
+        .arg(&folded)
+        .arg("--")
+        .arg(&split)
+        .arg("0.5"));
+    assert!(out.status.success());
+    assert!(
+        t.elapsed() < Duration::from_secs(20),
+        "the capture ended with the command"
+    );
+    let f = Folded::read(&folded);
+    assert!(f.with_frame("heavy") > 0 && f.with_frame("light") > 0);
+    assert!(f.with_frame("main") > 0);
+    assert!(
+        f.0.iter()
+            .all(|(s, _)| s[0] == "split" || s[0] == "flamebpf"),
+        "only the command"
+    );
+}
+
+#[test]
+fn children_of_the_command_are_profiled_and_its_exit_status_is_kept() {
+    require_bpf!();
+    let split = workload("split");
+    let dir = tempfile::tempdir().unwrap();
+    let folded = dir.path().join("kids.folded");
+    let _lock = capture_lock();
+    let script = format!(
+        "{} 0.5; {} 0.3 & wait; exit 3",
+        split.display(),
+        split.display()
+    );
+    let out = run(flamebpf()
+        .args(["record", "-F", "499", "-o"])
+        .arg(&folded)
+        .args(["--", "sh", "-c", &script]));
+    assert_eq!(
+        out.status.code(),
+        Some(3),
+        "flamebpf exits with the command's status"
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("exited with status 3"));
+    let f = Folded::read(&folded);
+    assert!(f.count(|s| s[0] == "split" && s.iter().any(|fr| fr == "heavy")) > 0);
+}
+
+#[test]
+fn stdout_belongs_to_the_command_unless_asked_for() {
+    require_bpf!();
+    let dir = tempfile::tempdir().unwrap();
+    let _lock = capture_lock();
+    let out = run(flamebpf()
+        .args(["record", "-o"])
+        .arg(dir.path().join("x.svg"))
+        .args(["--", "sh", "-c", "echo hello"]));
+    assert!(out.status.success());
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "hello\n");
+
+    let split = workload("split");
+    let out = run(flamebpf()
+        .args(["record", "-q", "-F", "999", "-o", "-", "--"])
+        .arg(&split)
+        .arg("0.3"));
+    assert!(out.status.success());
+    let f = Folded::parse(&String::from_utf8_lossy(&out.stdout));
+    assert!(f.with_frame("heavy") > 0, "folded on stdout with -o -");
+    assert!(out.stderr.is_empty(), "-q: nothing on stderr");
+}
+
+#[test]
+fn sigterm_ends_the_capture_writes_the_outputs_and_ends_the_command() {
+    require_bpf!();
+    let split = workload("split");
+    let dir = tempfile::tempdir().unwrap();
+    let folded = dir.path().join("term.folded");
+    let _lock = capture_lock();
+    let child = flamebpf()
+        .args(["record", "-F", "999", "-o"])
+        .arg(&folded)
+        .arg("--")
+        .arg(&split)
+        .arg("60")
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(1500));
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let t = Instant::now();
+    let out = child.wait_with_output().unwrap();
+    eprintln!("stderr: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success());
+    assert!(t.elapsed() < Duration::from_secs(10));
+    let f = Folded::read(&folded);
+    assert!(f.with_frame("heavy") > 500, "about 1.5 s of samples");
+    let still_running = std::process::Command::new("pgrep")
+        .arg("-f")
+        .arg(split.to_str().unwrap())
+        .output()
+        .unwrap();
+    assert!(still_running.stdout.is_empty(), "the command was ended too");
+}

@@ -1,0 +1,140 @@
+//! Helpers shared by the suites: the binary, workloads compiled from testdata/,
+//! the BPF gate, and a folded-stacks reader.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::{Mutex, MutexGuard, OnceLock};
+
+/// The flamebpf binary under test.
+pub fn flamebpf() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_flamebpf"))
+}
+
+/// Why BPF captures cannot run here, if they cannot.
+pub fn bpf_unavailable() -> Option<String> {
+    // SAFETY: geteuid has no preconditions.
+    let euid = unsafe { libc::geteuid() };
+    if euid != 0 {
+        let caps = std::fs::read_to_string("/proc/self/status")
+            .ok()
+            .and_then(|s| {
+                s.lines()
+                    .find_map(|l| l.strip_prefix("CapEff:"))
+                    .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+            })
+            .unwrap_or(0);
+        let bpf_and_perfmon = (1u64 << 39) | (1u64 << 38);
+        if caps & (1 << 21) == 0 && caps & bpf_and_perfmon != bpf_and_perfmon {
+            return Some(format!(
+                "not root (uid {euid}) and without CAP_BPF + CAP_PERFMON"
+            ));
+        }
+    }
+    if !Path::new("/sys/kernel/btf/vmlinux").exists() {
+        return Some("the kernel has no BTF (/sys/kernel/btf/vmlinux)".into());
+    }
+    None
+}
+
+/// Returns from the test, with the reason printed, when BPF cannot be used here;
+/// fails the test instead when FLAMEBPF_REQUIRE_BPF=1 (as CI sets it).
+macro_rules! require_bpf {
+    () => {
+        if let Some(why) = $crate::common::bpf_unavailable() {
+            if std::env::var("FLAMEBPF_REQUIRE_BPF").as_deref() == Ok("1") {
+                panic!("FLAMEBPF_REQUIRE_BPF=1 but BPF is unavailable: {why}");
+            }
+            eprintln!("skipped: needs BPF: {why}");
+            return;
+        }
+    };
+}
+pub(crate) use require_bpf;
+
+/// Captures sample every CPU: one at a time, so they do not skew each other.
+pub fn capture_lock() -> MutexGuard<'static, ()> {
+    static LOCK: Mutex<()> = Mutex::new(());
+    LOCK.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Compiles testdata/NAME.c once per test run, with frame pointers kept, and
+/// returns the binary.
+pub fn workload(name: &str) -> PathBuf {
+    static BUILT: OnceLock<Mutex<HashMap<String, PathBuf>>> = OnceLock::new();
+    let built = BUILT.get_or_init(|| Mutex::new(HashMap::new()));
+    let mut built = built.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(p) = built.get(name) {
+        return p.clone();
+    }
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let out_dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("workloads");
+    std::fs::create_dir_all(&out_dir).unwrap();
+    let out = out_dir.join(name);
+    let src = root.join("testdata").join(format!("{name}.c"));
+    let status = Command::new("gcc")
+        .args([
+            "-O2",
+            "-g",
+            "-fno-omit-frame-pointer",
+            "-fno-optimize-sibling-calls",
+            "-o",
+        ])
+        .arg(&out)
+        .arg(&src)
+        .status()
+        .expect("gcc runs");
+    assert!(status.success(), "compiling {}", src.display());
+    built.insert(name.to_string(), out.clone());
+    out
+}
+
+/// Runs flamebpf and returns its output, echoing stderr for the test log.
+pub fn run(cmd: &mut Command) -> Output {
+    let out = cmd.output().expect("flamebpf runs");
+    eprintln!("flamebpf stderr: {}", String::from_utf8_lossy(&out.stderr));
+    out
+}
+
+/// Folded stacks: (frames with the comm first, count).
+pub struct Folded(pub Vec<(Vec<String>, u64)>);
+
+impl Folded {
+    pub fn parse(text: &str) -> Folded {
+        Folded(
+            text.lines()
+                .map(|l| {
+                    let (stack, count) = l.rsplit_once(' ').expect("`stack count` lines");
+                    (
+                        stack.split(';').map(str::to_string).collect(),
+                        count.parse().expect("a count"),
+                    )
+                })
+                .collect(),
+        )
+    }
+
+    pub fn read(path: &Path) -> Folded {
+        Folded::parse(&std::fs::read_to_string(path).expect("the folded output exists"))
+    }
+
+    pub fn total(&self) -> u64 {
+        self.0.iter().map(|(_, c)| c).sum()
+    }
+
+    /// Samples whose stack satisfies `pred`.
+    pub fn count(&self, pred: impl Fn(&[String]) -> bool) -> u64 {
+        self.0.iter().filter(|(s, _)| pred(s)).map(|(_, c)| c).sum()
+    }
+
+    /// Samples with a frame named `name` anywhere in the stack.
+    pub fn with_frame(&self, name: &str) -> u64 {
+        self.count(|s| s[1..].iter().any(|f| f == name))
+    }
+}
+
+/// Samples of `heavy` as a share of `heavy` plus `light`.
+pub fn heavy_share(heavy: u64, light: u64) -> f64 {
+    assert!(heavy + light > 0, "no samples of heavy or light");
+    heavy as f64 / (heavy + light) as f64
+}

@@ -1,0 +1,14 @@
+//! Integration tests of the flamebpf binary: real captures of testdata workloads
+//! (BPF, so root) and every refusal path (most need no privileges).
+//!
+//! One test binary with suites in modules, so the workloads are compiled once and
+//! captures are serialised (they sample the whole machine's CPUs).
+
+mod common;
+
+mod accuracy;
+mod command;
+mod errors;
+mod kernel;
+mod stacks;
+mod system;

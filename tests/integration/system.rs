@@ -1,0 +1,101 @@
+//! `-a` (the whole machine), `--include-idle`, and `-p PID` ended by Ctrl-C.
+
+use std::process::{Child, Command};
+use std::time::Duration;
+
+use crate::common::{capture_lock, flamebpf, require_bpf, run, workload, Folded};
+
+struct Reaped(Child);
+
+impl Drop for Reaped {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn all_cpus_finds_the_workload_by_comm_and_leaves_idle_out() {
+    require_bpf!();
+    let split = workload("split");
+    let dir = tempfile::tempdir().unwrap();
+    let folded = dir.path().join("all.folded");
+    let _lock = capture_lock();
+    let _w = Reaped(Command::new(&split).arg("5").spawn().unwrap());
+    let out = run(flamebpf()
+        .args(["record", "-a", "-d", "1.5", "-F", "499", "-o"])
+        .arg(&folded));
+    assert!(out.status.success());
+    let f = Folded::read(&folded);
+    let split_heavy = f.count(|s| s[0] == "split" && s.iter().any(|fr| fr == "heavy"));
+    assert!(split_heavy > 200, "split found by comm: {split_heavy}");
+    assert_eq!(f.count(|s| s[0].starts_with("swapper")), 0, "idle left out");
+}
+
+#[test]
+fn include_idle_keeps_the_idle_task() {
+    require_bpf!();
+    let dir = tempfile::tempdir().unwrap();
+    let folded = dir.path().join("idle.folded");
+    let _lock = capture_lock();
+    let out = run(flamebpf()
+        .args([
+            "record",
+            "-a",
+            "--include-idle",
+            "-d",
+            "1",
+            "-F",
+            "499",
+            "-o",
+        ])
+        .arg(&folded));
+    assert!(out.status.success());
+    let f = Folded::read(&folded);
+    let idle = f.count(|s| s[0].starts_with("swapper"));
+    assert!(idle > 0, "an idle CPU is sampled");
+    // the idle task runs in the kernel only
+    assert!(
+        f.count(|s| s[0].starts_with("swapper") && s[1..].iter().any(|fr| !fr.ends_with("_[k]")))
+            == 0
+    );
+}
+
+#[test]
+fn pid_target_runs_until_ctrl_c_and_still_writes_everything() {
+    require_bpf!();
+    let split = workload("split");
+    let dir = tempfile::tempdir().unwrap();
+    let folded = dir.path().join("pid.folded");
+    let svg = dir.path().join("pid.svg");
+    let _lock = capture_lock();
+    let target = Reaped(Command::new(&split).arg("30").spawn().unwrap());
+    let other = Reaped(Command::new(&split).arg("30").spawn().unwrap());
+    let rec = flamebpf()
+        .args([
+            "record",
+            "-F",
+            "999",
+            "-p",
+            &target.0.id().to_string(),
+            "-o",
+        ])
+        .arg(&folded)
+        .arg("-o")
+        .arg(&svg)
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(1500));
+    // SAFETY: signalling our own child, as Ctrl-C would.
+    unsafe { libc::kill(rec.id() as i32, libc::SIGINT) };
+    let out = rec.wait_with_output().unwrap();
+    eprintln!("stderr: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success());
+    let f = Folded::read(&folded);
+    assert!(f.with_frame("heavy") > 300);
+    assert!(std::fs::read_to_string(&svg).unwrap().contains("heavy"));
+    // only the chosen process: both have the same comm, so check the summary's count
+    assert!(String::from_utf8_lossy(&out.stderr).contains(", 1 process,"));
+    drop(other);
+}
