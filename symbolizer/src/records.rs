@@ -218,7 +218,7 @@ pub(crate) mod tests {
     fn padded_str(out: &mut Vec<u8>, s: &str) {
         out.extend(s.as_bytes());
         out.push(0);
-        while out.len() % 8 != 0 {
+        while !out.len().is_multiple_of(8) {
             out.push(0);
         }
     }

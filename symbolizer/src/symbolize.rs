@@ -166,7 +166,7 @@ mod tests {
     #[test]
     fn names_a_function_of_this_test_binary_by_file_offset() {
         // Find our own function's file offset through our own mappings.
-        let addr = marker_function_for_symbolizer_test as usize as u64;
+        let addr = marker_function_for_symbolizer_test as *const () as usize as u64;
         let exe = std::env::current_exe().unwrap();
         let maps = crate::procmaps::read(std::process::id()).unwrap();
         let m = maps

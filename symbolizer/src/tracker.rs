@@ -161,7 +161,7 @@ mod tests {
     fn snapshot_of_ourselves_resolves_our_code() {
         let mut t = Tracker::new();
         t.snapshot(std::process::id()).unwrap();
-        let addr = snapshot_of_ourselves_resolves_our_code as usize as u64;
+        let addr = snapshot_of_ourselves_resolves_our_code as *const () as usize as u64;
         let r = t.resolve(std::process::id(), addr).unwrap();
         let exe = std::env::current_exe().unwrap();
         assert_eq!(t.objects.get(r.object).path, exe.to_str().unwrap());
