@@ -86,6 +86,8 @@ pub fn run(args: RecordArgs) -> Result<i32> {
         }
         Target::All => tracking.tracker.snapshot_all(),
         Target::Command { program, args } => {
+            // Until it execs, the child runs our own image.
+            let _ = tracking.tracker.snapshot(std::process::id());
             let c = Gated::spawn(program, args)
                 .with_context(|| format!("starting {}", program.display()))?;
             sampler.add_target(c.pid())?;

@@ -58,8 +58,8 @@ pub fn capture_lock() -> MutexGuard<'static, ()> {
     LOCK.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// Compiles testdata/NAME.c once per test run, with frame pointers kept, and
-/// returns the binary.
+/// Compiles testdata/NAME.c (or .cc, or .rs) once per test run, with frame pointers
+/// kept and debug information, and returns the binary.
 pub fn workload(name: &str) -> PathBuf {
     static BUILT: OnceLock<Mutex<HashMap<String, PathBuf>>> = OnceLock::new();
     let built = BUILT.get_or_init(|| Mutex::new(HashMap::new()));
@@ -71,21 +71,51 @@ pub fn workload(name: &str) -> PathBuf {
     let out_dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("workloads");
     std::fs::create_dir_all(&out_dir).unwrap();
     let out = out_dir.join(name);
-    let src = root.join("testdata").join(format!("{name}.c"));
-    let status = Command::new("gcc")
-        .args([
-            "-O2",
-            "-g",
-            "-fno-omit-frame-pointer",
-            "-fno-optimize-sibling-calls",
-            "-o",
-        ])
+    let testdata = root.join("testdata");
+    let c_flags = [
+        "-O2",
+        "-g",
+        "-fno-omit-frame-pointer",
+        "-fno-optimize-sibling-calls",
+        "-o",
+    ];
+    let mut cmd = if testdata.join(format!("{name}.c")).exists() {
+        let mut c = Command::new("gcc");
+        c.args(c_flags)
+            .arg(&out)
+            .arg(testdata.join(format!("{name}.c")));
+        c
+    } else if testdata.join(format!("{name}.cc")).exists() {
+        let mut c = Command::new("g++");
+        c.args(c_flags)
+            .arg(&out)
+            .arg(testdata.join(format!("{name}.cc")));
+        c
+    } else {
+        let mut c = Command::new("rustc");
+        c.args(["-O", "-g", "-C", "force-frame-pointers=yes", "-o"])
+            .arg(&out)
+            .arg(testdata.join(format!("{name}.rs")));
+        c
+    };
+    let status = cmd.status().expect("the compiler runs");
+    assert!(status.success(), "compiling workload {name}");
+    built.insert(name.to_string(), out.clone());
+    out
+}
+
+/// A copy of workload `name` with every symbol and all debug information stripped.
+pub fn stripped_workload(name: &str) -> PathBuf {
+    let src = workload(name);
+    let out = src.with_file_name(format!("{name}-stripped"));
+    let status = Command::new("strip")
+        .arg("-s")
+        .arg("-o")
         .arg(&out)
         .arg(&src)
         .status()
-        .expect("gcc runs");
-    assert!(status.success(), "compiling {}", src.display());
-    built.insert(name.to_string(), out.clone());
+        .expect("strip runs");
+    assert!(status.success());
     out
 }
 

@@ -11,4 +11,5 @@ mod command;
 mod errors;
 mod kernel;
 mod stacks;
+mod symbols;
 mod system;
