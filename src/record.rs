@@ -2,6 +2,7 @@
 //! end (duration, Ctrl-C/SIGTERM, or the command's exit), then symbolize and write.
 
 use std::io;
+use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
@@ -10,7 +11,6 @@ use anyhow::{bail, Context, Result};
 use flamegraphs::svg::SvgOptions;
 use flamegraphs::Meta;
 use symbolizer::symbolize::Options as SymbolizeOptions;
-use symbolizer::Symbolizer;
 
 use crate::bpf::{self, Sampler};
 use crate::cli::RecordArgs;
@@ -23,9 +23,10 @@ use crate::symbolize;
 use crate::target::Target;
 use crate::tracking::{self, Tracking};
 
-/// How often the capture loop wakes at most: tracking records are read (and objects
-/// opened) with this latency, and a command's exit is noticed within it.
-const TICK: Duration = Duration::from_millis(50);
+/// How often the capture loop wakes when nothing else wakes it: tracking records are
+/// read (and objects opened) with this latency at worst; a quarter-full ring, the
+/// command's exit and signals wake it at once.
+const TICK: Duration = Duration::from_millis(100);
 
 /// Runs a capture; returns the process exit code.
 pub fn run(args: RecordArgs) -> Result<i32> {
@@ -46,6 +47,8 @@ pub fn run(args: RecordArgs) -> Result<i32> {
     let target = Target::from_args(&args.pid, args.all_cpus, &args.command)?;
     crate::privilege::check().map_err(anyhow::Error::msg)?;
     raise_fd_limit();
+    // Reads kallsyms on its own thread while the capture is set up and runs.
+    let symbolizer = symbolize::Worker::start(SymbolizeOptions::default());
 
     let stop = Arc::new(AtomicBool::new(false));
     for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
@@ -107,7 +110,9 @@ pub fn run(args: RecordArgs) -> Result<i32> {
 
     let duration = args.duration.map(Duration::from_secs_f64);
     let mut progress = Progress::new(args.quiet || child.is_some(), duration);
-    let fds = tracking.fds();
+    let exit_fd = child.as_ref().and_then(Gated::exit_fd);
+    let mut fds = tracking.fds();
+    fds.extend(exit_fd.as_ref().map(|fd| fd.as_raw_fd()));
     let mut child_status = None;
     loop {
         if stop.load(Ordering::Relaxed) {
@@ -120,6 +125,11 @@ pub fn run(args: RecordArgs) -> Result<i32> {
         if let Some(code) = child.as_ref().and_then(Gated::try_wait) {
             child_status = Some(code);
             break;
+        }
+        if let Target::Pids(pids) = &target {
+            if pids.iter().all(|&p| !process_exists(p)) {
+                break; // nothing left to profile, as with perf record -p
+            }
         }
         tracking.process(false);
         progress.update(elapsed, || sampler.stats().map(|s| s.samples).unwrap_or(0));
@@ -140,7 +150,6 @@ pub fn run(args: RecordArgs) -> Result<i32> {
         }
     }
 
-    let symbolizer = Symbolizer::new(SymbolizeOptions::default());
     let meta = Meta {
         target: target.describe(),
         event: "cpu-clock".into(),
@@ -149,14 +158,6 @@ pub fn run(args: RecordArgs) -> Result<i32> {
         start: started_wall,
         duration: elapsed,
     };
-    let (profile, _sym_stats) = symbolize::build(&drained, &tracking.tracker, &symbolizer, meta);
-
-    let svg = SvgOptions {
-        title: args.title.clone(),
-        width: None,
-    };
-    write_all(&outputs, &profile, &svg)?;
-
     let summary = Summary {
         stats: drained.stats,
         processes: {
@@ -168,6 +169,20 @@ pub fn run(args: RecordArgs) -> Result<i32> {
         stacks: drained.stacks.len(),
         lost_records: tracking.tracker.lost_records(),
     };
+    let (profile, sym_stats) =
+        symbolizer.build(drained, std::mem::take(&mut tracking.tracker), meta);
+    if args.verbose {
+        for failure in &sym_stats.object_failures {
+            eprintln!("flamebpf: no symbols from {failure}");
+        }
+    }
+
+    let svg = SvgOptions {
+        title: args.title.clone(),
+        width: None,
+    };
+    write_all(&outputs, &profile, &svg)?;
+
     if !args.quiet || summary.has_losses() {
         eprintln!("{}", summary.line());
     }
@@ -203,6 +218,17 @@ fn raise_fd_limit() {
             libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
         }
     }
+}
+
+/// Whether `pid` still runs: a zombie (exited, not yet reaped by its parent) does not.
+fn process_exists(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| {
+            s.rsplit_once(')')
+                .map(|(_, rest)| rest.trim_start().starts_with('Z'))
+        })
+        .is_some_and(|zombie| !zombie)
 }
 
 fn io_reason(e: &io::Error) -> String {

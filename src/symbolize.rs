@@ -2,23 +2,65 @@
 //! maps into a [`Profile`], naming each address once however many stacks hold it.
 
 use std::collections::HashMap;
+use std::sync::mpsc;
+use std::thread::JoinHandle;
 
 use flamegraphs::{Frame, FrameId, FrameKind, Meta, Profile, Sample};
 use symbolizer::objects::ObjectKind;
-use symbolizer::symbolize::{Frames, Symbol};
+use symbolizer::symbolize::{Frames, Options, Symbol};
 use symbolizer::{ObjectId, Resolved, Symbolizer, Tracker};
 
 use crate::bpf::{Drained, StackRef};
 
 /// Counters of what could not be named, for the summary.
-#[derive(Debug, Default, Clone, Copy)]
+#[derive(Debug, Default, Clone)]
 pub struct SymbolizeStats {
     /// Unique user addresses named.
     pub user_addrs: usize,
     /// Unique kernel addresses named.
     pub kernel_addrs: usize,
-    /// Objects whose symbols could not be read at all.
-    pub object_failures: usize,
+    /// Objects whose symbols could not be read at all, with the reason.
+    pub object_failures: Vec<String>,
+}
+
+/// A thread that owns the symbolizer: it reads kallsyms while the capture runs,
+/// then builds the profile when handed the capture, so the end of a capture does
+/// not wait for kallsyms (blazesym's caches cannot move between threads, so the
+/// work goes to the thread instead).
+pub struct Worker {
+    jobs: mpsc::Sender<(Drained, Tracker, Meta)>,
+    thread: JoinHandle<Option<(Profile, SymbolizeStats)>>,
+}
+
+impl Worker {
+    /// Starts the thread and its warm-up.
+    pub fn start(options: Options) -> Worker {
+        let (jobs, rx) = mpsc::channel::<(Drained, Tracker, Meta)>();
+        let thread = std::thread::spawn(move || {
+            let symbolizer = Symbolizer::new(options);
+            symbolizer.warm_kernel();
+            let (drained, tracker, meta) = rx.recv().ok()?;
+            Some(build(&drained, &tracker, &symbolizer, meta))
+        });
+        Worker { jobs, thread }
+    }
+
+    /// Builds the profile of a capture on the worker thread.
+    pub fn build(
+        self,
+        drained: Drained,
+        tracker: Tracker,
+        meta: Meta,
+    ) -> (Profile, SymbolizeStats) {
+        self.jobs
+            .send((drained, tracker, meta))
+            .expect("the symbolizer thread waits for its job");
+        match self.thread.join() {
+            Ok(Some(result)) => result,
+            Ok(None) => unreachable!("the job was sent"),
+            Err(panic) => std::panic::resume_unwind(panic),
+        }
+    }
 }
 
 /// Return addresses point after the call; the call itself is one byte earlier.
@@ -64,9 +106,12 @@ pub fn build(
 
     // Kernel: one kallsyms batch.
     let kaddrs: Vec<u64> = kernel_addrs.keys().copied().collect();
-    let ksyms = symbolizer
-        .kernel(&kaddrs)
-        .unwrap_or_else(|_| vec![Vec::new(); kaddrs.len()]);
+    let ksyms = if kaddrs.is_empty() {
+        Ok(Vec::new())
+    } else {
+        symbolizer.kernel(&kaddrs)
+    };
+    let ksyms = ksyms.unwrap_or_else(|_| vec![Vec::new(); kaddrs.len()]);
     for (addr, syms) in kaddrs.iter().zip(ksyms) {
         let frames = intern_symbols(&mut profile, &syms, FrameKind::Kernel, "[kernel.kallsyms]")
             .unwrap_or_else(|| vec![profile.intern(Frame::named("[unknown]", FrameKind::Kernel))]);
@@ -85,8 +130,8 @@ pub fn build(
         let obj = tracker.objects.get(object);
         let syms: Vec<Frames> = match (obj.kind, obj.read_path()) {
             (ObjectKind::File, Some(path)) => {
-                symbolizer.object(&path, &offsets).unwrap_or_else(|_| {
-                    stats.object_failures += 1;
+                symbolizer.object(&path, &offsets).unwrap_or_else(|e| {
+                    stats.object_failures.push(e.to_string());
                     vec![Vec::new(); offsets.len()]
                 })
             }

@@ -87,6 +87,14 @@ impl Symbolizer {
         Ok(syms.into_iter().map(frames).collect())
     }
 
+    /// Reads and indexes /proc/kallsyms now, so that [`Symbolizer::kernel`] at the
+    /// end of a capture does not wait for it (reading kallsyms alone takes tens of
+    /// milliseconds). blazesym's caches are not `Send`: warm the symbolizer on the
+    /// thread that will use it.
+    pub fn warm_kernel(&self) {
+        let _ = self.kernel(&[]);
+    }
+
     /// Names kernel addresses through /proc/kallsyms (modules and BPF programs
     /// included). No vmlinux image is looked for: kallsyms addresses already carry
     /// the KASLR offset, so nothing needs /proc/kcore.

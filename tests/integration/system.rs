@@ -99,3 +99,33 @@ fn pid_target_runs_until_ctrl_c_and_still_writes_everything() {
     assert!(String::from_utf8_lossy(&out.stderr).contains(", 1 process,"));
     drop(other);
 }
+
+#[test]
+fn pid_target_capture_ends_when_the_processes_exit() {
+    require_bpf!();
+    let split = workload("split");
+    let dir = tempfile::tempdir().unwrap();
+    let folded = dir.path().join("gone.folded");
+    let _lock = capture_lock();
+    let target = Reaped(Command::new(&split).arg("1").spawn().unwrap());
+    let t = std::time::Instant::now();
+    let out = run(flamebpf()
+        .args([
+            "record",
+            "-F",
+            "999",
+            "-d",
+            "60",
+            "-p",
+            &target.0.id().to_string(),
+            "-o",
+        ])
+        .arg(&folded));
+    assert!(out.status.success());
+    assert!(
+        t.elapsed() < Duration::from_secs(20),
+        "ended with the process"
+    );
+    // the process exited (and is a zombie until reaped): its samples are named
+    assert!(Folded::read(&folded).with_frame("heavy") > 100);
+}
