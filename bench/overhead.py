@@ -11,15 +11,15 @@
    perf record + perf script | inferno-collapse-perf | inferno-flamegraph.
 
 Run as root from anywhere: bench/overhead.py [--runs N] [--rounds N] [--out FILE]
-It builds flamebpf (release), compiles the job, and installs inferno's command
-line tools into target/bench-tools when they are missing.
+It runs scripts/setup.sh (with bpftool), builds flamebpf (release), compiles the
+job, and installs inferno's command line tools into target/bench-tools when they
+are missing.
 """
 
 import argparse
 import json
 import os
 import random
-import shutil
 import statistics
 import subprocess
 import sys
@@ -37,6 +37,7 @@ def sh(*args, **kw):
 
 
 def prepare(tmp):
+    sh(ROOT / "scripts" / "setup.sh", env=dict(os.environ, FLAMEBPF_SETUP_BENCH="1"))
     sh("cargo", "build", "--release", "--quiet", "--bin", "flamebpf", cwd=ROOT)
     job = Path(tmp) / "fixedwork"
     sh("gcc", "-O2", "-g", "-fno-omit-frame-pointer", "-fno-optimize-sibling-calls",
@@ -44,8 +45,6 @@ def prepare(tmp):
     if not (TOOLS / "bin" / "inferno-flamegraph").exists():
         print("installing inferno's tools into target/bench-tools ...", file=sys.stderr)
         sh("cargo", "install", "--quiet", "--root", TOOLS, "inferno")
-    if shutil.which("bpftool") is None:
-        sh("apt-get", "install", "-y", "-qq", "bpftool", stdin=subprocess.DEVNULL)
     return job
 
 

@@ -9,8 +9,9 @@ export DEBIAN_FRONTEND=noninteractive
 # util-linux brings setpriv/unshare for the privilege and namespace tests.
 packages=(clang llvm libelf-dev zlib1g-dev pkg-config make gcc libc6-dev linux-libc-dev
           linux-perf util-linux procps)
+# The benchmarks also read per-program BPF run times with bpftool.
 if [[ "${FLAMEBPF_SETUP_BENCH:-0}" == 1 ]]; then
-    packages+=(hyperfine)
+    packages+=(bpftool)
 fi
 
 missing=()
