@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Measures what flamebpf costs, side by side with perf, in one run.
 
-1. Slowdown of a fixed CPU-bound job (testdata/fixedwork.c) profiled at 99 and
+1. Slowdown of a fixed CPU-bound job (testdata/split.c -n ROUNDS) profiled at 99 and
    999 Hz by `flamebpf record` and by `perf record -g`, against the job alone;
    the configurations are interleaved run by run and medians compared.
 2. flamebpf's own CPU time while it samples (utime+stime of its process between
@@ -39,9 +39,9 @@ def sh(*args, **kw):
 def prepare(tmp):
     sh(ROOT / "scripts" / "setup.sh", env=dict(os.environ, FLAMEBPF_SETUP_BENCH="1"))
     sh("cargo", "build", "--release", "--quiet", "--bin", "flamebpf", cwd=ROOT)
-    job = Path(tmp) / "fixedwork"
+    job = Path(tmp) / "split"
     sh("gcc", "-O2", "-g", "-fno-omit-frame-pointer", "-fno-optimize-sibling-calls",
-       "-o", job, ROOT / "testdata" / "fixedwork.c")
+       "-o", job, ROOT / "testdata" / "split.c")
     if not (TOOLS / "bin" / "inferno-flamegraph").exists():
         print("installing inferno's tools into target/bench-tools ...", file=sys.stderr)
         sh("cargo", "install", "--quiet", "--root", TOOLS, "inferno")
@@ -49,16 +49,16 @@ def prepare(tmp):
 
 
 def job_report(stderr):
-    """(ns the work took, CLOCK_REALTIME ns when it ended) from fixedwork's stderr."""
+    """(ns the work took, CLOCK_REALTIME ns when it ended) from `split -n`'s stderr."""
     for line in stderr.splitlines():
-        if line.startswith("fixedwork "):
+        if line.startswith("split "):
             _, took, end = line.split()
             return int(took), int(end)
-    raise RuntimeError("fixedwork printed no report:\n" + stderr)
+    raise RuntimeError("the job printed no report:\n" + stderr)
 
 
 def run_job(prefix, job, rounds):
-    p = subprocess.run([str(a) for a in prefix + [job, rounds]], capture_output=True, text=True)
+    p = subprocess.run([str(a) for a in prefix + [job, "-n", rounds]], capture_output=True, text=True)
     if p.returncode != 0:
         raise RuntimeError(f"{prefix} failed:\n{p.stderr}")
     took, end = job_report(p.stderr)
@@ -115,7 +115,7 @@ def own_cpu(cmd, window=(2.0, 10.0), total=12.0):
 
 def capture_cpu(job, tmp):
     out = Path(tmp)
-    bg = subprocess.Popen([str(job), "100000"], stderr=subprocess.DEVNULL)
+    bg = subprocess.Popen([str(job), "-n", "100000"], stderr=subprocess.DEVNULL)
     try:
         rows = []
         for hz in ("99", "999"):
@@ -132,7 +132,7 @@ def bpf_time_per_sample(job, tmp):
     knob = Path("/proc/sys/kernel/bpf_stats_enabled")
     old = knob.read_text().strip()
     knob.write_text("1")
-    bg = subprocess.Popen([str(job), "100000"], stderr=subprocess.DEVNULL)
+    bg = subprocess.Popen([str(job), "-n", "100000"], stderr=subprocess.DEVNULL)
     try:
         p = subprocess.Popen([str(FLAMEBPF), "record", "-q", "-a", "-F", "999", "-d", "6",
                               "-o", str(Path(tmp) / "s.folded")])

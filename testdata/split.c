@@ -5,8 +5,13 @@
  * which would hide main() from frame-pointer unwinding; the call to keep_frame()
  * makes heavy() and light() non-leaf so they keep their frames.
  * Build: gcc -O2 -g -fno-omit-frame-pointer -fno-optimize-sibling-calls
- * Usage: split [SECONDS] (default 2) */
+ * Usage: split [SECONDS]   run for SECONDS (default 2)
+ *        split -n ROUNDS   do a fixed amount of work, then print on stderr
+ *                          "split NS END" : the nanoseconds it took and the
+ *                          CLOCK_REALTIME nanoseconds when it ended (benchmarks) */
+#include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <time.h>
 
 static volatile unsigned long sink;
@@ -34,18 +39,29 @@ __attribute__((noinline)) void light(unsigned long n)
 	keep_frame();
 }
 
-static double now(void)
+static long long ns(clockid_t clock)
 {
 	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return ts.tv_sec + ts.tv_nsec / 1e9;
+	clock_gettime(clock, &ts);
+	return ts.tv_sec * 1000000000LL + ts.tv_nsec;
 }
 
 int main(int argc, char **argv)
 {
+	if (argc > 2 && strcmp(argv[1], "-n") == 0) {
+		long rounds = atol(argv[2]);
+		long long start = ns(CLOCK_MONOTONIC);
+		for (long r = 0; r < rounds; r++) {
+			heavy(1000000);
+			light(1000000);
+		}
+		long long took = ns(CLOCK_MONOTONIC) - start;
+		fprintf(stderr, "split %lld %lld\n", took, ns(CLOCK_REALTIME));
+		return 0;
+	}
 	double secs = argc > 1 ? atof(argv[1]) : 2.0;
-	double end = now() + secs;
-	while (now() < end) {
+	long long end = ns(CLOCK_MONOTONIC) + (long long)(secs * 1e9);
+	while (ns(CLOCK_MONOTONIC) < end) {
 		heavy(1000000);
 		light(1000000);
 	}

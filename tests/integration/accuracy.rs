@@ -2,7 +2,7 @@
 
 use std::process::Command;
 
-use crate::common::{capture_lock, flamebpf, heavy_share, require_bpf, run, workload, Folded};
+use crate::common::{capture_lock, heavy_share, record, require_bpf, workload};
 
 /// The heavy share of samples in `perf record -g` of the same workload, or `None`
 /// (with the reason printed) where perf cannot record.
@@ -56,20 +56,11 @@ fn perf_heavy_share(split: &std::path::Path, dir: &std::path::Path) -> Option<f6
 fn split_3_to_1_is_measured_within_3_points_and_agrees_with_perf() {
     require_bpf!();
     let split = workload("split");
-    let dir = tempfile::tempdir().unwrap();
-    let folded = dir.path().join("split.folded");
-    let svg = dir.path().join("split.svg");
-    let _lock = capture_lock();
-    let out = run(flamebpf()
-        .args(["record", "-q", "-F", "999", "-o"])
-        .arg(&folded)
-        .arg("-o")
-        .arg(&svg)
-        .arg("--")
-        .arg(&split)
-        .arg("3"));
-    assert!(out.status.success());
-    let f = Folded::read(&folded);
+    let c = record(
+        &["-q", "-F", "999", "-o", "{dir}/split.svg"],
+        &[split.to_str().unwrap(), "3"],
+    );
+    let f = &c.folded;
     // the whole frame-pointer chain is there, named
     let chained = f.count(|s| {
         s.windows(2)
@@ -91,10 +82,11 @@ fn split_3_to_1_is_measured_within_3_points_and_agrees_with_perf() {
         "heavy share {share:.3}, want 0.75 ± 0.03"
     );
 
-    let svg_text = std::fs::read_to_string(&svg).unwrap();
+    let svg_text = std::fs::read_to_string(c.dir.path().join("split.svg")).unwrap();
     assert!(svg_text.contains("heavy") && svg_text.contains("cpu-clock at 999 Hz"));
 
-    if let Some(perf) = perf_heavy_share(&split, dir.path()) {
+    let _lock = capture_lock();
+    if let Some(perf) = perf_heavy_share(&split, c.dir.path()) {
         assert!(
             (share - perf).abs() <= 0.03,
             "flamebpf {share:.3} vs perf {perf:.3}: more than 3 points apart"

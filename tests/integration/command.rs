@@ -2,28 +2,22 @@
 
 use std::time::{Duration, Instant};
 
-use crate::common::{capture_lock, flamebpf, require_bpf, run, workload, Folded};
+use crate::common::{capture_lock, flamebpf, record, require_bpf, run, workload, Folded};
 
 #[test]
 fn a_command_that_exits_before_the_duration_ends_the_capture_and_is_named() {
     require_bpf!();
     let split = workload("split");
-    let dir = tempfile::tempdir().unwrap();
-    let folded = dir.path().join("short.folded");
-    let _lock = capture_lock();
     let t = Instant::now();
-    let out = run(flamebpf()
-        .args(["record", "-F", "999", "-d", "60", "-o"])
-        .arg(&folded)
-        .arg("--")
-        .arg(&split)
-        .arg("0.5"));
-    assert!(out.status.success());
+    let f = record(
+        &["-F", "999", "-d", "60"],
+        &[split.to_str().unwrap(), "0.5"],
+    )
+    .folded;
     assert!(
         t.elapsed() < Duration::from_secs(20),
         "the capture ended with the command"
     );
-    let f = Folded::read(&folded);
     assert!(f.with_frame("heavy") > 0 && f.with_frame("light") > 0);
     assert!(f.with_frame("main") > 0);
     assert!(

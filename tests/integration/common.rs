@@ -168,3 +168,51 @@ pub fn heavy_share(heavy: u64, light: u64) -> f64 {
     assert!(heavy + light > 0, "no samples of heavy or light");
     heavy as f64 / (heavy + light) as f64
 }
+
+/// What one `flamebpf record` run left: its output, the folded profile, and the
+/// directory it wrote into (kept until dropped).
+pub struct Capture {
+    pub out: Output,
+    pub folded: Folded,
+    pub dir: tempfile::TempDir,
+}
+
+impl Capture {
+    pub fn stderr(&self) -> String {
+        String::from_utf8_lossy(&self.out.stderr).into_owned()
+    }
+}
+
+/// Runs `flamebpf record FLAGS -o DIR/out.folded [-- COMMAND...]` under the capture
+/// lock and checks that it succeeded. `FLAGS` may name files in DIR as `{dir}/…`.
+pub fn record(flags: &[&str], command: &[&str]) -> Capture {
+    let lock = capture_lock();
+    record_holding(&lock, flags, command)
+}
+
+/// [`record`] for a test that already holds the capture lock (it started a
+/// workload that must not wait for other tests' captures).
+pub fn record_holding(
+    _lock: &MutexGuard<'static, ()>,
+    flags: &[&str],
+    command: &[&str],
+) -> Capture {
+    let dir = tempfile::tempdir().unwrap();
+    let folded = dir.path().join("out.folded");
+    let d = dir.path().to_str().unwrap();
+    let mut cmd = flamebpf();
+    cmd.arg("record")
+        .args(flags.iter().map(|f| f.replace("{dir}", d)))
+        .arg("-o")
+        .arg(&folded);
+    if !command.is_empty() {
+        cmd.arg("--").args(command);
+    }
+    let out = run(&mut cmd);
+    assert!(out.status.success(), "flamebpf record failed");
+    Capture {
+        out,
+        folded: Folded::read(&folded),
+        dir,
+    }
+}

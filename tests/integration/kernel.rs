@@ -1,22 +1,12 @@
 //! Kernel frames on top of the user function that made the system call.
 
-use crate::common::{capture_lock, flamebpf, require_bpf, run, workload, Folded};
+use crate::common::{record, require_bpf, workload};
 
 #[test]
 fn kernel_frames_sit_under_the_user_function_that_entered_the_kernel() {
     require_bpf!();
     let syscalls = workload("syscalls");
-    let dir = tempfile::tempdir().unwrap();
-    let folded = dir.path().join("sys.folded");
-    let _lock = capture_lock();
-    let out = run(flamebpf()
-        .args(["record", "-F", "999", "-o"])
-        .arg(&folded)
-        .arg("--")
-        .arg(&syscalls)
-        .arg("2"));
-    assert!(out.status.success());
-    let f = Folded::read(&folded);
+    let f = record(&["-F", "999"], &[syscalls.to_str().unwrap(), "2"]).folded;
     let in_kernel = f.count(|s| s.iter().any(|fr| fr.ends_with("_[k]")));
     // The frame right below the outermost kernel frame is the user function.
     let under_read_zero = f.count(|s| {

@@ -1,22 +1,13 @@
 //! The default map sizes keep more than 16k distinct stacks without a loss.
 
-use crate::common::{capture_lock, flamebpf, require_bpf, run, workload, Folded};
+use crate::common::{record, require_bpf, workload};
 
 #[test]
 fn more_than_16k_unique_stacks_are_kept_with_default_map_sizes() {
     require_bpf!();
     let many = workload("manystacks");
-    let dir = tempfile::tempdir().unwrap();
-    let folded = dir.path().join("many.folded");
-    let _lock = capture_lock();
-    let out = run(flamebpf()
-        .args(["record", "-F", "4999", "-o"])
-        .arg(&folded)
-        .arg("--")
-        .arg(&many)
-        .arg("4.5"));
-    assert!(out.status.success());
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let c = record(&["-F", "4999"], &[many.to_str().unwrap(), "4.5"]);
+    let stderr = c.stderr();
     let stacks: u64 = stderr
         .split(" unique stacks")
         .next()
@@ -34,7 +25,7 @@ fn more_than_16k_unique_stacks_are_kept_with_default_map_sizes() {
         "{stacks} unique stacks: the workload must make more than 16k"
     );
     assert!(stderr.contains("nothing lost"), "{stderr}");
-    let f = Folded::read(&folded);
+    let f = &c.folded;
     assert_eq!(f.total(), samples, "every sample is in the output");
     assert_eq!(f.with_frame("[lost stack]"), 0);
 }

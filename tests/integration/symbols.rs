@@ -1,28 +1,16 @@
 //! What frames are called: demangled C++ and Rust names, inlined functions as
 //! frames of their own, and object+offset where no symbol covers an address.
 
-use crate::common::{
-    capture_lock, flamebpf, require_bpf, run, stripped_workload, workload, Folded,
-};
+use crate::common::{record, require_bpf, stripped_workload, workload, Folded};
 
-fn record(binary: &std::path::Path, secs: &str) -> Folded {
-    let dir = tempfile::tempdir().unwrap();
-    let folded = dir.path().join("out.folded");
-    let _lock = capture_lock();
-    let out = run(flamebpf()
-        .args(["record", "-q", "-F", "999", "-o"])
-        .arg(&folded)
-        .arg("--")
-        .arg(binary)
-        .arg(secs));
-    assert!(out.status.success());
-    Folded::read(&folded)
+fn profile(binary: &std::path::Path, secs: &str) -> Folded {
+    record(&["-q", "-F", "999"], &[binary.to_str().unwrap(), secs]).folded
 }
 
 #[test]
 fn cxx_names_are_demangled_and_inlined_functions_are_frames() {
     require_bpf!();
-    let f = record(&workload("cxxwork"), "1");
+    let f = profile(&workload("cxxwork"), "1");
     let spin = f.with_frame("demo::Worker<unsigned long>::spin(unsigned long)");
     assert!(spin > 100, "demangled template method: {spin}");
     // mix_step is always inlined into with_inlined: its own frame, marked inlined
@@ -36,7 +24,7 @@ fn cxx_names_are_demangled_and_inlined_functions_are_frames() {
 #[test]
 fn rust_names_are_demangled() {
     require_bpf!();
-    let f = record(&workload("rustwork"), "1");
+    let f = profile(&workload("rustwork"), "1");
     let crunch = f.count(|s| {
         s.windows(2)
             .any(|w| w[0] == "rustwork::main" && w[1] == "rustwork::engine::Engine::crunch")
@@ -57,7 +45,7 @@ fn rust_names_are_demangled() {
 #[test]
 fn addresses_no_symbol_covers_are_object_plus_offset() {
     require_bpf!();
-    let f = record(&stripped_workload("split"), "1");
+    let f = profile(&stripped_workload("split"), "1");
     let unnamed = f.count(|s| {
         s.iter().any(|fr| {
             fr.strip_prefix("split-stripped+0x")

@@ -3,7 +3,9 @@
 use std::process::{Child, Command};
 use std::time::Duration;
 
-use crate::common::{capture_lock, flamebpf, require_bpf, run, workload, Folded};
+use crate::common::{
+    capture_lock, flamebpf, record, record_holding, require_bpf, workload, Folded,
+};
 
 struct Reaped(Child);
 
@@ -18,15 +20,9 @@ impl Drop for Reaped {
 fn all_cpus_finds_the_workload_by_comm_and_leaves_idle_out() {
     require_bpf!();
     let split = workload("split");
-    let dir = tempfile::tempdir().unwrap();
-    let folded = dir.path().join("all.folded");
-    let _lock = capture_lock();
+    let lock = capture_lock();
     let _w = Reaped(Command::new(&split).arg("5").spawn().unwrap());
-    let out = run(flamebpf()
-        .args(["record", "-a", "-d", "1.5", "-F", "499", "-o"])
-        .arg(&folded));
-    assert!(out.status.success());
-    let f = Folded::read(&folded);
+    let f = record_holding(&lock, &["-a", "-d", "1.5", "-F", "499"], &[]).folded;
     let split_heavy = f.count(|s| s[0] == "split" && s.iter().any(|fr| fr == "heavy"));
     assert!(split_heavy > 200, "split found by comm: {split_heavy}");
     assert_eq!(f.count(|s| s[0].starts_with("swapper")), 0, "idle left out");
@@ -35,23 +31,7 @@ fn all_cpus_finds_the_workload_by_comm_and_leaves_idle_out() {
 #[test]
 fn include_idle_keeps_the_idle_task() {
     require_bpf!();
-    let dir = tempfile::tempdir().unwrap();
-    let folded = dir.path().join("idle.folded");
-    let _lock = capture_lock();
-    let out = run(flamebpf()
-        .args([
-            "record",
-            "-a",
-            "--include-idle",
-            "-d",
-            "1",
-            "-F",
-            "499",
-            "-o",
-        ])
-        .arg(&folded));
-    assert!(out.status.success());
-    let f = Folded::read(&folded);
+    let f = record(&["-a", "--include-idle", "-d", "1", "-F", "499"], &[]).folded;
     let idle = f.count(|s| s[0].starts_with("swapper"));
     assert!(idle > 0, "an idle CPU is sampled");
     // the idle task runs in the kernel only
@@ -104,28 +84,15 @@ fn pid_target_runs_until_ctrl_c_and_still_writes_everything() {
 fn pid_target_capture_ends_when_the_processes_exit() {
     require_bpf!();
     let split = workload("split");
-    let dir = tempfile::tempdir().unwrap();
-    let folded = dir.path().join("gone.folded");
-    let _lock = capture_lock();
+    let lock = capture_lock();
     let target = Reaped(Command::new(&split).arg("1").spawn().unwrap());
     let t = std::time::Instant::now();
-    let out = run(flamebpf()
-        .args([
-            "record",
-            "-F",
-            "999",
-            "-d",
-            "60",
-            "-p",
-            &target.0.id().to_string(),
-            "-o",
-        ])
-        .arg(&folded));
-    assert!(out.status.success());
+    let pid = target.0.id().to_string();
+    let f = record_holding(&lock, &["-F", "999", "-d", "60", "-p", &pid], &[]).folded;
     assert!(
         t.elapsed() < Duration::from_secs(20),
         "ended with the process"
     );
     // the process exited (and is a zombie until reaped): its samples are named
-    assert!(Folded::read(&folded).with_frame("heavy") > 100);
+    assert!(f.with_frame("heavy") > 100);
 }
