@@ -28,15 +28,39 @@ pub enum Command {
     ///   flamebpf record -p 1234 -d 10 -o out.svg -o out.folded
     ///   flamebpf record -a -d 5 -F 999 -o machine.svg
     #[command(verbatim_doc_comment)]
-    Record(RecordArgs),
+    Record(Box<RecordArgs>),
+
+    /// List the events flamebpf knows and whether this machine can sample them.
+    List,
 }
 
 #[derive(Debug, Args)]
 pub struct RecordArgs {
-    /// Sample this many times a second on every CPU (software cpu-clock). At most
-    /// /proc/sys/kernel/perf_event_max_sample_rate.
-    #[arg(short = 'F', long = "freq", value_name = "HZ", default_value_t = 99)]
-    pub freq: u64,
+    /// The event that triggers a sample, as perf names it: cpu-clock, task-clock,
+    /// cycles, instructions, cache-misses, branch-misses, L1-dcache-load-misses,
+    /// page-faults, context-switches, a raw PMU code (r01c2), ... (`flamebpf list`).
+    #[arg(short, long, value_name = "EVENT", default_value = "cpu-clock")]
+    pub event: String,
+
+    /// Sample this many times a second on every CPU; the kernel adapts the period.
+    /// Default: 99 Hz for cpu-clock and task-clock, 4000 Hz (perf's default) for
+    /// other events. At most /proc/sys/kernel/perf_event_max_sample_rate.
+    #[arg(
+        short = 'F',
+        long = "freq",
+        value_name = "HZ",
+        conflicts_with = "period"
+    )]
+    pub freq: Option<u64>,
+
+    /// Sample once every N occurrences of the event instead of at a frequency.
+    #[arg(short = 'c', long = "period", value_name = "N")]
+    pub period: Option<u64>,
+
+    /// Ask the PMU for precise sampling (precise_ip, e.g. Intel PEBS, AMD IBS),
+    /// at the highest level it grants.
+    #[arg(long)]
+    pub precise: bool,
 
     /// Profile these processes (all their threads), comma-separated or repeated.
     #[arg(
@@ -116,14 +140,17 @@ mod tests {
         let mut full = vec!["flamebpf", "record"];
         full.extend_from_slice(args);
         Cli::try_parse_from(full).map(|c| match c.command {
-            Command::Record(r) => r,
+            Command::Record(r) => *r,
+            Command::List => unreachable!("parsed a record command"),
         })
     }
 
     #[test]
     fn defaults() {
         let r = parse(&["-a"]).unwrap();
-        assert_eq!(r.freq, 99);
+        assert_eq!(r.freq, None);
+        assert_eq!(r.period, None);
+        assert_eq!(r.event, "cpu-clock");
         assert!(r.all_cpus && !r.include_idle && r.duration.is_none());
         assert_eq!(r.stack_map_size, DEFAULT_STACK_MAP_SIZE);
     }
@@ -134,7 +161,7 @@ mod tests {
         assert_eq!(r.pid, [1, 2, 3]);
         assert_eq!(r.output.len(), 2);
         let r = parse(&["-F", "999", "--", "ls", "-l", "--", "x"]).unwrap();
-        assert_eq!(r.freq, 999);
+        assert_eq!(r.freq, Some(999));
         assert_eq!(r.command, ["ls", "-l", "--", "x"]);
     }
 
@@ -148,5 +175,14 @@ mod tests {
         assert!(parse(&["-p", "1", "-a"]).is_err());
         assert!(parse(&["--stack-map-size", "0"]).is_err());
         assert_eq!(parse(&["-d", "1.5"]).unwrap().duration, Some(1.5));
+        assert!(
+            parse(&["-a", "-F", "99", "-c", "100"]).is_err(),
+            "-F and -c exclude each other"
+        );
+        let r = parse(&["-a", "-e", "page-faults", "-c", "100", "--precise"]).unwrap();
+        assert_eq!(
+            (r.event.as_str(), r.period, r.precise),
+            ("page-faults", Some(100), true)
+        );
     }
 }

@@ -5,12 +5,15 @@
 mod bpf;
 mod cli;
 mod command;
+mod events;
+mod list;
 mod outputs;
 mod perf;
 mod privilege;
 mod progress;
 mod record;
 mod ring;
+mod sampling;
 mod summary;
 mod symbolize;
 mod target;
@@ -46,7 +49,8 @@ fn main() -> ExitCode {
         }
     };
     let result = match cli.command {
-        cli::Command::Record(args) => record::run(args),
+        cli::Command::Record(args) => record::run(*args),
+        cli::Command::List => list::run().map(|()| 0),
     };
     match result {
         Ok(code) => ExitCode::from(u8::try_from(code).unwrap_or(1)),

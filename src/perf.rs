@@ -7,29 +7,17 @@ use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
 use perf_event_open_sys as sys;
 use sys::bindings as b;
 
-/// What a sampling event counts and how often it fires.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct SamplingEvent {
-    /// `PERF_TYPE_*`.
-    pub type_: u32,
-    /// The event within its type.
-    pub config: u64,
-    /// Fire `hz` times a second of the event (the kernel adapts the period).
-    pub frequency: Option<u64>,
-    /// Fire every `n` events.
-    pub period: Option<u64>,
-}
+use crate::events::{Event, Rate};
 
-impl SamplingEvent {
-    /// The software CPU clock at `hz`: the timer that `perf record -F` uses.
-    pub fn cpu_clock(hz: u64) -> SamplingEvent {
-        SamplingEvent {
-            type_: b::PERF_TYPE_SOFTWARE,
-            config: u64::from(b::PERF_COUNT_SW_CPU_CLOCK),
-            frequency: Some(hz),
-            period: None,
-        }
-    }
+/// A sampling event: what it counts, how often it interrupts, how precisely.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SamplingEvent {
+    /// The event.
+    pub event: Event,
+    /// Frequency or period.
+    pub rate: Rate,
+    /// `precise_ip` (0: as the PMU pleases, up to 3: zero skid).
+    pub precise_ip: u8,
 }
 
 fn attr_size() -> u32 {
@@ -47,22 +35,68 @@ fn open(attr: &mut b::perf_event_attr, cpu: u32) -> io::Result<OwnedFd> {
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
-/// Opens `event` on `cpu` for every task, disabled until [`enable`].
-pub fn open_sampling(event: &SamplingEvent, cpu: u32) -> io::Result<OwnedFd> {
+fn sampling_attr(s: &SamplingEvent) -> b::perf_event_attr {
     let mut attr = b::perf_event_attr {
-        type_: event.type_,
+        type_: s.event.type_,
         size: attr_size(),
-        config: event.config,
+        config: s.event.config,
         ..Default::default()
     };
-    if let Some(hz) = event.frequency {
-        attr.set_freq(1);
-        attr.__bindgen_anon_1.sample_freq = hz;
-    } else {
-        attr.__bindgen_anon_1.sample_period = event.period.unwrap_or(1);
+    match s.rate {
+        Rate::Frequency(hz) => {
+            attr.set_freq(1);
+            attr.__bindgen_anon_1.sample_freq = hz;
+        }
+        Rate::Period(n) => attr.__bindgen_anon_1.sample_period = n,
     }
+    attr.set_precise_ip(u64::from(s.precise_ip));
     attr.set_disabled(1);
-    open(&mut attr, cpu)
+    attr
+}
+
+/// Opens `event` on `cpu` for every task, disabled until [`enable`].
+pub fn open_sampling(event: &SamplingEvent, cpu: u32) -> io::Result<OwnedFd> {
+    open(&mut sampling_attr(event), cpu)
+}
+
+/// Whether `event` can be opened: system-wide on `cpu` when `system_wide`, else
+/// for this process's user-space only (what an unprivileged user may ask).
+pub fn probe(event: &SamplingEvent, cpu: u32, system_wide: bool) -> io::Result<()> {
+    let mut attr = sampling_attr(event);
+    if system_wide {
+        return open(&mut attr, cpu).map(drop);
+    }
+    attr.set_exclude_kernel(1);
+    attr.set_exclude_hv(1);
+    // SAFETY: attr is a valid, fully initialised perf_event_attr.
+    let fd = unsafe { sys::perf_event_open(&mut attr, 0, -1, -1, b::PERF_FLAG_FD_CLOEXEC as u64) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: a new descriptor nothing else owns.
+    drop(unsafe { OwnedFd::from_raw_fd(fd) });
+    Ok(())
+}
+
+/// Why perf_event_open refused an event, in words a user can act on.
+pub fn refusal_reason(e: &io::Error) -> String {
+    match e.raw_os_error() {
+        Some(libc::ENOENT) | Some(libc::ENODEV) => {
+            "this machine has no counter for it (a VM without a virtual PMU has none)".into()
+        }
+        Some(libc::EOPNOTSUPP) => {
+            "its PMU cannot interrupt on overflow, so it cannot be sampled".into()
+        }
+        Some(libc::EACCES) | Some(libc::EPERM) => {
+            "not permitted (run as root, or with CAP_PERFMON)".into()
+        }
+        Some(libc::EINVAL) => "the PMU rejects this event or setting".into(),
+        Some(libc::EBUSY) => "the counter is in use by someone else".into(),
+        _ => {
+            let s = e.to_string();
+            s.split(" (os error").next().unwrap_or(&s).to_string()
+        }
+    }
 }
 
 /// Opens the tracking event of `cpu`: a dummy software event that writes mmap2

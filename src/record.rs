@@ -15,9 +15,11 @@ use symbolizer::symbolize::Options as SymbolizeOptions;
 use crate::bpf::{self, Sampler};
 use crate::cli::RecordArgs;
 use crate::command::Gated;
+use crate::events::{Event, Rate};
 use crate::outputs::{self, Output};
-use crate::perf::{self, SamplingEvent};
+use crate::perf;
 use crate::progress::Progress;
+use crate::sampling;
 use crate::summary::Summary;
 use crate::symbolize;
 use crate::target::Target;
@@ -31,21 +33,20 @@ const TICK: Duration = Duration::from_millis(100);
 /// Runs a capture; returns the process exit code.
 pub fn run(args: RecordArgs) -> Result<i32> {
     // Everything that can be refused is refused before any event is opened.
+    let event = Event::parse(&args.event).map_err(anyhow::Error::msg)?;
     let max_rate =
         perf::max_sample_rate().context("reading /proc/sys/kernel/perf_event_max_sample_rate")?;
-    if args.freq == 0 {
-        bail!("-F 0: the sampling frequency must be at least 1 Hz");
-    }
-    if args.freq > max_rate {
-        bail!(
-            "-F {}: above the kernel's limit of {max_rate} Hz (kernel.perf_event_max_sample_rate)",
-            args.freq
-        );
-    }
+    let rate = sampling::rate(&event, args.freq, args.period, max_rate)?;
     let outputs = outputs::plan(&args.output, args.format.as_deref())?;
     outputs::preflight(&outputs)?;
     let target = Target::from_args(&args.pid, args.all_cpus, &args.command)?;
     crate::privilege::check().map_err(anyhow::Error::msg)?;
+    let cpus = perf::online_cpus().context("reading the online CPUs")?;
+    let first_cpu = cpus.first().copied().unwrap_or(0);
+    let (sampling, precise_note) = sampling::choose(event, rate, args.precise, first_cpu)?;
+    if let Some(note) = precise_note {
+        eprintln!("flamebpf: {note}");
+    }
     raise_fd_limit();
     // Reads kallsyms on its own thread while the capture is set up and runs.
     let symbolizer = symbolize::Worker::start(SymbolizeOptions::default());
@@ -56,7 +57,6 @@ pub fn run(args: RecordArgs) -> Result<i32> {
             .context("installing signal handlers")?;
     }
 
-    let cpus = perf::online_cpus().context("reading the online CPUs")?;
     let mut tracking = Tracking::start(&cpus).map_err(|e| event_error(e, "tracking"))?;
     let follow_forks = matches!(target, Target::Command { .. });
     let config = bpf::Config {
@@ -70,11 +70,11 @@ pub fn run(args: RecordArgs) -> Result<i32> {
     if follow_forks {
         sampler.attach_task_tracepoints()?;
     }
-    let event = SamplingEvent::cpu_clock(args.freq);
     for &cpu in &cpus {
-        let fd = perf::open_sampling(&event, cpu)
-            .with_context(|| format!("opening cpu-clock on CPU {cpu}"))
-            .map_err(|e| event_error(e, "cpu-clock"))?;
+        let name = &sampling.event.name;
+        let fd = perf::open_sampling(&sampling, cpu)
+            .with_context(|| format!("opening {name} on CPU {cpu}"))
+            .map_err(|e| event_error(e, name))?;
         sampler.attach_event(fd)?;
     }
 
@@ -152,9 +152,16 @@ pub fn run(args: RecordArgs) -> Result<i32> {
 
     let meta = Meta {
         target: target.describe(),
-        event: "cpu-clock".into(),
-        frequency: Some(args.freq),
-        period: None,
+        event: sampling.event.name.clone(),
+        unit: sampling.event.unit().into(),
+        frequency: match sampling.rate {
+            Rate::Frequency(hz) => Some(hz),
+            Rate::Period(_) => None,
+        },
+        period: match sampling.rate {
+            Rate::Period(n) => Some(n),
+            Rate::Frequency(_) => None,
+        },
         start: started_wall,
         duration: elapsed,
     };

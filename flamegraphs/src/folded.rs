@@ -1,5 +1,7 @@
 //! Folded stacks, the text format of Brendan Gregg's flamegraph.pl and inferno:
-//! one `comm;outermost;...;leaf COUNT` line per unique stack.
+//! one `comm;outermost;...;leaf WEIGHT` line per unique stack. The weight is in the
+//! event's unit (nanoseconds for the clocks, events otherwise), so widths measure
+//! the event rather than the number of interrupts.
 //!
 //! Kernel frames carry the `_[k]` suffix and inlined frames `_[i]`, as perf script's
 //! collapsers write them, so inferno colours them apart.
@@ -31,7 +33,7 @@ fn sanitize(s: &str) -> String {
         .collect()
 }
 
-/// The profile as folded lines without their counts, each with its sample count,
+/// The profile as folded lines without their weights, each with its weight,
 /// merged and sorted so output is deterministic.
 pub fn lines(profile: &Profile) -> Vec<(String, u64)> {
     // Frame names are built once per frame, not once per occurrence.
@@ -45,10 +47,10 @@ pub fn lines(profile: &Profile) -> Vec<(String, u64)> {
             line.push(';');
             line.push_str(&names[id as usize]);
         }
-        if let Some(count) = merged.get_mut(line.as_str()) {
-            *count += sample.count;
+        if let Some(weight) = merged.get_mut(line.as_str()) {
+            *weight += sample.weight;
         } else {
-            merged.insert(line.clone(), sample.count);
+            merged.insert(line.clone(), sample.weight);
         }
     }
     let mut out: Vec<(String, u64)> = merged.into_iter().filter(|(_, c)| *c > 0).collect();
@@ -103,12 +105,12 @@ mod tests {
         write(&p, &mut out).unwrap();
         assert_eq!(
             String::from_utf8(out).unwrap(),
-            "a:b;x:y 4\ndemo;main;helper_[i];sys_read_[k] 1\ndemo;main;work 5\n"
+            "a:b;x:y 40\ndemo;main;helper_[i];sys_read_[k] 10\ndemo;main;work 50\n"
         );
     }
 
     #[test]
-    fn zero_count_stacks_are_left_out() {
+    fn zero_weight_stacks_are_left_out() {
         let mut p = Profile::new(Meta::default());
         sample(&mut p, "demo", &[("main", FrameKind::User)], 0);
         assert!(lines(&p).is_empty());

@@ -58,7 +58,7 @@ pub struct Sample {
     pub stack: Vec<FrameId>,
     /// How many samples hit this stack.
     pub count: u64,
-    /// The summed sample periods: nanoseconds for timer events, events otherwise.
+    /// The summed sample periods, in [`Meta::unit`]: what flame graph widths show.
     pub weight: u64,
 }
 
@@ -69,6 +69,8 @@ pub struct Meta {
     pub target: String,
     /// The perf event that drove sampling, as perf names it (`cpu-clock`).
     pub event: String,
+    /// What a unit of weight is: `ns` for the clock events, `events` otherwise.
+    pub unit: String,
     /// Sampling frequency in Hz, when the event was sampled by frequency.
     pub frequency: Option<u64>,
     /// Sample period in events, when the event was sampled every N events.
@@ -84,6 +86,7 @@ impl Default for Meta {
         Meta {
             target: String::new(),
             event: "cpu-clock".into(),
+            unit: "ns".into(),
             frequency: None,
             period: None,
             start: SystemTime::UNIX_EPOCH,

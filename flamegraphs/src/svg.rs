@@ -24,13 +24,28 @@ pub fn subtitle(profile: &Profile) -> String {
         (None, None) => String::new(),
     };
     let samples = profile.total_samples();
+    let weight = profile.total_weight();
+    let measured = if m.unit == "ns" {
+        format!("{:.2} s on CPU", weight as f64 / 1e9)
+    } else {
+        format!("{weight} {}", m.event)
+    };
     format!(
-        "{target} · {event}{rate} · {secs:.1} s · {samples} sample{s}",
+        "{target} · {event}{rate} · {secs:.1} s · {samples} sample{s}, {measured}",
         target = m.target,
         event = m.event,
         secs = m.duration.as_secs_f64(),
         s = if samples == 1 { "" } else { "s" },
     )
+}
+
+/// What inferno calls a unit of width in its tooltips.
+fn count_name(profile: &Profile) -> String {
+    if profile.meta.unit == "ns" {
+        "ns".into()
+    } else {
+        profile.meta.event.clone()
+    }
 }
 
 /// Writes the profile as an SVG flame graph.
@@ -43,7 +58,7 @@ pub fn write<W: Write>(profile: &Profile, options: &SvgOptions, out: W) -> Resul
         .clone()
         .unwrap_or_else(|| "Flame Graph".to_string());
     opts.subtitle = Some(subtitle(profile));
-    opts.count_name = "samples".into();
+    opts.count_name = count_name(profile);
     // The java palette colours `_[k]` kernel and `_[i]` inlined frames apart from
     // user code, and `deterministic` makes the same input give the same bytes.
     opts.colors = Palette::Multi(flamegraph::color::MultiPalette::Java);
@@ -105,7 +120,7 @@ mod tests {
             comm: "demo".into(),
             stack: vec![main, k],
             count: 41,
-            weight: 41,
+            weight: 41 * 10_101_010,
         });
         p
     }
@@ -114,7 +129,7 @@ mod tests {
     fn subtitle_states_target_event_rate_duration_and_samples() {
         assert_eq!(
             subtitle(&profile()),
-            "command ./demo · cpu-clock at 99 Hz · 2.5 s · 41 samples"
+            "command ./demo · cpu-clock at 99 Hz · 2.5 s · 41 samples, 0.41 s on CPU"
         );
     }
 
@@ -132,8 +147,15 @@ mod tests {
         let svg = String::from_utf8(a).unwrap();
         assert!(svg.contains("demo &lt;profile&gt;"), "{svg}");
         assert!(svg.contains("41 samples"));
+        assert!(
+            svg.contains("414,141,410 ns"),
+            "tooltips count the event's unit"
+        );
         // inferno drops the `_[k]` marker from the label and paints the frame orange.
-        assert!(svg.contains("do_syscall_64 (41 samples, 100.00%)"), "{svg}");
+        assert!(
+            svg.contains("do_syscall_64 (414,141,410 ns, 100.00%)"),
+            "{svg}"
+        );
         assert!(svg.contains("main"));
     }
 

@@ -126,7 +126,10 @@ pub fn run(cmd: &mut Command) -> Output {
     out
 }
 
-/// Folded stacks: (frames with the comm first, count).
+/// A millisecond in the weight unit of the clock events (nanoseconds).
+pub const MS: u64 = 1_000_000;
+
+/// Folded stacks: (frames with the comm first, weight).
 pub struct Folded(pub Vec<(Vec<String>, u64)>);
 
 impl Folded {
@@ -181,6 +184,21 @@ impl Capture {
     pub fn stderr(&self) -> String {
         String::from_utf8_lossy(&self.out.stderr).into_owned()
     }
+
+    /// Samples taken, from the summary line.
+    pub fn samples(&self) -> u64 {
+        summary_count(&self.stderr(), "samples")
+    }
+}
+
+/// The number the summary line puts before `what` ("22290 unique stacks").
+pub fn summary_count(summary: &str, what: &str) -> u64 {
+    summary
+        .split(&format!(" {what}"))
+        .next()
+        .and_then(|s| s.rsplit(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("the summary counts {what}: {summary}"))
 }
 
 /// Runs `flamebpf record FLAGS -o DIR/out.folded [-- COMMAND...]` under the capture

@@ -61,6 +61,22 @@ fn bad_flags_and_values() {
 }
 
 #[test]
+fn periods_and_events() {
+    refused(
+        &["record", "-a", "-c", "0"],
+        "-c 0: the period must be at least 1 event",
+    );
+    refused(
+        &["record", "-a", "-c", "100", "-F", "99"],
+        "cannot be used with",
+    );
+    refused(
+        &["record", "-a", "-e", "cyclez"],
+        "unknown event \"cyclez\"",
+    );
+}
+
+#[test]
 fn frequencies_out_of_range() {
     refused(&["record", "-F", "0", "-a"], "at least 1 Hz");
     let max: u64 = std::fs::read_to_string("/proc/sys/kernel/perf_event_max_sample_rate")

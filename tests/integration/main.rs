@@ -9,6 +9,7 @@ mod common;
 mod accuracy;
 mod command;
 mod errors;
+mod events;
 mod kernel;
 mod stacks;
 mod symbols;
