@@ -32,6 +32,93 @@ pub enum Command {
 
     /// List the events flamebpf knows and whether this machine can sample them.
     List,
+
+    /// Turn folded stacks (flamebpf's, perf script | inferno-collapse-perf, or
+    /// bcc's profile -f) into any output format.
+    ///
+    /// Example: flamebpf convert perf.folded -o perf.svg -o perf.speedscope.json
+    Convert(ConvertArgs),
+
+    /// Draw a differential flame graph of two folded profiles: frames that grew
+    /// are red, frames that shrank are blue, widths are AFTER's.
+    ///
+    /// Example: flamebpf diff before.folded after.folded -o diff.svg --normalize
+    Diff(DiffArgs),
+}
+
+/// Where outputs go and how they look; shared by record and convert.
+#[derive(Debug, Args)]
+pub struct OutputArgs {
+    /// Write the profile here; repeat for several files. The extension picks the
+    /// format: .svg, .folded or .txt, .speedscope.json or .json, .pb.gz or .pprof;
+    /// `-` is standard output (folded unless --format). Default: flamebpf.svg.
+    #[arg(short, long = "output", value_name = "PATH")]
+    pub output: Vec<PathBuf>,
+
+    /// Format for outputs whose extension names none: svg, folded, speedscope or
+    /// pprof.
+    #[arg(long, value_name = "FORMAT")]
+    pub format: Option<String>,
+
+    #[command(flatten)]
+    pub svg: SvgArgs,
+
+    /// speedscope: one profile per thread instead of one per process.
+    #[arg(long)]
+    pub per_thread: bool,
+}
+
+/// How an SVG looks.
+#[derive(Debug, Args)]
+pub struct SvgArgs {
+    /// Title of the SVG flame graph.
+    #[arg(long)]
+    pub title: Option<String>,
+
+    /// Width of the SVG in pixels (default 1200).
+    #[arg(long, value_name = "PIXELS", value_parser = clap::value_parser!(u32).range(100..=100_000))]
+    pub width: Option<u32>,
+
+    /// Draw an icicle graph: roots at the top, stacks growing down.
+    #[arg(long)]
+    pub inverted: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ConvertArgs {
+    /// The folded stacks to read (`-` for standard input).
+    #[arg(value_name = "INPUT")]
+    pub input: PathBuf,
+
+    #[command(flatten)]
+    pub out: OutputArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct DiffArgs {
+    /// The folded profile before the change.
+    #[arg(value_name = "BEFORE")]
+    pub before: PathBuf,
+
+    /// The folded profile after the change.
+    #[arg(value_name = "AFTER")]
+    pub after: PathBuf,
+
+    /// Where to write the SVG (default diff.svg).
+    #[arg(
+        short,
+        long = "output",
+        value_name = "PATH",
+        default_value = "diff.svg"
+    )]
+    pub output: PathBuf,
+
+    /// Scale BEFORE to AFTER's total first, to compare captures of different lengths.
+    #[arg(long)]
+    pub normalize: bool,
+
+    #[command(flatten)]
+    pub svg: SvgArgs,
 }
 
 #[derive(Debug, Args)]
@@ -85,19 +172,8 @@ pub struct RecordArgs {
     #[arg(short, long, value_name = "SECONDS", value_parser = parse_seconds)]
     pub duration: Option<f64>,
 
-    /// Write the profile here; repeat for several files. The extension picks the
-    /// format (.svg, .folded, .txt); `-` is standard output (folded unless --format).
-    /// Default: flamebpf.svg.
-    #[arg(short, long = "output", value_name = "PATH")]
-    pub output: Vec<PathBuf>,
-
-    /// Format for outputs whose extension names none: svg or folded.
-    #[arg(long, value_name = "FORMAT")]
-    pub format: Option<String>,
-
-    /// Title of the SVG flame graph.
-    #[arg(long)]
-    pub title: Option<String>,
+    #[command(flatten)]
+    pub out: OutputArgs,
 
     /// Entries of the stack map: raise it when the summary reports lost stacks.
     #[arg(long, value_name = "N", default_value_t = DEFAULT_STACK_MAP_SIZE, value_parser = clap::value_parser!(u32).range(1..))]
@@ -141,7 +217,7 @@ mod tests {
         full.extend_from_slice(args);
         Cli::try_parse_from(full).map(|c| match c.command {
             Command::Record(r) => *r,
-            Command::List => unreachable!("parsed a record command"),
+            _ => unreachable!("parsed a record command"),
         })
     }
 
@@ -159,7 +235,7 @@ mod tests {
     fn pids_commands_and_outputs() {
         let r = parse(&["-p", "1,2", "-p", "3", "-o", "a.svg", "-o", "b.folded"]).unwrap();
         assert_eq!(r.pid, [1, 2, 3]);
-        assert_eq!(r.output.len(), 2);
+        assert_eq!(r.out.output.len(), 2);
         let r = parse(&["-F", "999", "--", "ls", "-l", "--", "x"]).unwrap();
         assert_eq!(r.freq, Some(999));
         assert_eq!(r.command, ["ls", "-l", "--", "x"]);

@@ -5,6 +5,7 @@
 mod bpf;
 mod cli;
 mod command;
+mod convert;
 mod events;
 mod list;
 mod outputs;
@@ -51,6 +52,8 @@ fn main() -> ExitCode {
     let result = match cli.command {
         cli::Command::Record(args) => record::run(*args),
         cli::Command::List => list::run().map(|()| 0),
+        cli::Command::Convert(args) => convert::convert(args),
+        cli::Command::Diff(args) => convert::diff(args),
     };
     match result {
         Ok(code) => ExitCode::from(u8::try_from(code).unwrap_or(1)),

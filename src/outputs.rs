@@ -6,7 +6,11 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
-use flamegraphs::Format;
+use flamegraphs::speedscope::SpeedscopeOptions;
+use flamegraphs::svg::SvgOptions;
+use flamegraphs::{Format, Profile, WriteOptions};
+
+use crate::cli::{OutputArgs, SvgArgs};
 
 /// One `-o` destination.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -46,8 +50,9 @@ pub fn plan(paths: &[PathBuf], format: Option<&str>) -> Result<Vec<Output>> {
             match Format::from_path(path).or(explicit) {
                 Some(f) => f,
                 None => bail!(
-                    "cannot tell the format of {}: name it .svg, .folded or .txt, or give --format ({})",
+                    "cannot tell the format of {}: name it {}, or give --format ({})",
                     path.display(),
+                    extension_names(),
                     format_names()
                 ),
             }
@@ -69,6 +74,42 @@ fn format_names() -> String {
         .map(|f| f.name())
         .collect::<Vec<_>>()
         .join(", ")
+}
+
+fn extension_names() -> String {
+    Format::ALL
+        .iter()
+        .flat_map(|f| f.extensions())
+        .copied()
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// The SVG settings the flags ask for.
+pub fn svg_options(args: &SvgArgs) -> SvgOptions {
+    SvgOptions {
+        title: args.title.clone(),
+        width: args.width.map(|w| w as usize),
+        inverted: args.inverted,
+    }
+}
+
+/// The writer settings the flags ask for.
+pub fn write_options(args: &OutputArgs) -> WriteOptions {
+    WriteOptions {
+        svg: svg_options(&args.svg),
+        speedscope: SpeedscopeOptions {
+            per_thread: args.per_thread,
+        },
+    }
+}
+
+/// Writes `profile` to every output, each atomically.
+pub fn write_all(outputs: &[Output], profile: &Profile, options: &WriteOptions) -> Result<()> {
+    for o in outputs {
+        write_atomic(&o.path, |w| Ok(o.format.write(profile, options, w)?))?;
+    }
+    Ok(())
 }
 
 fn parent_dir(path: &Path) -> &Path {
@@ -168,6 +209,10 @@ mod tests {
     fn unknown_formats_are_refused() {
         let e = plan(&[p("a.png")], None).unwrap_err().to_string();
         assert!(e.contains("cannot tell the format of a.png"), "{e}");
+        assert!(
+            e.contains(".speedscope.json") && e.contains(".pb.gz"),
+            "{e}"
+        );
         let e = plan(&[p("a.svg")], Some("png")).unwrap_err().to_string();
         assert!(e.contains("unknown format \"png\""), "{e}");
         assert!(plan(&[p("-"), p("-")], None).is_err());

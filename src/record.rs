@@ -8,7 +8,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::{bail, Context, Result};
-use flamegraphs::svg::SvgOptions;
 use flamegraphs::Meta;
 use symbolizer::symbolize::Options as SymbolizeOptions;
 
@@ -16,7 +15,7 @@ use crate::bpf::{self, Sampler};
 use crate::cli::RecordArgs;
 use crate::command::Gated;
 use crate::events::{Event, Rate};
-use crate::outputs::{self, Output};
+use crate::outputs;
 use crate::perf;
 use crate::progress::Progress;
 use crate::sampling;
@@ -37,7 +36,7 @@ pub fn run(args: RecordArgs) -> Result<i32> {
     let max_rate =
         perf::max_sample_rate().context("reading /proc/sys/kernel/perf_event_max_sample_rate")?;
     let rate = sampling::rate(&event, args.freq, args.period, max_rate)?;
-    let outputs = outputs::plan(&args.output, args.format.as_deref())?;
+    let outputs = outputs::plan(&args.out.output, args.out.format.as_deref())?;
     outputs::preflight(&outputs)?;
     let target = Target::from_args(&args.pid, args.all_cpus, &args.command)?;
     crate::privilege::check().map_err(anyhow::Error::msg)?;
@@ -184,11 +183,7 @@ pub fn run(args: RecordArgs) -> Result<i32> {
         }
     }
 
-    let svg = SvgOptions {
-        title: args.title.clone(),
-        width: None,
-    };
-    write_all(&outputs, &profile, &svg)?;
+    outputs::write_all(&outputs, &profile, &outputs::write_options(&args.out))?;
 
     if !args.quiet || summary.has_losses() {
         eprintln!("{}", summary.line());
@@ -202,13 +197,6 @@ pub fn run(args: RecordArgs) -> Result<i32> {
         }
         _ => Ok(0),
     }
-}
-
-fn write_all(outputs: &[Output], profile: &flamegraphs::Profile, svg: &SvgOptions) -> Result<()> {
-    for o in outputs {
-        outputs::write_atomic(&o.path, |w| Ok(o.format.write(profile, svg, w)?))?;
-    }
-    Ok(())
 }
 
 /// Many processes map many objects, each kept open until the end: lift the soft

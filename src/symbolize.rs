@@ -5,7 +5,9 @@ use std::collections::HashMap;
 use std::sync::mpsc;
 use std::thread::JoinHandle;
 
-use flamegraphs::{Frame, FrameId, FrameKind, Meta, Profile, Sample};
+use flamegraphs::{
+    Frame, FrameId, FrameKind, Location, LocationId, Mapping, Meta, Profile, Sample,
+};
 use symbolizer::objects::ObjectKind;
 use symbolizer::symbolize::{Frames, Options, Symbol};
 use symbolizer::{ObjectId, Resolved, Symbolizer, Tracker};
@@ -85,7 +87,7 @@ pub fn build(
 
     // Unique addresses: user ones per process (address spaces differ), kernel ones global.
     let mut user_addrs: HashMap<(u32, u64), Option<Resolved>> = HashMap::new();
-    let mut kernel_addrs: HashMap<u64, Vec<FrameId>> = HashMap::new();
+    let mut kernel_addrs: HashMap<u64, LocationId> = HashMap::new();
     for c in &drained.counts {
         if let Some(ips) = drained.stacks.get(&c.user) {
             for (i, &ip) in ips.iter().enumerate() {
@@ -97,7 +99,7 @@ pub fn build(
         }
         if let Some(ips) = drained.stacks.get(&c.kernel) {
             for (i, &ip) in ips.iter().enumerate() {
-                kernel_addrs.entry(lookup_addr(ip, i)).or_default();
+                kernel_addrs.entry(lookup_addr(ip, i)).or_insert(0);
             }
         }
     }
@@ -112,10 +114,19 @@ pub fn build(
         symbolizer.kernel(&kaddrs)
     };
     let ksyms = ksyms.unwrap_or_else(|_| vec![Vec::new(); kaddrs.len()]);
+    let kernel_mapping = profile.intern_mapping(Mapping {
+        path: "[kernel.kallsyms]".into(),
+        build_id: None,
+    });
     for (addr, syms) in kaddrs.iter().zip(ksyms) {
-        let frames = intern_symbols(&mut profile, &syms, FrameKind::Kernel, "[kernel.kallsyms]")
+        let frames = intern_symbols(&mut profile, &syms, FrameKind::Kernel)
             .unwrap_or_else(|| vec![profile.intern(Frame::named("[unknown]", FrameKind::Kernel))]);
-        kernel_addrs.insert(*addr, frames);
+        let location = profile.intern_location(Location {
+            mapping: Some(kernel_mapping),
+            address: *addr,
+            frames,
+        });
+        kernel_addrs.insert(*addr, location);
     }
 
     // User: one batch per object, shared by every process that maps it.
@@ -123,11 +134,17 @@ pub fn build(
     for r in user_addrs.values().flatten() {
         per_object.entry(r.object).or_default().push(r.offset);
     }
-    let mut named: HashMap<Resolved, Vec<FrameId>> = HashMap::new();
+    let mut named: HashMap<Resolved, LocationId> = HashMap::new();
     for (object, mut offsets) in per_object {
         offsets.sort_unstable();
         offsets.dedup();
         let obj = tracker.objects.get(object);
+        let mapping = (obj.kind != ObjectKind::Anonymous).then(|| {
+            profile.intern_mapping(Mapping {
+                path: obj.path.clone(),
+                build_id: obj.build_id.clone(),
+            })
+        });
         let syms: Vec<Frames> = match (obj.kind, obj.read_path()) {
             (ObjectKind::File, Some(path)) => {
                 symbolizer.object(&path, &offsets).unwrap_or_else(|e| {
@@ -138,28 +155,31 @@ pub fn build(
             _ => vec![Vec::new(); offsets.len()],
         };
         for (offset, syms) in offsets.iter().zip(syms) {
-            let frames = intern_symbols(&mut profile, &syms, FrameKind::User, &obj.path)
-                .unwrap_or_else(|| {
+            let frames =
+                intern_symbols(&mut profile, &syms, FrameKind::User).unwrap_or_else(|| {
                     let name = match obj.kind {
                         ObjectKind::Anonymous => "[unknown]".to_string(),
                         _ => format!("{}+{:#x}", obj.short_name(), offset),
                     };
-                    let mut f = Frame::named(name, FrameKind::User);
-                    f.module = Some(obj.path.clone());
-                    vec![profile.intern(f)]
+                    vec![profile.intern(Frame::named(name, FrameKind::User))]
                 });
+            let location = profile.intern_location(Location {
+                mapping,
+                address: *offset,
+                frames,
+            });
             named.insert(
                 Resolved {
                     object,
                     offset: *offset,
                 },
-                frames,
+                location,
             );
         }
     }
     let unknown_user = profile.intern(Frame::named("[unknown]", FrameKind::User));
-    let lost_user = profile.intern(Frame::named("[lost stack]", FrameKind::User));
-    let lost_kernel = profile.intern(Frame::named("[lost stack]", FrameKind::Kernel));
+    let lost_user = profile.frame_location(Frame::named("[lost stack]", FrameKind::User));
+    let lost_kernel = profile.frame_location(Frame::named("[lost stack]", FrameKind::Kernel));
 
     for c in &drained.counts {
         let mut stack = Vec::new();
@@ -168,8 +188,13 @@ pub fn build(
                 for (i, &ip) in ips.iter().enumerate().rev() {
                     let a = lookup_addr(ip, i);
                     match user_addrs.get(&(c.pid, a)).copied().flatten() {
-                        Some(r) => stack.extend_from_slice(&named[&r]),
-                        None => stack.push(unknown_user),
+                        Some(r) => stack.push(named[&r]),
+                        // an address no mapping covers keeps its own location
+                        None => stack.push(profile.intern_location(Location {
+                            mapping: None,
+                            address: a,
+                            frames: vec![unknown_user],
+                        })),
                     }
                 }
             }
@@ -179,7 +204,7 @@ pub fn build(
         match drained.stacks.get(&c.kernel) {
             Some(ips) => {
                 for (i, &ip) in ips.iter().enumerate().rev() {
-                    stack.extend_from_slice(&kernel_addrs[&lookup_addr(ip, i)]);
+                    stack.push(kernel_addrs[&lookup_addr(ip, i)]);
                 }
             }
             None if c.kernel == StackRef::Lost => stack.push(lost_kernel),
@@ -199,12 +224,7 @@ pub fn build(
 
 /// Interns the frames of one address (function, then inlined callees); `None` when
 /// nothing named it.
-fn intern_symbols(
-    profile: &mut Profile,
-    syms: &[Symbol],
-    kind: FrameKind,
-    module: &str,
-) -> Option<Vec<FrameId>> {
+fn intern_symbols(profile: &mut Profile, syms: &[Symbol], kind: FrameKind) -> Option<Vec<FrameId>> {
     if syms.is_empty() {
         return None;
     }
@@ -214,7 +234,6 @@ fn intern_symbols(
                 profile.intern(Frame {
                     name: s.name.clone(),
                     kind: if s.inlined { FrameKind::Inline } else { kind },
-                    module: Some(module.to_string()),
                     file: s.file.clone(),
                     line: s.line,
                 })

@@ -5,11 +5,25 @@
 //!
 //! Kernel frames carry the `_[k]` suffix and inlined frames `_[i]`, as perf script's
 //! collapsers write them, so inferno colours them apart.
+//!
+//! [`parse`] reads folded text back: flamebpf's own, `perf script |
+//! inferno-collapse-perf` (or stackcollapse-perf.pl), and bcc's `profile -f`, all of
+//! which put the command name first.
 
 use std::collections::HashMap;
 use std::io::Write;
 
-use crate::{Error, Frame, FrameKind, Profile};
+use crate::{Error, Frame, FrameKind, Meta, Profile, Sample};
+
+/// Why a folded file was refused, with the 1-based line it was refused at.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("line {line}: {reason}")]
+pub struct ParseError {
+    /// The line, counting from 1.
+    pub line: usize,
+    /// What is wrong with it.
+    pub reason: String,
+}
 
 /// The name a frame has in folded output: `;` would split the frame in two and a
 /// line break would end the line, so both are replaced.
@@ -43,7 +57,7 @@ pub fn lines(profile: &Profile) -> Vec<(String, u64)> {
     for sample in &profile.samples {
         line.clear();
         line.push_str(&sanitize(&sample.comm));
-        for &id in &sample.stack {
+        for id in profile.stack_frames(&sample.stack) {
             line.push(';');
             line.push_str(&names[id as usize]);
         }
@@ -68,15 +82,71 @@ pub fn write<W: Write>(profile: &Profile, out: W) -> Result<(), Error> {
     Ok(())
 }
 
+/// A frame as a folded file names it: `_[k]` marks the kernel, `_[i]` inlined code,
+/// `_[j]` JIT code (which is user code here).
+fn parse_frame(name: &str) -> Frame {
+    if let Some(n) = name.strip_suffix("_[k]") {
+        Frame::named(n, FrameKind::Kernel)
+    } else if let Some(n) = name.strip_suffix("_[i]") {
+        Frame::named(n, FrameKind::Inline)
+    } else {
+        Frame::named(name.strip_suffix("_[j]").unwrap_or(name), FrameKind::User)
+    }
+}
+
+/// Parses folded stacks into a profile whose weights are the lines' counts. The
+/// whole input is checked before anything is returned: the first malformed line
+/// refuses it.
+pub fn parse(text: &str, meta: Meta) -> Result<Profile, ParseError> {
+    let mut profile = Profile::new(meta);
+    for (i, raw) in text.lines().enumerate() {
+        let err = |reason: &str| ParseError {
+            line: i + 1,
+            reason: reason.to_string(),
+        };
+        let line = raw.trim_end();
+        if line.trim().is_empty() {
+            continue;
+        }
+        let Some((stack, count)) = line.rsplit_once(' ') else {
+            return Err(err("expected `stack count`, found no count"));
+        };
+        let count: u64 = count
+            .parse()
+            .map_err(|_| err(&format!("the count {count:?} is not a whole number")))?;
+        let stack = stack.trim_end();
+        if stack.is_empty() {
+            return Err(err("the stack is empty"));
+        }
+        let mut parts = stack.split(';');
+        let comm = parts.next().unwrap_or_default().to_string();
+        let mut locations = Vec::new();
+        for name in parts {
+            if name.is_empty() {
+                return Err(err("empty frame name (two `;` in a row)"));
+            }
+            locations.push(profile.frame_location(parse_frame(name)));
+        }
+        profile.samples.push(Sample {
+            pid: 0,
+            tid: 0,
+            comm,
+            stack: locations,
+            count,
+            weight: count,
+        });
+    }
+    Ok(profile)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{Meta, Sample};
 
     fn sample(p: &mut Profile, comm: &str, frames: &[(&str, FrameKind)], count: u64) {
         let stack = frames
             .iter()
-            .map(|(n, k)| p.intern(Frame::named(*n, *k)))
+            .map(|(n, k)| p.frame_location(Frame::named(*n, *k)))
             .collect();
         p.samples.push(Sample {
             pid: 1,
@@ -114,5 +184,68 @@ mod tests {
         let mut p = Profile::new(Meta::default());
         sample(&mut p, "demo", &[("main", FrameKind::User)], 0);
         assert!(lines(&p).is_empty());
+    }
+}
+
+#[cfg(test)]
+mod parse_tests {
+    use super::*;
+
+    fn samples_meta() -> Meta {
+        Meta {
+            unit: "samples".into(),
+            event: "samples".into(),
+            ..Meta::default()
+        }
+    }
+
+    #[test]
+    fn reads_flamebpf_perf_and_bcc_folded_and_writes_the_same_back() {
+        let text = "\
+demo;main;helper_[i];sys_read_[k] 10
+demo;main;work 50
+perf-app;_start;main;[unknown];do_syscall_64_[k] 3
+bcc;java::Foo_[j];bar 2
+";
+        let p = parse(text, samples_meta()).unwrap();
+        assert_eq!(p.total_weight(), 65);
+        assert_eq!(p.samples[0].comm, "demo");
+        let kinds: Vec<FrameKind> = p
+            .stack_frames(&p.samples[0].stack)
+            .map(|f| p.frame(f).kind)
+            .collect();
+        assert_eq!(
+            kinds,
+            [FrameKind::User, FrameKind::Inline, FrameKind::Kernel]
+        );
+        let mut out = Vec::new();
+        write(&p, &mut out).unwrap();
+        let back = String::from_utf8(out).unwrap();
+        // JIT markers are not kept; everything else round-trips
+        assert!(back.contains("demo;main;helper_[i];sys_read_[k] 10\n"));
+        assert!(back.contains("perf-app;_start;main;[unknown];do_syscall_64_[k] 3\n"));
+        assert!(back.contains("bcc;java::Foo;bar 2\n"));
+    }
+
+    #[test]
+    fn malformed_lines_are_refused_with_their_number() {
+        let cases = [
+            ("a;b 1\nno-count-here\n", 2, "no count"),
+            ("a;b 1\n\na;b x\n", 3, "not a whole number"),
+            ("a;;b 4\n", 1, "empty frame"),
+            (" 4\n", 1, "stack is empty"),
+            ("a;b -3\n", 1, "not a whole number"),
+        ];
+        for (text, line, what) in cases {
+            let e = parse(text, samples_meta()).unwrap_err();
+            assert_eq!(e.line, line, "{text:?}");
+            assert!(e.reason.contains(what), "{e} should say {what}");
+        }
+    }
+
+    #[test]
+    fn blank_lines_and_trailing_spaces_are_fine() {
+        let p = parse("\n  \na;b 1  \n\n", samples_meta()).unwrap();
+        assert_eq!(p.total_weight(), 1);
     }
 }

@@ -8,11 +8,15 @@
 
 mod error;
 pub mod folded;
+pub mod pprof;
 mod profile;
+pub mod speedscope;
 pub mod svg;
 
 pub use error::Error;
-pub use profile::{Frame, FrameId, FrameKind, Meta, Profile, Sample};
+pub use profile::{
+    Frame, FrameId, FrameKind, Location, LocationId, Mapping, MappingId, Meta, Profile, Sample,
+};
 
 /// The output formats this crate writes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -21,17 +25,37 @@ pub enum Format {
     Folded,
     /// An interactive SVG flame graph made by inferno.
     Svg,
+    /// speedscope's JSON format.
+    Speedscope,
+    /// pprof's gzipped protobuf.
+    Pprof,
+}
+
+/// Options of the writers that have any.
+#[derive(Debug, Clone, Default)]
+pub struct WriteOptions {
+    /// For SVG.
+    pub svg: svg::SvgOptions,
+    /// For speedscope.
+    pub speedscope: speedscope::SpeedscopeOptions,
 }
 
 impl Format {
     /// All formats, in the order `--help` lists them.
-    pub const ALL: &'static [Format] = &[Format::Folded, Format::Svg];
+    pub const ALL: &'static [Format] = &[
+        Format::Svg,
+        Format::Folded,
+        Format::Speedscope,
+        Format::Pprof,
+    ];
 
     /// The name used by `--format`.
     pub fn name(self) -> &'static str {
         match self {
             Format::Folded => "folded",
             Format::Svg => "svg",
+            Format::Speedscope => "speedscope",
+            Format::Pprof => "pprof",
         }
     }
 
@@ -40,27 +64,43 @@ impl Format {
         Format::ALL.iter().copied().find(|f| f.name() == name)
     }
 
+    /// The extensions that imply this format, as `--help` lists them.
+    pub fn extensions(self) -> &'static [&'static str] {
+        match self {
+            Format::Folded => &[".folded", ".txt"],
+            Format::Svg => &[".svg"],
+            Format::Speedscope => &[".speedscope.json", ".json"],
+            Format::Pprof => &[".pb.gz", ".pprof", ".pb"],
+        }
+    }
+
     /// The format a file name implies by its extension, if any.
     pub fn from_path(path: &std::path::Path) -> Option<Format> {
-        let name = path.file_name()?.to_str()?;
-        let ext = name.rsplit_once('.')?.1.to_ascii_lowercase();
-        match ext.as_str() {
-            "svg" => Some(Format::Svg),
-            "folded" | "txt" => Some(Format::Folded),
-            _ => None,
-        }
+        let name = path.file_name()?.to_str()?.to_ascii_lowercase();
+        Format::ALL.iter().copied().find(|f| {
+            f.extensions()
+                .iter()
+                .any(|e| name.ends_with(e) && name.len() > e.len())
+        })
+    }
+
+    /// Whether the format is text (may go to a terminal).
+    pub fn is_text(self) -> bool {
+        self != Format::Pprof
     }
 
     /// Writes `profile` in this format.
     pub fn write<W: std::io::Write>(
         self,
         profile: &Profile,
-        svg: &svg::SvgOptions,
+        options: &WriteOptions,
         out: W,
     ) -> Result<(), Error> {
         match self {
             Format::Folded => folded::write(profile, out),
-            Format::Svg => svg::write(profile, svg, out),
+            Format::Svg => svg::write(profile, &options.svg, out),
+            Format::Speedscope => speedscope::write(profile, &options.speedscope, out),
+            Format::Pprof => pprof::write(profile, out),
         }
     }
 }
@@ -79,8 +119,19 @@ mod tests {
             Some(Format::Folded)
         );
         assert_eq!(Format::from_path(Path::new("b.txt")), Some(Format::Folded));
-        assert_eq!(Format::from_path(Path::new("b.json")), None);
+        assert_eq!(
+            Format::from_path(Path::new("b.speedscope.json")),
+            Some(Format::Speedscope)
+        );
+        assert_eq!(
+            Format::from_path(Path::new("b.json")),
+            Some(Format::Speedscope)
+        );
+        assert_eq!(Format::from_path(Path::new("b.pb.gz")), Some(Format::Pprof));
+        assert_eq!(Format::from_path(Path::new("b.pprof")), Some(Format::Pprof));
+        assert_eq!(Format::from_path(Path::new("b.png")), None);
         assert_eq!(Format::from_path(Path::new("noext")), None);
+        assert_eq!(Format::from_path(Path::new(".svg")), None);
     }
 
     #[test]

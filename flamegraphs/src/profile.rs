@@ -1,10 +1,15 @@
-//! The profile model: interned frames, weighted stacks and capture metadata.
+//! The profile model: interned frames, locations (an address and the frames it
+//! expands to, inlined ones included), mappings, weighted stacks and metadata.
 
 use std::collections::HashMap;
 use std::time::{Duration, SystemTime};
 
 /// Index of a frame in [`Profile::frames`].
 pub type FrameId = u32;
+/// Index of a location in [`Profile::locations`].
+pub type LocationId = u32;
+/// Index of a mapping in [`Profile::mappings`].
+pub type MappingId = u32;
 
 /// Where a frame's code runs, which decides how writers mark and colour it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -13,19 +18,17 @@ pub enum FrameKind {
     User,
     /// A kernel function.
     Kernel,
-    /// A function inlined into its caller (the frame below it in the stack).
+    /// A function inlined into its caller (the frame before it in the stack).
     Inline,
 }
 
-/// One stack frame: a function (or, failing that, an object and offset).
+/// One function in a stack (or, failing a symbol, an object and offset).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Frame {
     /// Function name, demangled; `lib.so+0x1a2b` or `[unknown]` when nothing names it.
     pub name: String,
     /// User, kernel or inlined.
     pub kind: FrameKind,
-    /// The object (executable, shared library, `[kernel]`) the code lives in.
-    pub module: Option<String>,
     /// Source file, when debug information gives one.
     pub file: Option<String>,
     /// Source line, when debug information gives one.
@@ -38,11 +41,31 @@ impl Frame {
         Frame {
             name: name.into(),
             kind,
-            module: None,
             file: None,
             line: None,
         }
     }
+}
+
+/// An object code was mapped from: an executable, a library, `[kernel.kallsyms]`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Mapping {
+    /// Its path (or pseudo name).
+    pub path: String,
+    /// Its GNU build id, when known.
+    pub build_id: Option<Vec<u8>>,
+}
+
+/// One address of a stack and what it expands to.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Location {
+    /// The object the address lies in, when known.
+    pub mapping: Option<MappingId>,
+    /// The address: a file offset in user objects, the address itself in the kernel.
+    pub address: u64,
+    /// The frames at this address, outermost first: the function, then the
+    /// functions inlined into it, down to the one whose code it is.
+    pub frames: Vec<FrameId>,
 }
 
 /// A unique stack of one thread, with how often it was sampled.
@@ -54,8 +77,8 @@ pub struct Sample {
     pub tid: u32,
     /// The thread's command name when sampled.
     pub comm: String,
-    /// Frames from the outermost caller to the leaf.
-    pub stack: Vec<FrameId>,
+    /// Locations from the outermost caller to the leaf.
+    pub stack: Vec<LocationId>,
     /// How many samples hit this stack.
     pub count: u64,
     /// The summed sample periods, in [`Meta::unit`]: what flame graph widths show.
@@ -69,7 +92,8 @@ pub struct Meta {
     pub target: String,
     /// The perf event that drove sampling, as perf names it (`cpu-clock`).
     pub event: String,
-    /// What a unit of weight is: `ns` for the clock events, `events` otherwise.
+    /// What a unit of weight is: `ns` for the clock events, `events` for other
+    /// events, `samples` when the weights are plain sample counts (converted input).
     pub unit: String,
     /// Sampling frequency in Hz, when the event was sampled by frequency.
     pub frequency: Option<u64>,
@@ -101,9 +125,27 @@ pub struct Profile {
     /// Capture metadata.
     pub meta: Meta,
     frames: Vec<Frame>,
-    index: HashMap<Frame, FrameId>,
+    frame_index: HashMap<Frame, FrameId>,
+    locations: Vec<Location>,
+    location_index: HashMap<Location, LocationId>,
+    mappings: Vec<Mapping>,
+    mapping_index: HashMap<Mapping, MappingId>,
     /// Unique stacks with their counts; a stack may appear more than once (writers merge).
     pub samples: Vec<Sample>,
+}
+
+fn intern<T: Clone + Eq + std::hash::Hash>(
+    table: &mut Vec<T>,
+    index: &mut HashMap<T, u32>,
+    item: T,
+) -> u32 {
+    if let Some(&id) = index.get(&item) {
+        return id;
+    }
+    let id = u32::try_from(table.len()).expect("fewer than 2^32 distinct entries");
+    table.push(item.clone());
+    index.insert(item, id);
+    id
 }
 
 impl Profile {
@@ -115,15 +157,30 @@ impl Profile {
         }
     }
 
-    /// Returns the id of `frame`, adding it to the table the first time it is seen.
+    /// Returns the id of `frame`, adding it the first time it is seen.
     pub fn intern(&mut self, frame: Frame) -> FrameId {
-        if let Some(&id) = self.index.get(&frame) {
-            return id;
-        }
-        let id = FrameId::try_from(self.frames.len()).expect("fewer than 2^32 distinct frames");
-        self.frames.push(frame.clone());
-        self.index.insert(frame, id);
-        id
+        intern(&mut self.frames, &mut self.frame_index, frame)
+    }
+
+    /// Returns the id of `mapping`, adding it the first time it is seen.
+    pub fn intern_mapping(&mut self, mapping: Mapping) -> MappingId {
+        intern(&mut self.mappings, &mut self.mapping_index, mapping)
+    }
+
+    /// Returns the id of `location`, adding it the first time it is seen.
+    pub fn intern_location(&mut self, location: Location) -> LocationId {
+        intern(&mut self.locations, &mut self.location_index, location)
+    }
+
+    /// A location of one frame with no address: for input that has only names
+    /// (folded files) and for placeholders such as `[unknown]`.
+    pub fn frame_location(&mut self, frame: Frame) -> LocationId {
+        let frame = self.intern(frame);
+        self.intern_location(Location {
+            mapping: None,
+            address: 0,
+            frames: vec![frame],
+        })
     }
 
     /// The frame with id `id`.
@@ -134,6 +191,31 @@ impl Profile {
     /// All frames, indexed by [`FrameId`].
     pub fn frames(&self) -> &[Frame] {
         &self.frames
+    }
+
+    /// The location with id `id`.
+    pub fn location(&self, id: LocationId) -> &Location {
+        &self.locations[id as usize]
+    }
+
+    /// All locations, indexed by [`LocationId`].
+    pub fn locations(&self) -> &[Location] {
+        &self.locations
+    }
+
+    /// All mappings, indexed by [`MappingId`].
+    pub fn mappings(&self) -> &[Mapping] {
+        &self.mappings
+    }
+
+    /// The frames of a stack, outermost first, inlined frames expanded.
+    pub fn stack_frames<'a>(
+        &'a self,
+        stack: &'a [LocationId],
+    ) -> impl Iterator<Item = FrameId> + 'a {
+        stack
+            .iter()
+            .flat_map(|&l| self.locations[l as usize].frames.iter().copied())
     }
 
     /// Total samples over all stacks.
@@ -161,5 +243,30 @@ mod tests {
         assert_ne!(a, b);
         assert_eq!(p.frames().len(), 2);
         assert_eq!(p.frame(b).kind, FrameKind::Kernel);
+    }
+
+    #[test]
+    fn locations_expand_to_their_frames() {
+        let mut p = Profile::default();
+        let m = p.intern_mapping(Mapping {
+            path: "/bin/demo".into(),
+            build_id: None,
+        });
+        let main = p.intern(Frame::named("main", FrameKind::User));
+        let helper = p.intern(Frame::named("helper", FrameKind::Inline));
+        let l1 = p.intern_location(Location {
+            mapping: Some(m),
+            address: 0x10,
+            frames: vec![main, helper],
+        });
+        let l2 = p.frame_location(Frame::named("leaf", FrameKind::User));
+        let again = p.intern_location(p.location(l1).clone());
+        assert_eq!(again, l1);
+        let names: Vec<&str> = p
+            .stack_frames(&[l1, l2])
+            .map(|f| p.frame(f).name.as_str())
+            .collect();
+        assert_eq!(names, ["main", "helper", "leaf"]);
+        assert_eq!(p.mappings().len(), 1);
     }
 }

@@ -13,11 +13,17 @@ pub struct SvgOptions {
     pub title: Option<String>,
     /// Image width in pixels; `None` for inferno's default (1200).
     pub width: Option<usize>,
+    /// An icicle graph: roots at the top.
+    pub inverted: bool,
 }
 
 /// The subtitle every flamebpf SVG carries: what was profiled, how and how much.
 pub fn subtitle(profile: &Profile) -> String {
     let m = &profile.meta;
+    if m.unit == "samples" {
+        // converted folded input: nothing is known but the counts
+        return format!("{} · {} samples", m.target, profile.total_weight());
+    }
     let rate = match (m.frequency, m.period) {
         (Some(hz), _) => format!(" at {hz} Hz"),
         (None, Some(p)) => format!(" every {p} events"),
@@ -41,29 +47,73 @@ pub fn subtitle(profile: &Profile) -> String {
 
 /// What inferno calls a unit of width in its tooltips.
 fn count_name(profile: &Profile) -> String {
-    if profile.meta.unit == "ns" {
-        "ns".into()
-    } else {
-        profile.meta.event.clone()
+    match profile.meta.unit.as_str() {
+        "ns" | "samples" => profile.meta.unit.clone(),
+        _ => profile.meta.event.clone(),
     }
+}
+
+fn base_options(options: &SvgOptions) -> Options<'static> {
+    let mut opts = Options::default();
+    let default_title = if options.inverted {
+        "Icicle Graph"
+    } else {
+        "Flame Graph"
+    };
+    opts.title = options
+        .title
+        .clone()
+        .unwrap_or_else(|| default_title.to_string());
+    opts.image_width = options.width;
+    if options.inverted {
+        opts.direction = flamegraph::Direction::Inverted;
+    }
+    opts.deterministic = true;
+    opts
+}
+
+/// Writes a differential flame graph of two folded texts (inferno's differential
+/// mode): AFTER's widths, red where a frame grew, blue where it shrank.
+/// `normalize` scales BEFORE to AFTER's total first.
+pub fn write_diff<W: Write>(
+    before: &str,
+    after: &str,
+    normalize: bool,
+    options: &SvgOptions,
+    out: W,
+) -> Result<(), Error> {
+    let mut merged = Vec::new();
+    let diff = inferno::differential::Options {
+        normalize,
+        ..Default::default()
+    };
+    inferno::differential::from_readers(diff, before.as_bytes(), after.as_bytes(), &mut merged)?;
+    let mut opts = base_options(options);
+    if options.title.is_none() {
+        opts.title = "Differential Flame Graph".into();
+    }
+    opts.subtitle = Some(if normalize {
+        "after's widths; red grew, blue shrank (before scaled to after's total)".into()
+    } else {
+        "after's widths; red grew, blue shrank".into()
+    });
+    let mut out = std::io::BufWriter::new(out);
+    flamegraph::from_reader(&mut opts, merged.as_slice(), &mut out)
+        .map_err(|e| Error::Svg(e.to_string()))?;
+    out.flush()?;
+    Ok(())
 }
 
 /// Writes the profile as an SVG flame graph.
 pub fn write<W: Write>(profile: &Profile, options: &SvgOptions, out: W) -> Result<(), Error> {
     let lines = folded::lines(profile);
     let text: Vec<String> = lines.iter().map(|(s, c)| format!("{s} {c}")).collect();
-    let mut opts = Options::default();
-    opts.title = options
-        .title
-        .clone()
-        .unwrap_or_else(|| "Flame Graph".to_string());
+    let mut opts = base_options(options);
     opts.subtitle = Some(subtitle(profile));
     opts.count_name = count_name(profile);
     // The java palette colours `_[k]` kernel and `_[i]` inlined frames apart from
     // user code, and `deterministic` makes the same input give the same bytes.
     opts.colors = Palette::Multi(flamegraph::color::MultiPalette::Java);
-    opts.deterministic = true;
-    opts.image_width = options.width;
     if lines.is_empty() {
         // inferno refuses an empty input; an empty capture still gets a (blank) graph.
         return write_empty(&opts, out);
@@ -112,8 +162,8 @@ mod tests {
             duration: Duration::from_millis(2500),
             ..Meta::default()
         });
-        let main = p.intern(Frame::named("main", FrameKind::User));
-        let k = p.intern(Frame::named("do_syscall_64", FrameKind::Kernel));
+        let main = p.frame_location(Frame::named("main", FrameKind::User));
+        let k = p.frame_location(Frame::named("do_syscall_64", FrameKind::Kernel));
         p.samples.push(Sample {
             pid: 7,
             tid: 7,
@@ -137,7 +187,7 @@ mod tests {
     fn svg_has_title_subtitle_and_frames_and_is_deterministic() {
         let opts = SvgOptions {
             title: Some("demo <profile>".into()),
-            width: None,
+            ..SvgOptions::default()
         };
         let mut a = Vec::new();
         write(&profile(), &opts, &mut a).unwrap();

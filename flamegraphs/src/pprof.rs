@@ -1,0 +1,378 @@
+//! pprof's profile.proto, gzipped: what `go tool pprof`, Parca, Pyroscope and
+//! Grafana read.
+//!
+//! The messages are declared with prost's derive, field numbers as in the official
+//! github.com/google/pprof/proto/profile.proto; only the fields flamebpf fills are
+//! declared (protobuf readers skip nothing they need: absent fields are defaults).
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::time::UNIX_EPOCH;
+
+use flate2::write::GzEncoder;
+use flate2::Compression;
+use prost::Message;
+
+use crate::{Error, FrameKind, Profile};
+
+/// `perftools.profiles.Profile`.
+#[derive(Clone, PartialEq, Message)]
+pub struct PProfile {
+    /// What each sample value means.
+    #[prost(message, repeated, tag = "1")]
+    pub sample_type: Vec<ValueType>,
+    /// The samples.
+    #[prost(message, repeated, tag = "2")]
+    pub sample: Vec<PSample>,
+    /// Objects the locations lie in.
+    #[prost(message, repeated, tag = "3")]
+    pub mapping: Vec<PMapping>,
+    /// Addresses with their (inlined) lines.
+    #[prost(message, repeated, tag = "4")]
+    pub location: Vec<PLocation>,
+    /// Functions the lines name.
+    #[prost(message, repeated, tag = "5")]
+    pub function: Vec<PFunction>,
+    /// All strings; index 0 is "".
+    #[prost(string, repeated, tag = "6")]
+    pub string_table: Vec<String>,
+    /// When the capture started, ns since the epoch.
+    #[prost(int64, tag = "9")]
+    pub time_nanos: i64,
+    /// How long it sampled, ns.
+    #[prost(int64, tag = "10")]
+    pub duration_nanos: i64,
+    /// What the period counts.
+    #[prost(message, optional, tag = "11")]
+    pub period_type: Option<ValueType>,
+    /// The sampling period.
+    #[prost(int64, tag = "12")]
+    pub period: i64,
+    /// Free-form comments (string table indices).
+    #[prost(int64, repeated, tag = "13")]
+    pub comment: Vec<i64>,
+    /// The sample type shown by default (string table index of its type).
+    #[prost(int64, tag = "14")]
+    pub default_sample_type: i64,
+}
+
+/// `ValueType`: a type and a unit, as string table indices.
+#[derive(Clone, PartialEq, Message)]
+pub struct ValueType {
+    /// e.g. "cpu".
+    #[prost(int64, tag = "1")]
+    pub r#type: i64,
+    /// e.g. "nanoseconds".
+    #[prost(int64, tag = "2")]
+    pub unit: i64,
+}
+
+/// `Sample`.
+#[derive(Clone, PartialEq, Message)]
+pub struct PSample {
+    /// Leaf first.
+    #[prost(uint64, repeated, tag = "1")]
+    pub location_id: Vec<u64>,
+    /// One value per sample type.
+    #[prost(int64, repeated, tag = "2")]
+    pub value: Vec<i64>,
+    /// pid, tid, comm.
+    #[prost(message, repeated, tag = "3")]
+    pub label: Vec<Label>,
+}
+
+/// `Label`.
+#[derive(Clone, PartialEq, Message)]
+pub struct Label {
+    /// Key (string table index).
+    #[prost(int64, tag = "1")]
+    pub key: i64,
+    /// String value (string table index), or 0.
+    #[prost(int64, tag = "2")]
+    pub str: i64,
+    /// Numeric value.
+    #[prost(int64, tag = "3")]
+    pub num: i64,
+}
+
+/// `Mapping`.
+#[derive(Clone, PartialEq, Message)]
+pub struct PMapping {
+    /// Id, from 1.
+    #[prost(uint64, tag = "1")]
+    pub id: u64,
+    /// Start of the mapped range.
+    #[prost(uint64, tag = "2")]
+    pub memory_start: u64,
+    /// End of the mapped range.
+    #[prost(uint64, tag = "3")]
+    pub memory_limit: u64,
+    /// File offset of memory_start.
+    #[prost(uint64, tag = "4")]
+    pub file_offset: u64,
+    /// Path (string table index).
+    #[prost(int64, tag = "5")]
+    pub filename: i64,
+    /// Build id, hex (string table index).
+    #[prost(int64, tag = "6")]
+    pub build_id: i64,
+    /// Locations in it carry function names.
+    #[prost(bool, tag = "7")]
+    pub has_functions: bool,
+    /// ... and file names.
+    #[prost(bool, tag = "8")]
+    pub has_filenames: bool,
+    /// ... and line numbers.
+    #[prost(bool, tag = "9")]
+    pub has_line_numbers: bool,
+    /// ... and inlined frames.
+    #[prost(bool, tag = "10")]
+    pub has_inline_frames: bool,
+}
+
+/// `Location`.
+#[derive(Clone, PartialEq, Message)]
+pub struct PLocation {
+    /// Id, from 1.
+    #[prost(uint64, tag = "1")]
+    pub id: u64,
+    /// Its mapping, or 0.
+    #[prost(uint64, tag = "2")]
+    pub mapping_id: u64,
+    /// The address (a file offset for user code: mappings start at offset 0).
+    #[prost(uint64, tag = "3")]
+    pub address: u64,
+    /// Innermost first: the last line is the function the others were inlined into.
+    #[prost(message, repeated, tag = "4")]
+    pub line: Vec<Line>,
+}
+
+/// `Line`.
+#[derive(Clone, PartialEq, Message)]
+pub struct Line {
+    /// Its function.
+    #[prost(uint64, tag = "1")]
+    pub function_id: u64,
+    /// Source line, or 0.
+    #[prost(int64, tag = "2")]
+    pub line: i64,
+}
+
+/// `Function`.
+#[derive(Clone, PartialEq, Message)]
+pub struct PFunction {
+    /// Id, from 1.
+    #[prost(uint64, tag = "1")]
+    pub id: u64,
+    /// Name (string table index).
+    #[prost(int64, tag = "2")]
+    pub name: i64,
+    /// Name as the object has it (string table index).
+    #[prost(int64, tag = "3")]
+    pub system_name: i64,
+    /// Source file (string table index).
+    #[prost(int64, tag = "4")]
+    pub filename: i64,
+}
+
+#[derive(Default)]
+struct Strings {
+    table: Vec<String>,
+    index: HashMap<String, i64>,
+}
+
+impl Strings {
+    fn new() -> Strings {
+        let mut s = Strings::default();
+        s.get("");
+        s
+    }
+
+    fn get(&mut self, s: &str) -> i64 {
+        if let Some(&i) = self.index.get(s) {
+            return i;
+        }
+        let i = self.table.len() as i64;
+        self.table.push(s.to_string());
+        self.index.insert(s.to_string(), i);
+        i
+    }
+}
+
+/// The sample types and period type pprof gets for this profile's event.
+fn types(profile: &Profile, st: &mut Strings) -> (Vec<ValueType>, ValueType, i64) {
+    let m = &profile.meta;
+    let vt = |st: &mut Strings, t: &str, u: &str| ValueType {
+        r#type: st.get(t),
+        unit: st.get(u),
+    };
+    let samples = vt(st, "samples", "count");
+    match m.unit.as_str() {
+        // The timers: samples and CPU time, as Go's CPU profiles have them.
+        "ns" => {
+            let period = m
+                .frequency
+                .map(|hz| 1_000_000_000 / hz.max(1))
+                .or(m.period)
+                .unwrap_or(0) as i64;
+            let cpu = vt(st, "cpu", "nanoseconds");
+            (vec![samples, cpu.clone()], cpu, period)
+        }
+        "samples" => (vec![samples.clone()], samples, 1),
+        _ => {
+            let ev = vt(st, &m.event, "count");
+            (vec![samples, ev.clone()], ev, m.period.unwrap_or(0) as i64)
+        }
+    }
+}
+
+/// Builds the pprof message of a profile.
+pub fn to_proto(profile: &Profile) -> PProfile {
+    let mut st = Strings::new();
+    let (sample_type, period_type, period) = types(profile, &mut st);
+    let two_values = sample_type.len() == 2;
+
+    // pprof calls the first mapping the profile's main binary: put real objects
+    // before pseudo ones such as [kernel.kallsyms].
+    let mut order: Vec<usize> = (0..profile.mappings().len()).collect();
+    order.sort_by_key(|&i| profile.mappings()[i].path.starts_with('['));
+    let mut mapping_id = vec![0u64; order.len()];
+    for (pos, &i) in order.iter().enumerate() {
+        mapping_id[i] = pos as u64 + 1;
+    }
+    let mapping: Vec<PMapping> = order
+        .iter()
+        .map(|&i| (i, &profile.mappings()[i]))
+        .map(|(i, m)| PMapping {
+            id: mapping_id[i],
+            memory_start: 0,
+            memory_limit: u64::MAX,
+            file_offset: 0,
+            filename: st.get(&m.path),
+            build_id: m
+                .build_id
+                .as_ref()
+                .map(|b| st.get(&b.iter().map(|x| format!("{x:02x}")).collect::<String>()))
+                .unwrap_or(0),
+            has_functions: true,
+            has_filenames: true,
+            has_line_numbers: true,
+            has_inline_frames: true,
+        })
+        .collect();
+
+    // One function per (name, file); the frame table may hold the same function
+    // more than once (with other lines or kinds).
+    let mut functions: Vec<PFunction> = Vec::new();
+    let mut function_ids: HashMap<(i64, i64), u64> = HashMap::new();
+    let frame_function: Vec<u64> = profile
+        .frames()
+        .iter()
+        .map(|f| {
+            let name = st.get(&match f.kind {
+                FrameKind::Kernel => format!("{} [kernel]", f.name),
+                _ => f.name.clone(),
+            });
+            let file = f.file.as_deref().map(|p| st.get(p)).unwrap_or(0);
+            *function_ids.entry((name, file)).or_insert_with(|| {
+                let id = functions.len() as u64 + 1;
+                functions.push(PFunction {
+                    id,
+                    name,
+                    system_name: name,
+                    filename: file,
+                });
+                id
+            })
+        })
+        .collect();
+
+    let location: Vec<PLocation> = profile
+        .locations()
+        .iter()
+        .enumerate()
+        .map(|(i, l)| PLocation {
+            id: i as u64 + 1,
+            mapping_id: l.mapping.map_or(0, |m| mapping_id[m as usize]),
+            address: l.address,
+            line: l
+                .frames
+                .iter()
+                .rev()
+                .map(|&f| Line {
+                    function_id: frame_function[f as usize],
+                    line: i64::from(profile.frame(f).line.unwrap_or(0)),
+                })
+                .collect(),
+        })
+        .collect();
+
+    let (k_pid, k_tid, k_comm) = (st.get("pid"), st.get("tid"), st.get("comm"));
+    let sample = profile
+        .samples
+        .iter()
+        .filter(|s| s.weight > 0 || s.count > 0)
+        .map(|s| {
+            let value = if two_values {
+                vec![s.count as i64, s.weight as i64]
+            } else {
+                vec![s.weight as i64]
+            };
+            PSample {
+                location_id: s.stack.iter().rev().map(|&l| u64::from(l) + 1).collect(),
+                value,
+                label: vec![
+                    Label {
+                        key: k_pid,
+                        str: 0,
+                        num: i64::from(s.pid),
+                    },
+                    Label {
+                        key: k_tid,
+                        str: 0,
+                        num: i64::from(s.tid),
+                    },
+                    Label {
+                        key: k_comm,
+                        str: st.get(&s.comm),
+                        num: 0,
+                    },
+                ],
+            }
+        })
+        .collect();
+
+    let m = &profile.meta;
+    let comment = vec![st.get(&format!(
+        "flamebpf {}: {}",
+        env!("CARGO_PKG_VERSION"),
+        m.target
+    ))];
+    let default_sample_type = period_type.r#type;
+    PProfile {
+        sample_type,
+        sample,
+        mapping,
+        location,
+        function: functions,
+        time_nanos: m
+            .start
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as i64),
+        duration_nanos: m.duration.as_nanos() as i64,
+        period_type: Some(period_type),
+        period,
+        comment,
+        default_sample_type,
+        string_table: st.table,
+    }
+}
+
+/// Writes the profile as gzipped protobuf.
+pub fn write<W: Write>(profile: &Profile, out: W) -> Result<(), Error> {
+    let bytes = to_proto(profile).encode_to_vec();
+    let mut gz = GzEncoder::new(out, Compression::default());
+    gz.write_all(&bytes)?;
+    gz.finish()?.flush()?;
+    Ok(())
+}
