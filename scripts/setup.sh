@@ -5,10 +5,13 @@ set -euo pipefail
 export DEBIAN_FRONTEND=noninteractive
 
 # clang builds the BPF program; libelf/zlib/pkg-config let libbpf-sys build libbpf;
-# gcc builds the testdata workloads; linux-perf is the reference the tests compare against;
-# util-linux brings setpriv/unshare for the privilege and namespace tests.
-packages=(clang llvm libelf-dev zlib1g-dev pkg-config make gcc libc6-dev linux-libc-dev
-          linux-perf util-linux procps)
+# gcc/g++ build the testdata workloads; linux-perf is the reference the tests compare
+# against; util-linux brings setpriv/unshare for the privilege and namespace tests;
+# chromium (driven by playwright-core) opens the speedscope and SVG outputs and
+# golang-go brings `go tool pprof`, the real clients the output tests use.
+packages=(clang llvm libelf-dev zlib1g-dev pkg-config make gcc g++ libc6-dev linux-libc-dev
+          linux-perf util-linux procps binutils chromium golang-go)
+command -v node >/dev/null 2>&1 || packages+=(nodejs npm)
 # The benchmarks also read per-program BPF run times with bpftool.
 if [[ "${FLAMEBPF_SETUP_BENCH:-0}" == 1 ]]; then
     packages+=(bpftool)
@@ -31,4 +34,13 @@ if ! command -v cargo >/dev/null 2>&1; then
         echo "setup: cargo not found; install Rust (https://rustup.rs) first" >&2
         exit 1
     fi
+fi
+
+# The client-side test tools (speedscope, playwright-core, ajv), pinned by the lock file.
+root=$(cd "$(dirname "$0")/.." && pwd)
+clients="$root/tests/clients"
+if [[ ! -d "$clients/node_modules/speedscope" || "$clients/package-lock.json" -nt "$clients/node_modules" ]]; then
+    echo "setup: installing the client test tools (npm ci in tests/clients)" >&2
+    npm ci --prefix "$clients" --no-audit --no-fund --loglevel=error </dev/null >&2
+    touch "$clients/node_modules"
 fi

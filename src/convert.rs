@@ -35,7 +35,8 @@ fn read_folded(path: &Path) -> Result<(String, Profile)> {
         start: SystemTime::now(),
         ..Meta::default()
     };
-    let profile = folded::parse(&text, meta).map_err(|e| anyhow::anyhow!("{name}:{e}"))?;
+    let profile = folded::parse(&text, meta)
+        .map_err(|e| anyhow::anyhow!("{name}:{}: {}", e.line, e.reason))?;
     Ok((text, profile))
 }
 

@@ -234,3 +234,63 @@ pub fn record_holding(
         dir,
     }
 }
+
+/// Runs one of the real-client scripts in tests/clients (speedscope in Chromium,
+/// the SVG search box) with node. They are installed by scripts/setup.sh.
+pub fn client(script: &str, args: &[&std::ffi::OsStr]) -> Output {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/clients");
+    assert!(
+        dir.join("node_modules/speedscope").exists() && Path::new("/usr/bin/chromium").exists(),
+        "the client tests need speedscope, playwright-core and chromium: run scripts/setup.sh"
+    );
+    let out = Command::new("node")
+        .arg(dir.join(script))
+        .args(args)
+        .output()
+        .expect("node runs");
+    eprintln!(
+        "{script}: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+/// `go tool pprof ARGS`; installed by scripts/setup.sh (Debian's golang-go).
+pub fn go_pprof(args: &[&std::ffi::OsStr]) -> String {
+    let out = Command::new("go")
+        .args(["tool", "pprof"])
+        .args(args)
+        .output()
+        .expect("go tool pprof runs (scripts/setup.sh installs golang-go)");
+    assert!(
+        out.status.success(),
+        "go tool pprof failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Sums of each value column over all samples of `go tool pprof -raw` output.
+pub fn pprof_raw_totals(raw: &str) -> Vec<u64> {
+    let mut totals: Vec<u64> = Vec::new();
+    let samples = raw.split("Samples:").nth(1).expect("-raw lists samples");
+    let body = samples.split("Locations").next().unwrap_or(samples);
+    for line in body.lines().skip(2) {
+        let Some((values, _)) = line.split_once(':') else {
+            continue;
+        };
+        let nums: Vec<u64> = values
+            .split_whitespace()
+            .filter_map(|v| v.parse().ok())
+            .collect();
+        if nums.is_empty() || nums.len() != values.split_whitespace().count() {
+            continue;
+        }
+        totals.resize(totals.len().max(nums.len()), 0);
+        for (t, n) in totals.iter_mut().zip(nums) {
+            *t += n;
+        }
+    }
+    totals
+}

@@ -11,6 +11,7 @@ mod command;
 mod errors;
 mod events;
 mod kernel;
+mod outputs;
 mod stacks;
 mod symbols;
 mod system;
