@@ -371,7 +371,8 @@ pub fn to_proto(profile: &Profile) -> PProfile {
 /// Writes the profile as gzipped protobuf.
 pub fn write<W: Write>(profile: &Profile, out: W) -> Result<(), Error> {
     let bytes = to_proto(profile).encode_to_vec();
-    let mut gz = GzEncoder::new(out, Compression::default());
+    // Go's runtime/pprof compresses at BestSpeed too: profiles are written often.
+    let mut gz = GzEncoder::new(out, Compression::fast());
     gz.write_all(&bytes)?;
     gz.finish()?.flush()?;
     Ok(())
