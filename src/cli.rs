@@ -66,6 +66,11 @@ pub struct OutputArgs {
     /// speedscope: one profile per thread instead of one per process.
     #[arg(long)]
     pub per_thread: bool,
+
+    /// Folded and SVG: add the source file and line to frame names where debug
+    /// information gives them (speedscope and pprof always carry them).
+    #[arg(long)]
+    pub lines: bool,
 }
 
 /// How an SVG looks.
@@ -174,6 +179,15 @@ pub struct RecordArgs {
 
     #[command(flatten)]
     pub out: OutputArgs,
+
+    /// Do not expand inlined functions into frames of their own.
+    #[arg(long)]
+    pub no_inline: bool,
+
+    /// Also look for separate debug files (.gnu_debuglink targets, .build-id/xx/…)
+    /// here, before /usr/lib/debug; repeatable.
+    #[arg(long, value_name = "DIR")]
+    pub debug_dir: Vec<PathBuf>,
 
     /// Entries of the stack map: raise it when the summary reports lost stacks.
     #[arg(long, value_name = "N", default_value_t = DEFAULT_STACK_MAP_SIZE, value_parser = clap::value_parser!(u32).range(1..))]

@@ -97,6 +97,7 @@ pub fn svg_options(args: &SvgArgs) -> SvgOptions {
 /// The writer settings the flags ask for.
 pub fn write_options(args: &OutputArgs) -> WriteOptions {
     WriteOptions {
+        lines: args.lines,
         svg: svg_options(&args.svg),
         speedscope: SpeedscopeOptions {
             per_thread: args.per_thread,

@@ -39,6 +39,11 @@ pub fn run(args: RecordArgs) -> Result<i32> {
     let outputs = outputs::plan(&args.out.output, args.out.format.as_deref())?;
     outputs::preflight(&outputs)?;
     let target = Target::from_args(&args.pid, args.all_cpus, &args.command)?;
+    for dir in &args.debug_dir {
+        if !dir.is_dir() {
+            bail!("--debug-dir {}: no such directory", dir.display());
+        }
+    }
     crate::privilege::check().map_err(anyhow::Error::msg)?;
     let cpus = perf::online_cpus().context("reading the online CPUs")?;
     let first_cpu = cpus.first().copied().unwrap_or(0);
@@ -48,7 +53,11 @@ pub fn run(args: RecordArgs) -> Result<i32> {
     }
     raise_fd_limit();
     // Reads kallsyms on its own thread while the capture is set up and runs.
-    let symbolizer = symbolize::Worker::start(SymbolizeOptions::default());
+    let symbolizer = symbolize::Worker::start(SymbolizeOptions {
+        inlined: !args.no_inline,
+        debug_info: true,
+        debug_dirs: args.debug_dir.clone(),
+    });
 
     let stop = Arc::new(AtomicBool::new(false));
     for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
@@ -175,9 +184,20 @@ pub fn run(args: RecordArgs) -> Result<i32> {
         stacks: drained.stacks.len(),
         lost_records: tracking.tracker.lost_records(),
     };
+    let jit_warnings = tracking.tracker.perf_maps.warnings().to_vec();
+    let symbolizing = Instant::now();
     let (profile, sym_stats) =
         symbolizer.build(drained, std::mem::take(&mut tracking.tracker), meta);
+    for w in &jit_warnings {
+        eprintln!("flamebpf: {w}");
+    }
     if args.verbose {
+        eprintln!(
+            "flamebpf: named {} user and {} kernel addresses in {} ms",
+            sym_stats.user_addrs,
+            sym_stats.kernel_addrs,
+            symbolizing.elapsed().as_millis()
+        );
         for failure in &sym_stats.object_failures {
             eprintln!("flamebpf: no symbols from {failure}");
         }

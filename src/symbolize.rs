@@ -75,6 +75,29 @@ fn lookup_addr(ip: u64, index: usize) -> u64 {
     }
 }
 
+/// What a user address turned out to be.
+enum UserAddr {
+    /// An offset into a mapped object (file, vDSO).
+    Object(Resolved),
+    /// JIT code named by the process's perf map.
+    Jit(String),
+    /// Nothing covers it.
+    Unknown,
+}
+
+fn classify(tracker: &Tracker, pid: u32, addr: u64) -> UserAddr {
+    match tracker.resolve(pid, addr) {
+        Some(r) if tracker.objects.get(r.object).kind != ObjectKind::Anonymous => {
+            UserAddr::Object(r)
+        }
+        // anonymous memory, or no mapping seen: JIT code, if a perf map names it
+        _ => match tracker.jit_symbol(pid, addr) {
+            Some(name) => UserAddr::Jit(name.to_string()),
+            None => UserAddr::Unknown,
+        },
+    }
+}
+
 /// Builds the profile of a capture.
 pub fn build(
     drained: &Drained,
@@ -86,7 +109,7 @@ pub fn build(
     let mut stats = SymbolizeStats::default();
 
     // Unique addresses: user ones per process (address spaces differ), kernel ones global.
-    let mut user_addrs: HashMap<(u32, u64), Option<Resolved>> = HashMap::new();
+    let mut user_addrs: HashMap<(u32, u64), UserAddr> = HashMap::new();
     let mut kernel_addrs: HashMap<u64, LocationId> = HashMap::new();
     for c in &drained.counts {
         if let Some(ips) = drained.stacks.get(&c.user) {
@@ -94,7 +117,7 @@ pub fn build(
                 let a = lookup_addr(ip, i);
                 user_addrs
                     .entry((c.pid, a))
-                    .or_insert_with(|| tracker.resolve(c.pid, a));
+                    .or_insert_with(|| classify(tracker, c.pid, a));
             }
         }
         if let Some(ips) = drained.stacks.get(&c.kernel) {
@@ -113,7 +136,7 @@ pub fn build(
     } else {
         symbolizer.kernel(&kaddrs)
     };
-    let ksyms = ksyms.unwrap_or_else(|_| vec![Vec::new(); kaddrs.len()]);
+    let ksyms = ksyms.unwrap_or_else(|_| vec![Frames::from([]); kaddrs.len()]);
     let kernel_mapping = profile.intern_mapping(Mapping {
         path: "[kernel.kallsyms]".into(),
         build_id: None,
@@ -131,8 +154,10 @@ pub fn build(
 
     // User: one batch per object, shared by every process that maps it.
     let mut per_object: HashMap<ObjectId, Vec<u64>> = HashMap::new();
-    for r in user_addrs.values().flatten() {
-        per_object.entry(r.object).or_default().push(r.offset);
+    for addr in user_addrs.values() {
+        if let UserAddr::Object(r) = addr {
+            per_object.entry(r.object).or_default().push(r.offset);
+        }
     }
     let mut named: HashMap<Resolved, LocationId> = HashMap::new();
     for (object, mut offsets) in per_object {
@@ -149,10 +174,14 @@ pub fn build(
             (ObjectKind::File, Some(path)) => {
                 symbolizer.object(&path, &offsets).unwrap_or_else(|e| {
                     stats.object_failures.push(e.to_string());
-                    vec![Vec::new(); offsets.len()]
+                    vec![Frames::from([]); offsets.len()]
                 })
             }
-            _ => vec![Vec::new(); offsets.len()],
+            (ObjectKind::Vdso, _) => symbolizer.vdso(&offsets).unwrap_or_else(|e| {
+                stats.object_failures.push(e.to_string());
+                vec![Frames::from([]); offsets.len()]
+            }),
+            _ => vec![Frames::from([]); offsets.len()],
         };
         for (offset, syms) in offsets.iter().zip(syms) {
             let frames =
@@ -187,15 +216,24 @@ pub fn build(
             Some(ips) => {
                 for (i, &ip) in ips.iter().enumerate().rev() {
                     let a = lookup_addr(ip, i);
-                    match user_addrs.get(&(c.pid, a)).copied().flatten() {
-                        Some(r) => stack.push(named[&r]),
-                        // an address no mapping covers keeps its own location
-                        None => stack.push(profile.intern_location(Location {
+                    let location = match &user_addrs[&(c.pid, a)] {
+                        UserAddr::Object(r) => named[r],
+                        UserAddr::Jit(name) => {
+                            let frame = profile.intern(Frame::named(name.clone(), FrameKind::Jit));
+                            profile.intern_location(Location {
+                                mapping: None,
+                                address: a,
+                                frames: vec![frame],
+                            })
+                        }
+                        // an address nothing covers keeps its own location
+                        UserAddr::Unknown => profile.intern_location(Location {
                             mapping: None,
                             address: a,
                             frames: vec![unknown_user],
-                        })),
-                    }
+                        }),
+                    };
+                    stack.push(location);
                 }
             }
             None if c.user == StackRef::Lost => stack.push(lost_user),

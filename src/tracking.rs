@@ -76,6 +76,7 @@ impl Tracking {
             });
         }
         if self.pending.is_empty() {
+            self.tracker.refresh_perf_maps();
             return;
         }
         // Stable sort: records of one CPU with equal times keep their order.
@@ -88,6 +89,7 @@ impl Tracking {
         for r in self.pending.drain(..ready) {
             self.tracker.apply(&r);
         }
+        self.tracker.refresh_perf_maps();
     }
 }
 

@@ -1,10 +1,16 @@
 //! Rust names for the symbolizer: a method in a module (its mangled name must come
-//! out demangled). Runs for SECONDS (default 1).
+//! out demangled) and a function the compiler always inlines into it (it must show
+//! as an inlined frame, with the right file and line). Runs for SECONDS (default 1).
 //! Build: rustc -O -g -C force-frame-pointers=yes
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
 mod engine {
+    #[inline(always)]
+    fn mix(x: u64) -> u64 {
+        std::hint::black_box(x.wrapping_mul(6364136223846793005).wrapping_add(1)) // MIX BODY
+    }
+
     pub struct Engine {
         pub seed: u64,
     }
@@ -14,7 +20,7 @@ mod engine {
         pub fn crunch(&self, n: u64) -> u64 {
             let mut x = self.seed;
             for _ in 0..n {
-                x = std::hint::black_box(x.wrapping_mul(6364136223846793005).wrapping_add(1));
+                x = mix(x); // CALLS MIX
             }
             x
         }

@@ -28,10 +28,23 @@ pub struct ParseError {
 /// The name a frame has in folded output: `;` would split the frame in two and a
 /// line break would end the line, so both are replaced.
 pub fn frame_name(frame: &Frame) -> String {
+    frame_label(frame, false)
+}
+
+/// [`frame_name`], with ` (file:line)` after the function when `lines` is set and
+/// debug information gave them (the file's name only: paths would crowd a graph).
+pub fn frame_label(frame: &Frame, lines: bool) -> String {
     let mut name = sanitize(&frame.name);
+    if lines {
+        if let (Some(file), Some(line)) = (&frame.file, frame.line) {
+            let base = file.rsplit('/').next().unwrap_or(file);
+            name.push_str(&format!(" ({}:{line})", sanitize(base)));
+        }
+    }
     match frame.kind {
         FrameKind::Kernel => name.push_str("_[k]"),
         FrameKind::Inline => name.push_str("_[i]"),
+        FrameKind::Jit => name.push_str("_[j]"),
         FrameKind::User => {}
     }
     name
@@ -48,10 +61,14 @@ fn sanitize(s: &str) -> String {
 }
 
 /// The profile as folded lines without their weights, each with its weight,
-/// merged and sorted so output is deterministic.
-pub fn lines(profile: &Profile) -> Vec<(String, u64)> {
+/// merged and sorted so output is deterministic. `with_lines` adds file:line.
+pub fn lines(profile: &Profile, with_lines: bool) -> Vec<(String, u64)> {
     // Frame names are built once per frame, not once per occurrence.
-    let names: Vec<String> = profile.frames().iter().map(frame_name).collect();
+    let names: Vec<String> = profile
+        .frames()
+        .iter()
+        .map(|f| frame_label(f, with_lines))
+        .collect();
     let mut merged: HashMap<String, u64> = HashMap::with_capacity(profile.samples.len());
     let mut line = String::new();
     for sample in &profile.samples {
@@ -72,10 +89,10 @@ pub fn lines(profile: &Profile) -> Vec<(String, u64)> {
     out
 }
 
-/// Writes the profile as folded stacks.
-pub fn write<W: Write>(profile: &Profile, out: W) -> Result<(), Error> {
+/// Writes the profile as folded stacks; `with_lines` adds file:line to names.
+pub fn write<W: Write>(profile: &Profile, with_lines: bool, out: W) -> Result<(), Error> {
     let mut out = std::io::BufWriter::new(out);
-    for (stack, count) in lines(profile) {
+    for (stack, count) in lines(profile, with_lines) {
         writeln!(out, "{stack} {count}")?;
     }
     out.flush()?;
@@ -89,8 +106,10 @@ fn parse_frame(name: &str) -> Frame {
         Frame::named(n, FrameKind::Kernel)
     } else if let Some(n) = name.strip_suffix("_[i]") {
         Frame::named(n, FrameKind::Inline)
+    } else if let Some(n) = name.strip_suffix("_[j]") {
+        Frame::named(n, FrameKind::Jit)
     } else {
-        Frame::named(name.strip_suffix("_[j]").unwrap_or(name), FrameKind::User)
+        Frame::named(name, FrameKind::User)
     }
 }
 
@@ -172,7 +191,7 @@ mod tests {
         );
         sample(&mut p, "a;b", &[("x;y", User)], 4);
         let mut out = Vec::new();
-        write(&p, &mut out).unwrap();
+        write(&p, false, &mut out).unwrap();
         assert_eq!(
             String::from_utf8(out).unwrap(),
             "a:b;x:y 40\ndemo;main;helper_[i];sys_read_[k] 10\ndemo;main;work 50\n"
@@ -180,10 +199,35 @@ mod tests {
     }
 
     #[test]
+    fn lines_add_the_file_name_and_line() {
+        let mut p = Profile::new(Meta::default());
+        let f = p.frame_location(Frame {
+            name: "step".into(),
+            kind: FrameKind::Inline,
+            file: Some("/src/app/engine.rs".into()),
+            line: Some(42),
+        });
+        let g = p.frame_location(Frame::named("main", FrameKind::User));
+        p.samples.push(Sample {
+            pid: 1,
+            tid: 1,
+            comm: "app".into(),
+            stack: vec![g, f],
+            count: 1,
+            weight: 1,
+        });
+        assert_eq!(
+            lines(&p, true),
+            [("app;main;step (engine.rs:42)_[i]".to_string(), 1)]
+        );
+        assert_eq!(lines(&p, false), [("app;main;step_[i]".to_string(), 1)]);
+    }
+
+    #[test]
     fn zero_weight_stacks_are_left_out() {
         let mut p = Profile::new(Meta::default());
         sample(&mut p, "demo", &[("main", FrameKind::User)], 0);
-        assert!(lines(&p).is_empty());
+        assert!(lines(&p, false).is_empty());
     }
 }
 
@@ -219,12 +263,9 @@ bcc;java::Foo_[j];bar 2
             [FrameKind::User, FrameKind::Inline, FrameKind::Kernel]
         );
         let mut out = Vec::new();
-        write(&p, &mut out).unwrap();
+        write(&p, false, &mut out).unwrap();
         let back = String::from_utf8(out).unwrap();
-        // JIT markers are not kept; everything else round-trips
-        assert!(back.contains("demo;main;helper_[i];sys_read_[k] 10\n"));
-        assert!(back.contains("perf-app;_start;main;[unknown];do_syscall_64_[k] 3\n"));
-        assert!(back.contains("bcc;java::Foo;bar 2\n"));
+        assert_eq!(back, "bcc;java::Foo_[j];bar 2\ndemo;main;helper_[i];sys_read_[k] 10\ndemo;main;work 50\nperf-app;_start;main;[unknown];do_syscall_64_[k] 3\n");
     }
 
     #[test]

@@ -34,6 +34,9 @@ pub enum Format {
 /// Options of the writers that have any.
 #[derive(Debug, Clone, Default)]
 pub struct WriteOptions {
+    /// Folded and SVG: add ` (file:line)` to frame names where known (speedscope and
+    /// pprof carry file and line in fields of their own, always).
+    pub lines: bool,
     /// For SVG.
     pub svg: svg::SvgOptions,
     /// For speedscope.
@@ -97,8 +100,8 @@ impl Format {
         out: W,
     ) -> Result<(), Error> {
         match self {
-            Format::Folded => folded::write(profile, out),
-            Format::Svg => svg::write(profile, &options.svg, out),
+            Format::Folded => folded::write(profile, options.lines, out),
+            Format::Svg => svg::write(profile, &options.svg, options.lines, out),
             Format::Speedscope => speedscope::write(profile, &options.speedscope, out),
             Format::Pprof => pprof::write(profile, out),
         }

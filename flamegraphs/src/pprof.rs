@@ -271,6 +271,7 @@ pub fn to_proto(profile: &Profile) -> PProfile {
         .map(|f| {
             let name = st.get(&match f.kind {
                 FrameKind::Kernel => format!("{} [kernel]", f.name),
+                FrameKind::Jit => format!("{} [jit]", f.name),
                 _ => f.name.clone(),
             });
             let file = f.file.as_deref().map(|p| st.get(p)).unwrap_or(0);

@@ -20,6 +20,8 @@ pub enum FrameKind {
     Kernel,
     /// A function inlined into its caller (the frame before it in the stack).
     Inline,
+    /// JIT-compiled code, named from the runtime's perf map.
+    Jit,
 }
 
 /// One function in a stack (or, failing a symbol, an object and offset).

@@ -104,9 +104,14 @@ pub fn write_diff<W: Write>(
     Ok(())
 }
 
-/// Writes the profile as an SVG flame graph.
-pub fn write<W: Write>(profile: &Profile, options: &SvgOptions, out: W) -> Result<(), Error> {
-    let lines = folded::lines(profile);
+/// Writes the profile as an SVG flame graph; `with_lines` adds file:line to names.
+pub fn write<W: Write>(
+    profile: &Profile,
+    options: &SvgOptions,
+    with_lines: bool,
+    out: W,
+) -> Result<(), Error> {
+    let lines = folded::lines(profile, with_lines);
     let text: Vec<String> = lines.iter().map(|(s, c)| format!("{s} {c}")).collect();
     let mut opts = base_options(options);
     opts.subtitle = Some(subtitle(profile));
@@ -190,9 +195,9 @@ mod tests {
             ..SvgOptions::default()
         };
         let mut a = Vec::new();
-        write(&profile(), &opts, &mut a).unwrap();
+        write(&profile(), &opts, false, &mut a).unwrap();
         let mut b = Vec::new();
-        write(&profile(), &opts, &mut b).unwrap();
+        write(&profile(), &opts, false, &mut b).unwrap();
         assert_eq!(a, b);
         let svg = String::from_utf8(a).unwrap();
         assert!(svg.contains("demo &lt;profile&gt;"), "{svg}");
@@ -213,7 +218,7 @@ mod tests {
     fn empty_profile_still_gives_an_svg() {
         let p = Profile::new(Meta::default());
         let mut out = Vec::new();
-        write(&p, &SvgOptions::default(), &mut out).unwrap();
+        write(&p, &SvgOptions::default(), false, &mut out).unwrap();
         let svg = String::from_utf8(out).unwrap();
         assert!(svg.starts_with("<?xml") && svg.contains("No samples"));
     }

@@ -13,11 +13,14 @@
 //! [`Tracker`] ties the first three together for the capture loop.
 
 pub mod history;
+pub mod kallsyms;
 pub mod objects;
+pub mod perfmap;
 pub mod procmaps;
 pub mod records;
 pub mod symbolize;
 mod tracker;
+pub mod vdso;
 
 pub use history::{MappingHistory, Resolved};
 pub use objects::{ObjectId, ObjectStore};

@@ -4,11 +4,16 @@
 //! blazesym keeps one parsed copy per object path for the life of the
 //! [`Symbolizer`], so every process that maps a library shares its cache.
 
-use std::path::Path;
+use std::cell::{OnceCell, RefCell};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
 
-use blazesym::symbolize::source::{Elf, Kernel, Source};
+use blazesym::symbolize::source::{Elf, Source};
 use blazesym::symbolize::{self, Input, Symbolized};
-use blazesym::MaybeDefault;
+
+use crate::kallsyms::Kallsyms;
+use crate::vdso::Vdso;
 
 /// One frame a symbolized address expands to.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -24,12 +29,15 @@ pub struct Symbol {
 }
 
 /// What the symbolizer resolves beyond function names.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct Options {
     /// Report inlined functions as frames of their own.
     pub inlined: bool,
     /// Read DWARF (line tables, inlining); without it only ELF symbols are used.
     pub debug_info: bool,
+    /// Directories searched for separate debug files (`.gnu_debuglink` targets and
+    /// `.build-id/xx/yyyy.debug`) besides /usr/lib/debug and /lib/debug.
+    pub debug_dirs: Vec<PathBuf>,
 }
 
 impl Default for Options {
@@ -37,18 +45,39 @@ impl Default for Options {
         Options {
             inlined: true,
             debug_info: true,
+            debug_dirs: Vec::new(),
         }
     }
 }
 
-/// Frames of one address, outermost first: the function, then what was inlined into
-/// it at that address. Empty when nothing covers the address.
-pub type Frames = Vec<Symbol>;
+/// Where debug files are looked for: the user's directories first, then the
+/// system's.
+fn debug_dirs(extra: &[PathBuf]) -> Vec<PathBuf> {
+    let mut dirs = extra.to_vec();
+    for d in ["/usr/lib/debug", "/lib/debug"] {
+        if !dirs.iter().any(|x| x == Path::new(d)) {
+            dirs.push(PathBuf::from(d));
+        }
+    }
+    dirs
+}
 
-/// A blazesym symbolizer with flamebpf's settings.
+/// Frames of one address, outermost first: the function, then what was inlined into
+/// it at that address. Empty when nothing covers the address. Shared, so answering
+/// from the cache copies a pointer, not the names.
+pub type Frames = Rc<[Symbol]>;
+
+/// A blazesym symbolizer with flamebpf's settings, kallsyms, the vDSO, and a cache
+/// of what each object's offsets were named.
 pub struct Symbolizer {
     inner: symbolize::Symbolizer,
     options: Options,
+    kallsyms: OnceCell<Kallsyms>,
+    vdso: OnceCell<Option<Vdso>>,
+    /// Per object (by the path it is read from), the frames of each offset named so
+    /// far: a later capture of the same objects (continuous mode) names its
+    /// addresses from here.
+    cache: RefCell<HashMap<PathBuf, HashMap<u64, Frames>>>,
 }
 
 impl std::fmt::Debug for Symbolizer {
@@ -71,20 +100,49 @@ impl Symbolizer {
             .enable_demangling(true)
             .enable_inlined_fns(options.inlined && options.debug_info)
             .enable_code_info(options.debug_info)
+            .set_debug_dirs(Some(debug_dirs(&options.debug_dirs)))
             .build();
-        Symbolizer { inner, options }
+        Symbolizer {
+            inner,
+            options,
+            kallsyms: OnceCell::new(),
+            vdso: OnceCell::new(),
+            cache: RefCell::new(HashMap::new()),
+        }
     }
 
-    /// Names file offsets of the ELF object at `path`.
+    /// Names file offsets of the ELF object at `path`. Offsets named before are
+    /// answered from the cache; the rest go to blazesym in one batch.
     pub fn object(&self, path: &Path, offsets: &[u64]) -> Result<Vec<Frames>, Error> {
-        let mut elf = Elf::new(path);
-        elf.debug_syms = self.options.debug_info;
-        let src = Source::Elf(elf);
-        let syms = self
-            .inner
-            .symbolize(&src, Input::FileOffset(offsets))
-            .map_err(|e| Error(format!("{}: {e}", path.display())))?;
-        Ok(syms.into_iter().map(frames).collect())
+        let mut cache = self.cache.borrow_mut();
+        let known = cache.entry(path.to_path_buf()).or_default();
+        let missing: Vec<u64> = offsets
+            .iter()
+            .copied()
+            .filter(|o| !known.contains_key(o))
+            .collect();
+        if !missing.is_empty() {
+            let mut elf = Elf::new(path);
+            elf.debug_syms = self.options.debug_info;
+            let src = Source::Elf(elf);
+            let syms = self
+                .inner
+                .symbolize(&src, Input::FileOffset(&missing))
+                .map_err(|e| Error(format!("{}: {e}", path.display())))?;
+            for (o, sym) in missing.iter().zip(syms) {
+                known.insert(*o, frames(sym));
+            }
+        }
+        Ok(offsets.iter().map(|o| Rc::clone(&known[o])).collect())
+    }
+
+    /// Names offsets into the vDSO (the same image in every process).
+    pub fn vdso(&self, offsets: &[u64]) -> Result<Vec<Frames>, Error> {
+        let vdso = self.vdso.get_or_init(|| Vdso::load().ok());
+        match vdso {
+            Some(v) => self.object(&v.path(), offsets),
+            None => Err(Error("this process has no vDSO to read".into())),
+        }
     }
 
     /// Reads and indexes /proc/kallsyms now, so that [`Symbolizer::kernel`] at the
@@ -92,25 +150,38 @@ impl Symbolizer {
     /// milliseconds). blazesym's caches are not `Send`: warm the symbolizer on the
     /// thread that will use it.
     pub fn warm_kernel(&self) {
-        let _ = self.kernel(&[]);
+        self.kallsyms();
+    }
+
+    fn kallsyms(&self) -> &Kallsyms {
+        self.kallsyms
+            .get_or_init(|| Kallsyms::load().unwrap_or_default())
     }
 
     /// Names kernel addresses through /proc/kallsyms (modules and BPF programs
-    /// included). No vmlinux image is looked for: kallsyms addresses already carry
-    /// the KASLR offset, so nothing needs /proc/kcore.
+    /// included, as `name [module]`).
     pub fn kernel(&self, addrs: &[u64]) -> Result<Vec<Frames>, Error> {
-        let src = Source::Kernel(Kernel {
-            kallsyms: MaybeDefault::Default,
-            vmlinux: MaybeDefault::None,
-            kaslr_offset: Some(0),
-            debug_syms: false,
-            ..Kernel::default()
-        });
-        let syms = self
-            .inner
-            .symbolize(&src, Input::AbsAddr(addrs))
-            .map_err(|e| Error(format!("kernel: {e}")))?;
-        Ok(syms.into_iter().map(frames).collect())
+        let k = self.kallsyms();
+        if k.is_empty() && !addrs.is_empty() {
+            return Err(Error(
+                "kernel: /proc/kallsyms lists no addresses (no privileges?)".into(),
+            ));
+        }
+        Ok(addrs
+            .iter()
+            .map(|&a| {
+                k.resolve(a)
+                    .map(|name| {
+                        Rc::from([Symbol {
+                            name,
+                            inlined: false,
+                            file: None,
+                            line: None,
+                        }])
+                    })
+                    .unwrap_or_else(|| Rc::from([]))
+            })
+            .collect())
     }
 }
 
@@ -123,35 +194,21 @@ fn code_location(info: Option<&symbolize::CodeInfo<'_>>) -> (Option<String>, Opt
 
 fn frames(sym: Symbolized<'_>) -> Frames {
     let Symbolized::Sym(sym) = sym else {
-        return Vec::new();
+        return Rc::from([]);
     };
     // blazesym gives the outer function and the chain inlined into it at this
-    // address. Each inlined entry's code info is its call site in the frame before
-    // it; the address's own location belongs to the innermost frame.
-    let n = sym.inlined.len();
-    let mut out = Vec::with_capacity(1 + n);
-    let own = code_location(sym.code_info.as_deref());
-    let first_call_site = sym
-        .inlined
-        .first()
-        .map(|f| code_location(f.code_info.as_ref()));
-    let (file, line) = if n == 0 {
-        own.clone()
-    } else {
-        first_call_site.unwrap_or((None, None))
-    };
+    // address, each with its own location: the outer function's is the call site of
+    // the first inlined function, the innermost one's is the address's own line.
+    let mut out = Vec::with_capacity(1 + sym.inlined.len());
+    let (file, line) = code_location(sym.code_info.as_deref());
     out.push(Symbol {
         name: sym.name.into_owned(),
         inlined: false,
         file,
         line,
     });
-    for (i, f) in sym.inlined.iter().enumerate() {
-        let (file, line) = if i + 1 == n {
-            own.clone()
-        } else {
-            code_location(sym.inlined[i + 1].code_info.as_ref())
-        };
+    for f in sym.inlined.iter() {
+        let (file, line) = code_location(f.code_info.as_ref());
         out.push(Symbol {
             name: f.name.to_string(),
             inlined: true,
@@ -159,7 +216,7 @@ fn frames(sym: Symbolized<'_>) -> Frames {
             line,
         });
     }
-    out
+    out.into()
 }
 
 #[cfg(test)]
@@ -184,6 +241,11 @@ mod tests {
         let offset = addr - m.start + m.offset;
         let s = Symbolizer::new(Options::default());
         let frames = s.object(&exe, &[offset, u64::MAX / 2]).unwrap();
+        assert_eq!(
+            s.object(&exe, &[offset]).unwrap()[0],
+            frames[0],
+            "the cache answers the same"
+        );
         assert!(
             frames[0]
                 .iter()
@@ -192,6 +254,27 @@ mod tests {
         );
         assert!(frames[1].is_empty());
         assert_eq!(marker_function_for_symbolizer_test(), 42);
+    }
+
+    #[test]
+    fn vdso_functions_have_names() {
+        let v = Vdso::load().unwrap();
+        let s = Symbolizer::new(Options::default());
+        // the vDSO exports clock_gettime; find its offset through its dynamic symbols
+        let image = std::fs::read(v.path()).unwrap();
+        assert!(image
+            .windows(b"clock_gettime".len())
+            .any(|w| w == b"clock_gettime"));
+        let named: Vec<Frames> = s
+            .vdso(&(0..image.len() as u64).step_by(16).collect::<Vec<_>>())
+            .unwrap();
+        assert!(
+            named
+                .iter()
+                .flat_map(|f| f.iter())
+                .any(|f| f.name.contains("clock_gettime")),
+            "some vDSO offset is named clock_gettime"
+        );
     }
 
     #[test]

@@ -1,10 +1,12 @@
 //! Follows address spaces during a capture: applies tracking records and /proc
 //! snapshots to the mapping history, opening each object when it first appears.
 
+use std::collections::BTreeSet;
 use std::io;
 
 use crate::history::{Mapping, MappingHistory, Resolved};
-use crate::objects::ObjectStore;
+use crate::objects::{ObjectId, ObjectStore, ANONYMOUS};
+use crate::perfmap::PerfMaps;
 use crate::procmaps;
 use crate::records::{FileId, Record};
 
@@ -17,6 +19,10 @@ pub struct Tracker {
     pub history: MappingHistory,
     /// Objects the mappings name.
     pub objects: ObjectStore,
+    /// JIT symbol maps of processes with anonymous executable memory.
+    pub perf_maps: PerfMaps,
+    /// Processes with anonymous executable memory: where JIT code can be.
+    jit_pids: BTreeSet<u32>,
     lost_records: u64,
 }
 
@@ -26,6 +32,8 @@ impl Tracker {
         Tracker {
             history: MappingHistory::new(),
             objects: ObjectStore::new(),
+            perf_maps: PerfMaps::new(),
+            jit_pids: BTreeSet::new(),
             lost_records: 0,
         }
     }
@@ -40,6 +48,7 @@ impl Tracker {
                 let end = m.start.saturating_add(m.len);
                 let id = self.objects.observe(m.pid, m.start, end, &m.path, &m.file);
                 self.history.map(m.pid, m.start, m.len, m.pgoff, id);
+                self.note_object(m.pid, id);
             }
             Record::Comm(c) if c.exec => self.history.exec(c.pid, c.time),
             Record::Comm(_) => {}
@@ -50,6 +59,24 @@ impl Tracker {
                 }
             }
             Record::Lost { lost, .. } => self.lost_records += lost,
+        }
+    }
+
+    /// Anonymous executable memory may hold JIT code: learn the process's user
+    /// while it lives (for the perf map's ownership check) and read its map.
+    fn note_object(&mut self, pid: u32, object: ObjectId) {
+        if object == ANONYMOUS && self.jit_pids.insert(pid) {
+            self.perf_maps.learn_uid(pid);
+            self.perf_maps.refresh(pid);
+        }
+    }
+
+    /// Reads again the perf maps that changed since they were last read; called
+    /// while the capture runs, since a runtime adds functions as it compiles them
+    /// and may delete its map when it exits.
+    pub fn refresh_perf_maps(&mut self) {
+        for &pid in &self.jit_pids {
+            self.perf_maps.refresh(pid);
         }
     }
 
@@ -69,6 +96,7 @@ impl Tracker {
                 generation: 0,
             };
             let object = self.objects.observe(pid, m.start, m.end, &m.path, &file);
+            self.note_object(pid, object);
             self.history.map_from_snapshot(
                 pid,
                 Mapping {
@@ -97,6 +125,11 @@ impl Tracker {
     /// Resolves a user address of `pid` to (object, file offset).
     pub fn resolve(&self, pid: u32, addr: u64) -> Option<Resolved> {
         self.history.resolve(pid, addr)
+    }
+
+    /// The JIT function of `pid` at `addr`, from its perf map.
+    pub fn jit_symbol(&self, pid: u32, addr: u64) -> Option<&str> {
+        self.perf_maps.resolve(pid, addr)
     }
 }
 

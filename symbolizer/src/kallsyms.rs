@@ -1,0 +1,121 @@
+//! Kernel symbols from /proc/kallsyms, module and BPF program symbols included.
+//!
+//! Parsed here rather than through blazesym, whose kallsyms reader drops the
+//! `[module]` column: a frame in a module reads `name [module]`, one in a BPF
+//! program `bpf_prog_<tag>_<name> [bpf]`. kallsyms addresses already carry the
+//! KASLR offset, so nothing needs /proc/kcore or a vmlinux image.
+
+use std::io;
+
+/// A sorted symbol table of the running kernel.
+#[derive(Debug, Default)]
+pub struct Kallsyms {
+    /// (address, name, module) sorted by address; module is empty for vmlinux.
+    syms: Vec<(u64, Box<str>, Box<str>)>,
+}
+
+impl Kallsyms {
+    /// Reads /proc/kallsyms. Without privileges every address reads as zero and
+    /// the table is empty.
+    pub fn load() -> io::Result<Kallsyms> {
+        Ok(Kallsyms::parse(&std::fs::read_to_string("/proc/kallsyms")?))
+    }
+
+    /// Parses kallsyms text: `ADDRESS TYPE NAME [MODULE]` lines.
+    pub fn parse(text: &str) -> Kallsyms {
+        let mut syms: Vec<(u64, Box<str>, Box<str>)> = text
+            .lines()
+            .filter_map(|line| {
+                let mut t = line.split_ascii_whitespace();
+                let addr = u64::from_str_radix(t.next()?, 16)
+                    .ok()
+                    .filter(|&a| a != 0)?;
+                let kind = t.next()?;
+                // data symbols (d, b, r, ...) never hold a sampled instruction
+                if !matches!(kind, "t" | "T" | "w" | "W") {
+                    return None;
+                }
+                let name = t.next()?;
+                let module = t
+                    .next()
+                    .map(|m| m.trim_start_matches('[').trim_end_matches(']'))
+                    .unwrap_or("");
+                Some((addr, name.into(), module.into()))
+            })
+            .collect();
+        syms.sort_by_key(|s| s.0);
+        Kallsyms { syms }
+    }
+
+    /// Number of symbols.
+    pub fn len(&self) -> usize {
+        self.syms.len()
+    }
+
+    /// Whether the table is empty (unprivileged, or kallsyms unreadable).
+    pub fn is_empty(&self) -> bool {
+        self.syms.is_empty()
+    }
+
+    /// The symbol an address falls in, as `name` or `name [module]`.
+    pub fn resolve(&self, addr: u64) -> Option<String> {
+        let i = self.syms.partition_point(|s| s.0 <= addr).checked_sub(1)?;
+        let (_, name, module) = &self.syms[i];
+        Some(if module.is_empty() {
+            name.to_string()
+        } else {
+            format!("{name} [{module}]")
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const TEXT: &str = "\
+ffffffff81000000 T _stext
+ffffffff81000100 T do_syscall_64
+ffffffff81000200 t helper_local
+ffffffff82000000 D some_data
+ffffffffc0001000 t ext4_readdir\t[ext4]
+ffffffffc0100000 t bpf_prog_6deef7357e7b4530_on_fork\t[bpf]
+0000000000000000 T hidden_when_unprivileged
+";
+
+    #[test]
+    fn names_addresses_with_their_module() {
+        let k = Kallsyms::parse(TEXT);
+        assert_eq!(k.len(), 5, "data and zero addresses are left out");
+        assert_eq!(
+            k.resolve(0xffffffff81000150).as_deref(),
+            Some("do_syscall_64")
+        );
+        assert_eq!(
+            k.resolve(0xffffffff81000100).as_deref(),
+            Some("do_syscall_64")
+        );
+        assert_eq!(
+            k.resolve(0xffffffff810002ff).as_deref(),
+            Some("helper_local")
+        );
+        assert_eq!(
+            k.resolve(0xffffffffc0001234).as_deref(),
+            Some("ext4_readdir [ext4]")
+        );
+        assert_eq!(
+            k.resolve(0xffffffffc0100010).as_deref(),
+            Some("bpf_prog_6deef7357e7b4530_on_fork [bpf]")
+        );
+        assert_eq!(k.resolve(0x1000), None);
+    }
+
+    #[test]
+    fn the_running_kernel_has_symbols_when_privileged() {
+        let k = Kallsyms::load().unwrap();
+        // SAFETY: geteuid has no preconditions.
+        if unsafe { libc::geteuid() } == 0 {
+            assert!(k.len() > 1000);
+        }
+    }
+}

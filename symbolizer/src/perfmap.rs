@@ -1,0 +1,251 @@
+//! JIT symbol maps: `/tmp/perf-PID.map`, as Node (`--perf-basic-prof`), Java's
+//! perf-map-agent and Python 3.12 (`-X perf`) write them: `START SIZE NAME` lines,
+//! hexadecimal, one per generated function.
+//!
+//! A map is trusted only when it is a regular file (not a link) owned by the
+//! process's user or by root, as perf does: anyone can write /tmp, and a planted
+//! map would put false names in a profile.
+
+use std::collections::HashMap;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+
+/// One process's JIT symbols, sorted by start address.
+#[derive(Debug, Default, Clone)]
+pub struct PerfMap {
+    entries: Vec<(u64, u64, String)>,
+}
+
+impl PerfMap {
+    /// Parses map text; malformed lines are skipped, as perf skips them.
+    pub fn parse(text: &str) -> PerfMap {
+        let mut entries: Vec<(u64, u64, String)> = text
+            .lines()
+            .filter_map(|line| {
+                let mut parts = line.splitn(3, ' ');
+                let start = u64::from_str_radix(parts.next()?.trim_start_matches("0x"), 16).ok()?;
+                let size = u64::from_str_radix(parts.next()?.trim_start_matches("0x"), 16).ok()?;
+                let name = parts.next()?.trim();
+                (size > 0 && !name.is_empty()).then(|| (start, size, name.to_string()))
+            })
+            .collect();
+        entries.sort_by_key(|e| e.0);
+        PerfMap { entries }
+    }
+
+    /// The function whose code covers `addr`.
+    pub fn resolve(&self, addr: u64) -> Option<&str> {
+        let i = self
+            .entries
+            .partition_point(|e| e.0 <= addr)
+            .checked_sub(1)?;
+        let (start, size, name) = &self.entries[i];
+        (addr < start.saturating_add(*size)).then_some(name.as_str())
+    }
+
+    /// Number of entries.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// Whether the map names nothing.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+}
+
+/// Why a map file is not trusted, if it is not: `owner` is the file's uid,
+/// `process_uid` the process's (when known).
+pub fn distrust(
+    is_file: bool,
+    is_link: bool,
+    owner: u32,
+    process_uid: Option<u32>,
+) -> Option<String> {
+    if is_link {
+        return Some("it is a symbolic link".into());
+    }
+    if !is_file {
+        return Some("it is not a regular file".into());
+    }
+    if owner == 0 || Some(owner) == process_uid {
+        return None;
+    }
+    Some(match process_uid {
+        Some(uid) => {
+            format!("it is owned by uid {owner}, neither the process's user ({uid}) nor root")
+        }
+        None => format!("it is owned by uid {owner}, not root, and the process's user is unknown"),
+    })
+}
+
+/// The perf maps of the processes that have JIT code, read while they live and kept
+/// after they exit.
+#[derive(Debug, Default)]
+pub struct PerfMaps {
+    maps: HashMap<u32, PerfMap>,
+    /// (mtime, size) of the file last read, so unchanged maps are not read again.
+    seen: HashMap<u32, (i64, u64)>,
+    /// Process uids, learned while the processes were alive.
+    uids: HashMap<u32, u32>,
+    warned: HashMap<PathBuf, ()>,
+    warnings: Vec<String>,
+    dir: PathBuf,
+}
+
+impl PerfMaps {
+    /// Maps read from /tmp.
+    pub fn new() -> PerfMaps {
+        PerfMaps::in_dir("/tmp")
+    }
+
+    /// Maps read from `dir` (tests).
+    pub fn in_dir(dir: impl Into<PathBuf>) -> PerfMaps {
+        PerfMaps {
+            dir: dir.into(),
+            ..PerfMaps::default()
+        }
+    }
+
+    /// Notes the user of `pid` now, while it lives, for the ownership check.
+    pub fn learn_uid(&mut self, pid: u32) {
+        if self.uids.contains_key(&pid) {
+            return;
+        }
+        let uid = std::fs::read_to_string(format!("/proc/{pid}/status"))
+            .ok()
+            .and_then(|s| {
+                s.lines()
+                    .find_map(|l| l.strip_prefix("Uid:"))
+                    .and_then(|v| v.split_whitespace().nth(1)?.parse().ok()) // effective uid
+            });
+        if let Some(uid) = uid {
+            self.uids.insert(pid, uid);
+        }
+    }
+
+    /// Records the uid of `pid` (tests).
+    pub fn set_uid(&mut self, pid: u32, uid: u32) {
+        self.uids.insert(pid, uid);
+    }
+
+    /// Reads (again, if it changed) the map of `pid`.
+    pub fn refresh(&mut self, pid: u32) {
+        let path = self.dir.join(format!("perf-{pid}.map"));
+        let Ok(meta) = std::fs::symlink_metadata(&path) else {
+            return;
+        };
+        let stamp = (
+            meta.mtime_nsec() + meta.mtime() * 1_000_000_000,
+            meta.size(),
+        );
+        if self.seen.get(&pid) == Some(&stamp) {
+            return;
+        }
+        self.seen.insert(pid, stamp);
+        if let Some(why) = distrust(
+            meta.is_file(),
+            meta.file_type().is_symlink(),
+            meta.uid(),
+            self.uids.get(&pid).copied(),
+        ) {
+            self.maps.remove(&pid);
+            if self.warned.insert(path.clone(), ()).is_none() {
+                self.warnings
+                    .push(format!("ignoring {}: {why}", path.display()));
+            }
+            return;
+        }
+        if let Ok(text) = std::fs::read_to_string(&path) {
+            self.maps.insert(pid, PerfMap::parse(&text));
+        }
+    }
+
+    /// The JIT function of `pid` covering `addr`.
+    pub fn resolve(&self, pid: u32, addr: u64) -> Option<&str> {
+        self.maps.get(&pid)?.resolve(addr)
+    }
+
+    /// Maps that were refused, one line each.
+    pub fn warnings(&self) -> &[String] {
+        &self.warnings
+    }
+
+    /// The directory maps are read from.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_and_resolves_like_perf() {
+        let m = PerfMap::parse(
+            "7f0000001000 40 LazyCompile:~fib /app/fib.js:1\n\
+             0x7f0000002000 0x10 py::spin:/app/x.py\n\
+             garbage\n\
+             7f0000003000 0 empty\n",
+        );
+        assert_eq!(m.len(), 2);
+        assert_eq!(
+            m.resolve(0x7f0000001000),
+            Some("LazyCompile:~fib /app/fib.js:1")
+        );
+        assert_eq!(
+            m.resolve(0x7f000000103f),
+            Some("LazyCompile:~fib /app/fib.js:1")
+        );
+        assert_eq!(m.resolve(0x7f0000001040), None);
+        assert_eq!(m.resolve(0x7f0000002008), Some("py::spin:/app/x.py"));
+        assert_eq!(m.resolve(0x10), None);
+    }
+
+    #[test]
+    fn trust_follows_perf() {
+        assert_eq!(distrust(true, false, 1000, Some(1000)), None);
+        assert_eq!(
+            distrust(true, false, 0, Some(1000)),
+            None,
+            "root's maps are trusted"
+        );
+        assert!(distrust(true, false, 1001, Some(1000))
+            .unwrap()
+            .contains("uid 1001"));
+        assert!(distrust(true, false, 1001, None).is_some());
+        assert!(distrust(true, true, 1000, Some(1000))
+            .unwrap()
+            .contains("symbolic link"));
+        assert!(distrust(false, false, 1000, Some(1000))
+            .unwrap()
+            .contains("not a regular file"));
+    }
+
+    #[test]
+    fn maps_are_kept_after_the_file_goes_and_links_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut maps = PerfMaps::in_dir(dir.path());
+        // SAFETY: geteuid has no preconditions.
+        let me = unsafe { libc::geteuid() };
+        maps.set_uid(1, me);
+        std::fs::write(dir.path().join("perf-1.map"), "1000 10 jitted\n").unwrap();
+        maps.refresh(1);
+        std::fs::remove_file(dir.path().join("perf-1.map")).unwrap();
+        maps.refresh(1);
+        assert_eq!(
+            maps.resolve(1, 0x1004),
+            Some("jitted"),
+            "kept after the file is gone"
+        );
+
+        maps.set_uid(2, me);
+        std::os::unix::fs::symlink(dir.path().join("elsewhere"), dir.path().join("perf-2.map"))
+            .unwrap();
+        maps.refresh(2);
+        assert_eq!(maps.resolve(2, 0x1004), None);
+        assert_eq!(maps.warnings().len(), 1);
+        assert!(maps.warnings()[0].contains("symbolic link"));
+    }
+}
