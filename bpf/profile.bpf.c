@@ -32,29 +32,47 @@ struct task_struct {
 const volatile bool filter_pids = false;  /* sample only tgids in `targets` */
 const volatile bool follow_forks = false; /* children of targets become targets */
 const volatile bool include_idle = false;
+const volatile bool filter_comm = false;  /* sample only threads named target_comm */
+const volatile char target_comm[FLAMEBPF_COMM_LEN] = {};
+const volatile bool filter_cgroup = false; /* sample only tasks under cgroups[0] */
+
+/* Which of the two map sets samples go to. Userspace flips it to read one set
+ * while the other fills (continuous mode), so no sample is lost or counted twice at
+ * a window's edge; a plain capture leaves it at 0. */
+volatile __u32 active_set = 0;
+
+/* One map set: the stacks, the overflow for colliding stacks, the counts. */
+#define MAP_SET(n)                                                              \
+	struct {                                                                \
+		__uint(type, BPF_MAP_TYPE_STACK_TRACE);                          \
+		__uint(key_size, sizeof(__u32));                                 \
+		__uint(value_size, FLAMEBPF_MAX_DEPTH * sizeof(__u64));          \
+		__uint(max_entries, 16384); /* resized by userspace */           \
+	} stacks##n SEC(".maps");                                               \
+	/* Where a stack goes when its bucket in stacks holds another stack: a \
+	 * true hash table, so a collision there costs nothing. */              \
+	struct {                                                                \
+		__uint(type, BPF_MAP_TYPE_HASH);                                 \
+		__type(key, __u64);                                              \
+		__type(value, struct overflow_stack);                            \
+		__uint(max_entries, 16384); /* resized by userspace */           \
+	} overflow##n SEC(".maps");                                             \
+	struct {                                                                \
+		__uint(type, BPF_MAP_TYPE_HASH);                                 \
+		__type(key, struct sample_key);                                  \
+		__type(value, struct sample_value);                              \
+		__uint(max_entries, 65536); /* resized by userspace */           \
+	} counts##n SEC(".maps");
+
+MAP_SET(0)
+MAP_SET(1)
 
 struct {
-	__uint(type, BPF_MAP_TYPE_STACK_TRACE);
+	__uint(type, BPF_MAP_TYPE_CGROUP_ARRAY);
 	__uint(key_size, sizeof(__u32));
-	__uint(value_size, FLAMEBPF_MAX_DEPTH * sizeof(__u64));
-	__uint(max_entries, 16384); /* resized by userspace */
-} stacks SEC(".maps");
-
-/* Where a stack goes when its bucket in `stacks` holds another stack: a true hash
- * table, so a collision there costs nothing. */
-struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
-	__type(key, __u64);
-	__type(value, struct overflow_stack);
-	__uint(max_entries, 16384); /* resized by userspace */
-} overflow_stacks SEC(".maps");
-
-struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
-	__type(key, struct sample_key);
-	__type(value, struct sample_value);
-	__uint(max_entries, 65536); /* resized by userspace */
-} counts SEC(".maps");
+	__uint(value_size, sizeof(__u32));
+	__uint(max_entries, 1);
+} cgroups SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
@@ -89,7 +107,7 @@ static __always_inline void count(enum flamebpf_stat stat)
 /* Keeps a stack whose STACK_TRACE bucket is taken: copies it with bpf_get_stack,
  * hashes it (FNV-1a over the addresses) and stores it under that hash.
  * Returns the hash, or 0 when the stack could not be kept. */
-static __always_inline __u64 keep_overflowed(struct bpf_perf_event_data *ctx, __u64 flags)
+static __always_inline __u64 keep_overflowed(struct bpf_perf_event_data *ctx, void *overflow_stacks, __u64 flags)
 {
 	__u32 zero = 0;
 	struct overflow_stack *st = bpf_map_lookup_elem(&scratch, &zero);
@@ -109,28 +127,73 @@ static __always_inline __u64 keep_overflowed(struct bpf_perf_event_data *ctx, __
 	}
 	if (h == 0)
 		h = 1;
-	if (bpf_map_lookup_elem(&overflow_stacks, &h))
+	if (bpf_map_lookup_elem(overflow_stacks, &h))
 		return h;
-	if (bpf_map_update_elem(&overflow_stacks, &h, st, BPF_NOEXIST) == 0)
+	if (bpf_map_update_elem(overflow_stacks, &h, st, BPF_NOEXIST) == 0)
 		return h;
 	/* Another CPU may have stored the same stack in between. */
-	if (bpf_map_lookup_elem(&overflow_stacks, &h))
+	if (bpf_map_lookup_elem(overflow_stacks, &h))
 		return h;
 	return 0;
 }
 
-static __always_inline __s32 stack_id(struct bpf_perf_event_data *ctx, __u64 flags, __u64 *hash)
+static __always_inline __s32 stack_id(struct bpf_perf_event_data *ctx, void *stacks, void *overflow_stacks,
+				       __u64 flags, __u64 *hash)
 {
-	__s32 id = bpf_get_stackid(ctx, &stacks, flags);
+	__s32 id = bpf_get_stackid(ctx, stacks, flags);
 	*hash = 0;
 	if (id == -EEXIST) {
-		*hash = keep_overflowed(ctx, flags);
+		*hash = keep_overflowed(ctx, overflow_stacks, flags);
 		count(*hash ? STAT_STACK_OVERFLOWED : STAT_STACK_LOST);
 	} else if (id < 0 && id != -EFAULT) {
 		/* -ENOMEM: the stack map's free list is empty. */
 		count(STAT_STACK_LOST);
 	}
 	return id;
+}
+
+static __always_inline bool comm_matches(const char *comm)
+{
+	for (int i = 0; i < FLAMEBPF_COMM_LEN; i++) {
+		if (comm[i] != target_comm[i])
+			return false;
+		if (comm[i] == 0)
+			return true;
+	}
+	return true;
+}
+
+/* Adds the sample to one map set; inlined twice, so each copy sees constant maps. */
+static __always_inline void record(struct bpf_perf_event_data *ctx, struct sample_key *key, void *stacks,
+				   void *overflow_stacks, void *counts)
+{
+	key->kernel_stack_id = stack_id(ctx, stacks, overflow_stacks, 0, &key->kernel_stack_hash);
+	if (key->kernel_stack_id == -EFAULT)
+		count(STAT_KERNEL_STACK_ABSENT);
+
+	key->user_stack_id = stack_id(ctx, stacks, overflow_stacks, BPF_F_USER_STACK, &key->user_stack_hash);
+	if (key->user_stack_id == -EFAULT) {
+		struct task_struct *task = (void *)bpf_get_current_task();
+		if (BPF_CORE_READ(task, flags) & PF_KTHREAD)
+			count(STAT_USER_STACK_KTHREAD);
+		else
+			count(STAT_USER_STACK_FAULT);
+	}
+
+	__u64 period = ctx->sample_period;
+	struct sample_value *val = bpf_map_lookup_elem(counts, key);
+	if (!val) {
+		struct sample_value init = {};
+		/* EEXIST: another CPU added the key in between, which is fine */
+		bpf_map_update_elem(counts, key, &init, BPF_NOEXIST);
+		val = bpf_map_lookup_elem(counts, key);
+		if (!val) {
+			count(STAT_COUNTS_FULL);
+			return;
+		}
+	}
+	__sync_fetch_and_add(&val->samples, 1);
+	__sync_fetch_and_add(&val->weight, period);
 }
 
 SEC("perf_event")
@@ -146,43 +209,21 @@ int profile(struct bpf_perf_event_data *ctx)
 	}
 	if (filter_pids && !bpf_map_lookup_elem(&targets, &tgid))
 		return 0;
-
-	count(STAT_SAMPLES);
+	if (filter_cgroup && bpf_current_task_under_cgroup(&cgroups, 0) != 1)
+		return 0;
 
 	struct sample_key key = {};
 	key.pid = tgid;
 	key.tid = tid;
 	bpf_get_current_comm(key.comm, sizeof(key.comm));
+	if (filter_comm && !comm_matches(key.comm))
+		return 0;
 
-	key.kernel_stack_id = stack_id(ctx, 0, &key.kernel_stack_hash);
-	if (key.kernel_stack_id == -EFAULT)
-		count(STAT_KERNEL_STACK_ABSENT);
-
-	key.user_stack_id = stack_id(ctx, BPF_F_USER_STACK, &key.user_stack_hash);
-	if (key.user_stack_id == -EFAULT) {
-		struct task_struct *task = (void *)bpf_get_current_task();
-		if (BPF_CORE_READ(task, flags) & PF_KTHREAD)
-			count(STAT_USER_STACK_KTHREAD);
-		else
-			count(STAT_USER_STACK_FAULT);
-	}
-
-	__u64 period = ctx->sample_period;
-	struct sample_value *val = bpf_map_lookup_elem(&counts, &key);
-	if (!val) {
-		struct sample_value init = {};
-		if (bpf_map_update_elem(&counts, &key, &init, BPF_NOEXIST) && bpf_map_lookup_elem(&counts, &key) == 0) {
-			count(STAT_COUNTS_FULL);
-			return 0;
-		}
-		val = bpf_map_lookup_elem(&counts, &key);
-		if (!val) {
-			count(STAT_COUNTS_FULL);
-			return 0;
-		}
-	}
-	__sync_fetch_and_add(&val->samples, 1);
-	__sync_fetch_and_add(&val->weight, period);
+	count(STAT_SAMPLES);
+	if (active_set)
+		record(ctx, &key, &stacks1, &overflow1, &counts1);
+	else
+		record(ctx, &key, &stacks0, &overflow0, &counts0);
 	return 0;
 }
 

@@ -37,6 +37,13 @@ pub struct Config {
     pub stack_map_size: u32,
     /// Entries of the counts map (unique pid/tid/comm/stack combinations).
     pub counts_map_size: u32,
+    /// Sample only threads with this command name (at most 15 bytes).
+    pub comm: Option<String>,
+    /// Sample only tasks in this cgroup (v2 directory) or below it.
+    pub cgroup: Option<std::path::PathBuf>,
+    /// Use both map sets, switching between them ([`Sampler::flip`]); a single
+    /// capture uses one and gets the other at minimal size.
+    pub two_sets: bool,
 }
 
 /// The loss and classification counters of the BPF program, summed over CPUs.
@@ -123,6 +130,8 @@ pub struct Sampler {
     links: Vec<Link>,
     /// The sampling events; each is owned (and closed) by its link.
     events: Vec<RawFd>,
+    /// The map set samples go to now.
+    active: u32,
 }
 
 static LIBBPF_LOG: Mutex<Vec<String>> = Mutex::new(Vec::new());
@@ -161,14 +170,35 @@ fn open_and_load(config: &Config, no_prealloc: bool) -> Result<ProfileSkel<'stat
     rodata.filter_pids = config.filter_pids;
     rodata.follow_forks = config.follow_forks;
     rodata.include_idle = config.include_idle;
-    open.maps.stacks.set_max_entries(config.stack_map_size)?;
-    open.maps
-        .overflow_stacks
-        .set_max_entries(config.stack_map_size)?;
-    open.maps.counts.set_max_entries(config.counts_map_size)?;
+    if let Some(comm) = &config.comm {
+        rodata.filter_comm = true;
+        for (dst, src) in rodata.target_comm.iter_mut().zip(comm.bytes().take(15)) {
+            *dst = src as i8;
+        }
+    }
+    rodata.filter_cgroup = config.cgroup.is_some();
+    let (stack, counts) = (config.stack_map_size, config.counts_map_size);
+    let (stack1, counts1) = if config.two_sets {
+        (stack, counts)
+    } else {
+        (1, 1)
+    };
+    let m = &mut open.maps;
+    m.stacks0.set_max_entries(stack)?;
+    m.overflow0.set_max_entries(stack)?;
+    m.counts0.set_max_entries(counts)?;
+    m.stacks1.set_max_entries(stack1)?;
+    m.overflow1.set_max_entries(stack1)?;
+    m.counts1.set_max_entries(counts1)?;
     if no_prealloc {
-        open.maps.overflow_stacks.set_map_flags(BPF_F_NO_PREALLOC)?;
-        open.maps.counts.set_map_flags(BPF_F_NO_PREALLOC)?;
+        for map in [
+            &mut m.overflow0,
+            &mut m.counts0,
+            &mut m.overflow1,
+            &mut m.counts1,
+        ] {
+            map.set_map_flags(BPF_F_NO_PREALLOC)?;
+        }
     }
     open.progs.on_fork.set_autoload(config.follow_forks);
     open.progs.on_exit.set_autoload(config.follow_forks);
@@ -185,10 +215,23 @@ impl Sampler {
             // Before Linux 6.1, perf_event programs may only use preallocated maps.
             Err(_) => open_and_load(config, false)?,
         };
+        if let Some(dir) = &config.cgroup {
+            let cg = std::fs::File::open(dir)
+                .with_context(|| format!("opening cgroup {}", dir.display()))?;
+            skel.maps
+                .cgroups
+                .update(
+                    &0u32.to_ne_bytes(),
+                    &cg.as_raw_fd().to_ne_bytes(),
+                    MapFlags::ANY,
+                )
+                .with_context(|| format!("{} is not a cgroup v2 directory", dir.display()))?;
+        }
         Ok(Sampler {
             skel,
             links: Vec::new(),
             events: Vec::new(),
+            active: 0,
         })
     }
 
@@ -282,14 +325,52 @@ impl Sampler {
         })
     }
 
-    /// Reads the counts and every stack they reference. Call after [`disable`].
+    /// The maps of one set: stacks, overflow stacks, counts.
+    fn set(
+        &self,
+        set: u32,
+    ) -> (
+        &libbpf_rs::MapMut<'static>,
+        &libbpf_rs::MapMut<'static>,
+        &libbpf_rs::MapMut<'static>,
+    ) {
+        let m = &self.skel.maps;
+        if set == 0 {
+            (&m.stacks0, &m.overflow0, &m.counts0)
+        } else {
+            (&m.stacks1, &m.overflow1, &m.counts1)
+        }
+    }
+
+    /// Sends samples to the other map set and returns the set that stopped filling.
+    /// A program that read the old value may still be writing to it: wait a moment
+    /// ([`FLIP_GRACE`]) before draining it.
+    pub fn flip(&mut self) -> u32 {
+        let old = self.active;
+        self.active = 1 - old;
+        if let Some(bss) = self.skel.maps.bss_data.as_deref_mut() {
+            // SAFETY: a plain u32 in the mmap'd .bss the program reads.
+            unsafe { std::ptr::write_volatile(&mut bss.active_set, self.active) };
+        }
+        old
+    }
+
+    /// Reads the counts of the active set and every stack they reference. Call
+    /// after [`Sampler::disable`].
     pub fn drain(&self) -> Result<Drained> {
+        self.drain_set(self.active, false)
+    }
+
+    /// Reads the counts of `set` and every stack they reference; with `clear`,
+    /// empties the set for its next turn.
+    pub fn drain_set(&self, set: u32, clear: bool) -> Result<Drained> {
         let stats = self.stats()?;
+        let (stack_map, overflow_map, counts_map) = self.set(set);
         let mut counts = Vec::new();
-        let maps = &self.skel.maps;
-        for (k, v) in read_all(&maps.counts).context("reading the counts map")? {
+        let entries = read_all(counts_map).context("reading the counts map")?;
+        for (k, v) in &entries {
             let (Some(key), Some(val)) =
-                (from_bytes::<sample_key>(&k), from_bytes::<sample_value>(&v))
+                (from_bytes::<sample_key>(k), from_bytes::<sample_value>(v))
             else {
                 continue;
             };
@@ -310,10 +391,10 @@ impl Sampler {
                     continue;
                 }
                 let bytes = match r {
-                    StackRef::Id(id) => maps.stacks.lookup(&id.to_ne_bytes(), MapFlags::ANY)?,
-                    StackRef::Overflow(h) => maps
-                        .overflow_stacks
-                        .lookup(&h.to_ne_bytes(), MapFlags::ANY)?,
+                    StackRef::Id(id) => stack_map.lookup(&id.to_ne_bytes(), MapFlags::ANY)?,
+                    StackRef::Overflow(h) => {
+                        overflow_map.lookup(&h.to_ne_bytes(), MapFlags::ANY)?
+                    }
                     StackRef::Absent | StackRef::Lost => continue,
                 };
                 let ips = bytes
@@ -323,6 +404,19 @@ impl Sampler {
                 stacks.insert(r, ips);
             }
         }
+        if clear {
+            for (k, _) in &entries {
+                let _ = counts_map.delete(k);
+            }
+            // Every stack goes, also those no count refers to (samples lost to a
+            // full counts map): the set must start its next turn empty.
+            for map in [stack_map, overflow_map] {
+                let keys: Vec<Vec<u8>> = map.keys().collect();
+                for k in keys {
+                    let _ = map.delete(&k);
+                }
+            }
+        }
         Ok(Drained {
             counts,
             stacks,
@@ -330,6 +424,10 @@ impl Sampler {
         })
     }
 }
+
+/// How long after [`Sampler::flip`] a program may still write to the old set: a
+/// sample's program runs for about a microsecond with preemption off.
+pub const FLIP_GRACE: std::time::Duration = std::time::Duration::from_millis(10);
 
 /// Reads every entry of a hash map with BPF_MAP_LOOKUP_BATCH.
 ///

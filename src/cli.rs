@@ -39,6 +39,21 @@ pub enum Command {
     /// Example: flamebpf convert perf.folded -o perf.svg -o perf.speedscope.json
     Convert(ConvertArgs),
 
+    /// Profile continuously at a low rate: one compressed pprof file per window in a
+    /// local store, kept for --retain, and optionally a pprof endpoint that Parca,
+    /// Pyroscope or `go tool pprof` can pull from.
+    ///
+    /// Examples:
+    ///   flamebpf continuous --dir /var/lib/flamebpf --listen 127.0.0.1:6060
+    ///   go tool pprof http://127.0.0.1:6060/debug/pprof/profile?seconds=30
+    #[command(verbatim_doc_comment)]
+    Continuous(Box<ContinuousArgs>),
+
+    /// Merge windows from a continuous store into any output format.
+    ///
+    /// Example: flamebpf query --dir /var/lib/flamebpf --since 1h --comm nginx -o nginx.svg
+    Query(QueryArgs),
+
     /// Draw a differential flame graph of two folded profiles: frames that grew
     /// are red, frames that shrank are blue, widths are AFTER's.
     ///
@@ -212,6 +227,159 @@ pub struct RecordArgs {
     pub command: Vec<OsString>,
 }
 
+#[derive(Debug, Args)]
+pub struct ContinuousArgs {
+    /// The event that triggers a sample (see `record --help` and `flamebpf list`).
+    #[arg(short, long, value_name = "EVENT", default_value = "cpu-clock")]
+    pub event: String,
+
+    /// Samples a second on every CPU. Default 19: a prime, so periodic work does
+    /// not alias with the sampling, and low enough to leave running.
+    #[arg(
+        short = 'F',
+        long = "freq",
+        value_name = "HZ",
+        conflicts_with = "period"
+    )]
+    pub freq: Option<u64>,
+
+    /// Sample once every N occurrences of the event instead.
+    #[arg(short = 'c', long = "period", value_name = "N")]
+    pub period: Option<u64>,
+
+    /// Profile only these processes (default: the whole machine).
+    #[arg(short, long, value_name = "PID", value_delimiter = ',')]
+    pub pid: Vec<u32>,
+
+    /// Profile only threads with this command name (as `ps -o comm` shows it).
+    #[arg(long, value_name = "NAME")]
+    pub comm: Option<String>,
+
+    /// Profile only tasks in this cgroup (a cgroup v2 directory) and below it.
+    #[arg(long, value_name = "PATH")]
+    pub cgroup: Option<PathBuf>,
+
+    /// Keep samples of the idle task (left out by default).
+    #[arg(long)]
+    pub include_idle: bool,
+
+    /// Seconds per window: each window becomes one file in the store.
+    #[arg(long, value_name = "SECONDS", default_value = "60", value_parser = parse_seconds)]
+    pub window: f64,
+
+    /// The store: one compressed pprof file per window.
+    #[arg(long, value_name = "DIR", default_value = "/var/lib/flamebpf")]
+    pub dir: PathBuf,
+
+    /// Delete windows older than this (e.g. 24h, 90m, 7d).
+    #[arg(long, value_name = "DURATION", default_value = "24h", value_parser = parse_duration)]
+    pub retain: std::time::Duration,
+
+    /// Keep the store under this size, oldest windows first (e.g. 1GiB, 500MB).
+    #[arg(long, value_name = "SIZE", default_value = "1GiB", value_parser = parse_size)]
+    pub max_disk: u64,
+
+    /// Serve /debug/pprof/profile, /flamegraph.svg, /metrics and /healthz on this
+    /// address (off by default; use a loopback address such as 127.0.0.1:6060 unless
+    /// the network is trusted).
+    #[arg(long, value_name = "ADDR")]
+    pub listen: Option<std::net::SocketAddr>,
+
+    /// Entries of each of the two stack maps.
+    #[arg(long, value_name = "N", default_value_t = 4096, value_parser = clap::value_parser!(u32).range(1..))]
+    pub stack_map_size: u32,
+
+    /// Entries of each of the two counts maps.
+    #[arg(long, value_name = "N", default_value_t = 16384, value_parser = clap::value_parser!(u32).range(1..))]
+    pub counts_map_size: u32,
+
+    /// Also look for separate debug files here; repeatable.
+    #[arg(long, value_name = "DIR")]
+    pub debug_dir: Vec<PathBuf>,
+
+    /// Print a line per window written.
+    #[arg(short, long)]
+    pub verbose: bool,
+
+    /// A command to run and profile (with its children); the daemon stops when it
+    /// exits.
+    #[arg(last = true, value_name = "COMMAND")]
+    pub command: Vec<OsString>,
+}
+
+#[derive(Debug, Args)]
+pub struct QueryArgs {
+    /// The store written by `flamebpf continuous`.
+    #[arg(long, value_name = "DIR", default_value = "/var/lib/flamebpf")]
+    pub dir: PathBuf,
+
+    /// Windows of the last DURATION (e.g. 15m, 1h); default: all.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration, conflicts_with_all = ["from", "to"])]
+    pub since: Option<std::time::Duration>,
+
+    /// Windows from this time on (RFC 3339, e.g. 2026-11-25T14:00:00Z, or Unix seconds).
+    #[arg(long, value_name = "TIME", value_parser = parse_time)]
+    pub from: Option<std::time::SystemTime>,
+
+    /// Windows up to this time.
+    #[arg(long, value_name = "TIME", value_parser = parse_time)]
+    pub to: Option<std::time::SystemTime>,
+
+    /// Only this process.
+    #[arg(long, value_name = "PID")]
+    pub pid: Option<u32>,
+
+    /// Only threads with this command name.
+    #[arg(long, value_name = "NAME")]
+    pub comm: Option<String>,
+
+    #[command(flatten)]
+    pub out: OutputArgs,
+}
+
+/// A duration as humantime reads it: 24h, 90m, 1h30m, 7d.
+pub fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
+    humantime::parse_duration(s).map_err(|e| format!("{s:?}: {e} (write e.g. 24h, 90m, 30s)"))
+}
+
+/// A point in time: RFC 3339 (the `T` and `Z` optional) or Unix seconds.
+pub fn parse_time(s: &str) -> Result<std::time::SystemTime, String> {
+    if let Ok(secs) = s.parse::<u64>() {
+        return Ok(std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs));
+    }
+    humantime::parse_rfc3339_weak(s)
+        .map_err(|e| format!("{s:?}: {e} (write e.g. 2026-11-25T14:00:00Z)"))
+}
+
+/// A size in bytes: 1GiB, 500MB, 64k, 1048576.
+pub fn parse_size(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("{s:?} is not a size (write e.g. 1GiB, 500MB)"))?;
+    let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kb" => 1000,
+        "kib" => 1 << 10,
+        "m" | "mb" => 1_000_000,
+        "mib" => 1 << 20,
+        "g" | "gb" => 1_000_000_000,
+        "gib" => 1 << 30,
+        "t" | "tb" => 1_000_000_000_000,
+        "tib" => 1 << 40,
+        _ => return Err(format!("{s:?}: unknown unit (write e.g. 1GiB, 500MB)")),
+    };
+    let bytes = n
+        .checked_mul(mult)
+        .ok_or_else(|| format!("{s:?} is too large"))?;
+    if bytes == 0 {
+        return Err(format!("{s:?}: the size must be more than 0"));
+    }
+    Ok(bytes)
+}
+
 fn parse_seconds(s: &str) -> Result<f64, String> {
     let v: f64 = s
         .parse()
@@ -253,6 +421,40 @@ mod tests {
         let r = parse(&["-F", "999", "--", "ls", "-l", "--", "x"]).unwrap();
         assert_eq!(r.freq, Some(999));
         assert_eq!(r.command, ["ls", "-l", "--", "x"]);
+    }
+
+    #[test]
+    fn sizes_durations_and_times() {
+        assert_eq!(parse_size("1GiB"), Ok(1 << 30));
+        assert_eq!(parse_size("500MB"), Ok(500_000_000));
+        assert_eq!(parse_size("64k"), Ok(64_000));
+        assert_eq!(parse_size("4096"), Ok(4096));
+        assert!(
+            parse_size("lots").is_err() && parse_size("0").is_err() && parse_size("5XB").is_err()
+        );
+        assert_eq!(
+            parse_duration("24h"),
+            Ok(std::time::Duration::from_secs(86400))
+        );
+        assert!(parse_duration("soon").is_err());
+        let t = parse_time("2026-11-25T14:00:00Z").unwrap();
+        assert_eq!(
+            t,
+            std::time::UNIX_EPOCH + std::time::Duration::from_secs(1795615200)
+        );
+        assert_eq!(parse_time("1795615200"), Ok(t));
+        assert!(parse_time("yesterday").is_err());
+    }
+
+    #[test]
+    fn continuous_defaults() {
+        let c = Cli::try_parse_from(["flamebpf", "continuous"]).unwrap();
+        let Command::Continuous(c) = c.command else {
+            panic!()
+        };
+        assert_eq!((c.freq, c.window, c.max_disk), (None, 60.0, 1 << 30));
+        assert_eq!(c.retain, std::time::Duration::from_secs(86400));
+        assert_eq!(c.dir, PathBuf::from("/var/lib/flamebpf"));
     }
 
     #[test]

@@ -5,16 +5,23 @@
 mod bpf;
 mod cli;
 mod command;
+mod continuous;
 mod convert;
 mod events;
+mod http;
 mod list;
+mod metrics;
 mod outputs;
 mod perf;
 mod privilege;
 mod progress;
+mod query;
+mod raw;
 mod record;
 mod ring;
 mod sampling;
+mod session;
+mod store;
 mod summary;
 mod symbolize;
 mod target;
@@ -53,6 +60,8 @@ fn main() -> ExitCode {
         cli::Command::Record(args) => record::run(*args),
         cli::Command::List => list::run().map(|()| 0),
         cli::Command::Convert(args) => convert::convert(args),
+        cli::Command::Continuous(args) => continuous::run(*args),
+        cli::Command::Query(args) => query::run(args),
         cli::Command::Diff(args) => convert::diff(args),
     };
     match result {

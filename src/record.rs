@@ -1,28 +1,26 @@
 //! `flamebpf record`: check everything, start tracking and sampling, wait for the
 //! end (duration, Ctrl-C/SIGTERM, or the command's exit), then symbolize and write.
 
-use std::io;
-use std::os::fd::AsRawFd;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::{bail, Context, Result};
 use flamegraphs::Meta;
 use symbolizer::symbolize::Options as SymbolizeOptions;
 
-use crate::bpf::{self, Sampler};
 use crate::cli::RecordArgs;
 use crate::command::Gated;
 use crate::events::{Event, Rate};
 use crate::outputs;
 use crate::perf;
 use crate::progress::Progress;
+use crate::raw::RawProfile;
 use crate::sampling;
+use crate::session::{self, Session, Setup};
 use crate::summary::Summary;
 use crate::symbolize;
 use crate::target::Target;
-use crate::tracking::{self, Tracking};
+use crate::tracking;
 
 /// How often the capture loop wakes when nothing else wakes it: tracking records are
 /// read (and objects opened) with this latency at worst; a quarter-full ring, the
@@ -51,76 +49,39 @@ pub fn run(args: RecordArgs) -> Result<i32> {
     if let Some(note) = precise_note {
         eprintln!("flamebpf: {note}");
     }
-    raise_fd_limit();
+    session::raise_fd_limit();
     // Reads kallsyms on its own thread while the capture is set up and runs.
     let symbolizer = symbolize::Worker::start(SymbolizeOptions {
         inlined: !args.no_inline,
         debug_info: true,
         debug_dirs: args.debug_dir.clone(),
     });
-
-    let stop = Arc::new(AtomicBool::new(false));
-    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
-        signal_hook::flag::register(sig, Arc::clone(&stop))
-            .context("installing signal handlers")?;
-    }
-
-    let mut tracking = Tracking::start(&cpus).map_err(|e| event_error(e, "tracking"))?;
-    let follow_forks = matches!(target, Target::Command { .. });
-    let config = bpf::Config {
-        filter_pids: !matches!(target, Target::All),
-        follow_forks,
+    let stop = session::stop_flag()?;
+    let mut session = Session::start(&Setup {
+        target: target.clone(),
+        sampling: sampling.clone(),
+        cpus,
         include_idle: args.include_idle,
         stack_map_size: args.stack_map_size,
         counts_map_size: args.counts_map_size,
-    };
-    let mut sampler = Sampler::load(&config).map_err(|e| load_error(e, args.verbose))?;
-    if follow_forks {
-        sampler.attach_task_tracepoints()?;
-    }
-    for &cpu in &cpus {
-        let name = &sampling.event.name;
-        let fd = perf::open_sampling(&sampling, cpu)
-            .with_context(|| format!("opening {name} on CPU {cpu}"))
-            .map_err(|e| event_error(e, name))?;
-        sampler.attach_event(fd)?;
-    }
-
-    let mut child = None;
-    match &target {
-        Target::Pids(pids) => {
-            for &pid in pids {
-                sampler.add_target(pid)?;
-                // A process that exits right now is still profiled for its last moments.
-                let _ = tracking.tracker.snapshot(pid);
-            }
-        }
-        Target::All => tracking.tracker.snapshot_all(),
-        Target::Command { program, args } => {
-            // Until it execs, the child runs our own image.
-            let _ = tracking.tracker.snapshot(std::process::id());
-            let c = Gated::spawn(program, args)
-                .with_context(|| format!("starting {}", program.display()))?;
-            sampler.add_target(c.pid())?;
-            child = Some(c);
-        }
-    }
-
-    sampler.enable()?;
+        comm: None,
+        cgroup: None,
+        two_sets: false,
+        verbose: args.verbose,
+    })?;
+    session.go()?;
     let started = Instant::now();
     let started_wall = SystemTime::now();
-    if let (Some(c), Target::Command { program, .. }) = (child.as_mut(), &target) {
-        if let Err(e) = c.release() {
-            let _ = sampler.disable();
-            bail!("cannot run {}: {}", program.display(), io_reason(&e));
-        }
-    }
 
     let duration = args.duration.map(Duration::from_secs_f64);
-    let mut progress = Progress::new(args.quiet || child.is_some(), duration);
-    let exit_fd = child.as_ref().and_then(Gated::exit_fd);
-    let mut fds = tracking.fds();
-    fds.extend(exit_fd.as_ref().map(|fd| fd.as_raw_fd()));
+    let mut progress = Progress::new(args.quiet || session.child.is_some(), duration);
+    let fds = session.wake_fds();
+    let Session {
+        tracking,
+        sampler,
+        child,
+        ..
+    } = &mut session;
     let mut child_status = None;
     loop {
         if stop.load(Ordering::Relaxed) {
@@ -173,21 +134,17 @@ pub fn run(args: RecordArgs) -> Result<i32> {
         start: started_wall,
         duration: elapsed,
     };
+    let mut raw = RawProfile::default();
+    raw.add(&drained);
     let summary = Summary {
         stats: drained.stats,
-        processes: {
-            let mut pids: Vec<u32> = drained.counts.iter().map(|c| c.pid).collect();
-            pids.sort_unstable();
-            pids.dedup();
-            pids.len()
-        },
-        stacks: drained.stacks.len(),
+        processes: raw.processes(),
+        stacks: raw.stacks(),
         lost_records: tracking.tracker.lost_records(),
     };
     let jit_warnings = tracking.tracker.perf_maps.warnings().to_vec();
     let symbolizing = Instant::now();
-    let (profile, sym_stats) =
-        symbolizer.build(drained, std::mem::take(&mut tracking.tracker), meta);
+    let (profile, sym_stats) = symbolizer.build(raw, std::mem::take(&mut tracking.tracker), meta);
     for w in &jit_warnings {
         eprintln!("flamebpf: {w}");
     }
@@ -219,22 +176,6 @@ pub fn run(args: RecordArgs) -> Result<i32> {
     }
 }
 
-/// Many processes map many objects, each kept open until the end: lift the soft
-/// limit on descriptors to the hard one (allowed without privileges).
-fn raise_fd_limit() {
-    let mut lim = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: get/setrlimit with a valid struct.
-    unsafe {
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && lim.rlim_cur < lim.rlim_max {
-            lim.rlim_cur = lim.rlim_max;
-            libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
-        }
-    }
-}
-
 /// Whether `pid` still runs: a zombie (exited, not yet reaped by its parent) does not.
 fn process_exists(pid: u32) -> bool {
     std::fs::read_to_string(format!("/proc/{pid}/stat"))
@@ -244,55 +185,4 @@ fn process_exists(pid: u32) -> bool {
                 .map(|(_, rest)| rest.trim_start().starts_with('Z'))
         })
         .is_some_and(|zombie| !zombie)
-}
-
-fn io_reason(e: &io::Error) -> String {
-    let s = e.to_string();
-    // "Permission denied (os error 13)" reads better without the number.
-    match s.find(" (os error") {
-        Some(i) => s[..i].to_string(),
-        None => s,
-    }
-}
-
-/// Turns a perf_event_open failure into the sentence a user can act on.
-fn event_error(e: anyhow::Error, what: &str) -> anyhow::Error {
-    let errno = e
-        .chain()
-        .find_map(|c| c.downcast_ref::<io::Error>())
-        .and_then(io::Error::raw_os_error);
-    match errno {
-        Some(libc::EACCES) | Some(libc::EPERM) => anyhow::anyhow!(
-            "not allowed to open the {what} perf event: run as root, or with CAP_PERFMON (kernel.perf_event_paranoid is {})",
-            std::fs::read_to_string("/proc/sys/kernel/perf_event_paranoid")
-                .map(|s| s.trim().to_string())
-                .unwrap_or_else(|_| "unknown".into())
-        ),
-        Some(libc::ENOENT) | Some(libc::ENODEV) | Some(libc::EOPNOTSUPP) => {
-            anyhow::anyhow!("the {what} event is not supported on this machine")
-        }
-        _ => e,
-    }
-}
-
-/// A BPF load failure as one line; with -v, the verifier's last words first.
-fn load_error(e: anyhow::Error, verbose: bool) -> anyhow::Error {
-    if verbose {
-        for line in bpf::libbpf_log_tail(40) {
-            eprintln!("libbpf: {line}");
-        }
-    }
-    let hint = if verbose {
-        ""
-    } else {
-        " (run with -v for the verifier log)"
-    };
-    anyhow::anyhow!(
-        "loading the BPF program failed: {}{hint}",
-        one_line(&format!("{e:#}"))
-    )
-}
-
-fn one_line(s: &str) -> String {
-    s.split_whitespace().collect::<Vec<_>>().join(" ")
 }

@@ -28,16 +28,23 @@ impl Summary {
         let s = &self.stats;
         let plural =
             |n: u64, one: &str, many: &str| format!("{n} {}", if n == 1 { one } else { many });
-        let mut line = format!(
-            "flamebpf: {}, {}, {}",
+        format!(
+            "flamebpf: {}, {}, {}; {}",
             plural(s.samples, "sample", "samples"),
             plural(self.processes as u64, "process", "processes"),
             plural(self.stacks as u64, "unique stack", "unique stacks"),
-        );
-        line.push_str(&format!(
-            "; {} in user mode, {} of kernel threads, {} with an unreadable user stack",
+            self.classes_and_losses()
+        )
+    }
+
+    /// What follows the totals: samples without a stack by nature, then every
+    /// loss with its remedy.
+    pub fn classes_and_losses(&self) -> String {
+        let s = &self.stats;
+        let mut line = format!(
+            "{} in user mode, {} of kernel threads, {} with an unreadable user stack",
             s.kernel_stack_absent, s.user_stack_kthread, s.user_stack_fault
-        ));
+        );
         let mut losses = Vec::new();
         if s.stack_lost > 0 {
             losses.push(format!("{} stacks (raise --stack-map-size)", s.stack_lost));

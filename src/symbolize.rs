@@ -12,7 +12,7 @@ use symbolizer::objects::ObjectKind;
 use symbolizer::symbolize::{Frames, Options, Symbol};
 use symbolizer::{ObjectId, Resolved, Symbolizer, Tracker};
 
-use crate::bpf::{Drained, StackRef};
+use crate::raw::{RawProfile, RawStack};
 
 /// Counters of what could not be named, for the summary.
 #[derive(Debug, Default, Clone)]
@@ -30,32 +30,27 @@ pub struct SymbolizeStats {
 /// not wait for kallsyms (blazesym's caches cannot move between threads, so the
 /// work goes to the thread instead).
 pub struct Worker {
-    jobs: mpsc::Sender<(Drained, Tracker, Meta)>,
+    jobs: mpsc::Sender<(RawProfile, Tracker, Meta)>,
     thread: JoinHandle<Option<(Profile, SymbolizeStats)>>,
 }
 
 impl Worker {
     /// Starts the thread and its warm-up.
     pub fn start(options: Options) -> Worker {
-        let (jobs, rx) = mpsc::channel::<(Drained, Tracker, Meta)>();
+        let (jobs, rx) = mpsc::channel::<(RawProfile, Tracker, Meta)>();
         let thread = std::thread::spawn(move || {
             let symbolizer = Symbolizer::new(options);
             symbolizer.warm_kernel();
-            let (drained, tracker, meta) = rx.recv().ok()?;
-            Some(build(&drained, &tracker, &symbolizer, meta))
+            let (raw, tracker, meta) = rx.recv().ok()?;
+            Some(build(&raw, &tracker, &symbolizer, meta))
         });
         Worker { jobs, thread }
     }
 
     /// Builds the profile of a capture on the worker thread.
-    pub fn build(
-        self,
-        drained: Drained,
-        tracker: Tracker,
-        meta: Meta,
-    ) -> (Profile, SymbolizeStats) {
+    pub fn build(self, raw: RawProfile, tracker: Tracker, meta: Meta) -> (Profile, SymbolizeStats) {
         self.jobs
-            .send((drained, tracker, meta))
+            .send((raw, tracker, meta))
             .expect("the symbolizer thread waits for its job");
         match self.thread.join() {
             Ok(Some(result)) => result,
@@ -100,7 +95,7 @@ fn classify(tracker: &Tracker, pid: u32, addr: u64) -> UserAddr {
 
 /// Builds the profile of a capture.
 pub fn build(
-    drained: &Drained,
+    raw: &RawProfile,
     tracker: &Tracker,
     symbolizer: &Symbolizer,
     meta: Meta,
@@ -111,8 +106,8 @@ pub fn build(
     // Unique addresses: user ones per process (address spaces differ), kernel ones global.
     let mut user_addrs: HashMap<(u32, u64), UserAddr> = HashMap::new();
     let mut kernel_addrs: HashMap<u64, LocationId> = HashMap::new();
-    for c in &drained.counts {
-        if let Some(ips) = drained.stacks.get(&c.user) {
+    for c in raw.samples.keys() {
+        if let RawStack::Ips(ips) = &c.user {
             for (i, &ip) in ips.iter().enumerate() {
                 let a = lookup_addr(ip, i);
                 user_addrs
@@ -120,7 +115,7 @@ pub fn build(
                     .or_insert_with(|| classify(tracker, c.pid, a));
             }
         }
-        if let Some(ips) = drained.stacks.get(&c.kernel) {
+        if let RawStack::Ips(ips) = &c.kernel {
             for (i, &ip) in ips.iter().enumerate() {
                 kernel_addrs.entry(lookup_addr(ip, i)).or_insert(0);
             }
@@ -210,10 +205,10 @@ pub fn build(
     let lost_user = profile.frame_location(Frame::named("[lost stack]", FrameKind::User));
     let lost_kernel = profile.frame_location(Frame::named("[lost stack]", FrameKind::Kernel));
 
-    for c in &drained.counts {
+    for (c, w) in &raw.samples {
         let mut stack = Vec::new();
-        match drained.stacks.get(&c.user) {
-            Some(ips) => {
+        match &c.user {
+            RawStack::Ips(ips) => {
                 for (i, &ip) in ips.iter().enumerate().rev() {
                     let a = lookup_addr(ip, i);
                     let location = match &user_addrs[&(c.pid, a)] {
@@ -236,25 +231,25 @@ pub fn build(
                     stack.push(location);
                 }
             }
-            None if c.user == StackRef::Lost => stack.push(lost_user),
-            None => {}
+            RawStack::Lost => stack.push(lost_user),
+            RawStack::Absent => {}
         }
-        match drained.stacks.get(&c.kernel) {
-            Some(ips) => {
+        match &c.kernel {
+            RawStack::Ips(ips) => {
                 for (i, &ip) in ips.iter().enumerate().rev() {
                     stack.push(kernel_addrs[&lookup_addr(ip, i)]);
                 }
             }
-            None if c.kernel == StackRef::Lost => stack.push(lost_kernel),
-            None => {}
+            RawStack::Lost => stack.push(lost_kernel),
+            RawStack::Absent => {}
         }
         profile.samples.push(Sample {
             pid: c.pid,
             tid: c.tid,
-            comm: c.comm.clone(),
+            comm: c.comm.to_string(),
             stack,
-            count: c.samples,
-            weight: c.weight,
+            count: w.count,
+            weight: w.weight,
         });
     }
     (profile, stats)

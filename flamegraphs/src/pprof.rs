@@ -13,7 +13,10 @@ use flate2::write::GzEncoder;
 use flate2::Compression;
 use prost::Message;
 
-use crate::{Error, FrameKind, Profile};
+use std::io::Read;
+use std::time::Duration;
+
+use crate::{Error, Frame, FrameKind, Location, Mapping, Meta, Profile, Sample};
 
 /// `perftools.profiles.Profile`.
 #[derive(Clone, PartialEq, Message)]
@@ -377,4 +380,151 @@ pub fn write<W: Write>(profile: &Profile, out: W) -> Result<(), Error> {
     gz.write_all(&bytes)?;
     gz.finish()?.flush()?;
     Ok(())
+}
+
+/// Reads a gzipped (or plain) pprof profile, as flamebpf writes them, back into a
+/// profile: what `flamebpf query` merges windows from.
+pub fn read(bytes: &[u8]) -> Result<Profile, Error> {
+    let mut raw = Vec::new();
+    let data: &[u8] = if bytes.starts_with(&[0x1f, 0x8b]) {
+        flate2::read::GzDecoder::new(bytes).read_to_end(&mut raw)?;
+        &raw
+    } else {
+        bytes
+    };
+    let p = PProfile::decode(data)
+        .map_err(|e| Error::Io(std::io::Error::new(std::io::ErrorKind::InvalidData, e)))?;
+    from_proto(&p)
+}
+
+fn bad(what: &str) -> Error {
+    Error::Io(std::io::Error::new(
+        std::io::ErrorKind::InvalidData,
+        what.to_string(),
+    ))
+}
+
+/// Turns a decoded pprof message into a profile.
+pub fn from_proto(p: &PProfile) -> Result<Profile, Error> {
+    let s = |i: i64| -> Result<&str, Error> {
+        p.string_table
+            .get(i as usize)
+            .map(String::as_str)
+            .ok_or_else(|| bad("a string index is out of range"))
+    };
+    let types: Vec<(&str, &str)> = p
+        .sample_type
+        .iter()
+        .map(|t| Ok((s(t.r#type)?, s(t.unit)?)))
+        .collect::<Result<_, Error>>()?;
+    // (samples, weight) columns: flamebpf writes [samples, event] or [samples].
+    let (count_col, weight_col) = match types.as_slice() {
+        [("samples", _), _] => (Some(0), 1),
+        [_] => (None, 0),
+        _ => return Err(bad("not a flamebpf profile: unexpected sample types")),
+    };
+    let (event, unit) = match types.get(weight_col) {
+        Some(("cpu", "nanoseconds")) => ("cpu-clock".to_string(), "ns"),
+        Some(("samples", _)) => ("samples".to_string(), "samples"),
+        Some((t, _)) => (t.to_string(), "events"),
+        None => return Err(bad("no sample types")),
+    };
+    let period_is_freq = unit == "ns" && p.period > 0;
+    let mut profile = Profile::new(Meta {
+        target: p
+            .comment
+            .first()
+            .map(|&c| s(c))
+            .transpose()?
+            .unwrap_or("")
+            .to_string(),
+        event,
+        unit: unit.into(),
+        frequency: period_is_freq.then(|| 1_000_000_000 / p.period as u64),
+        period: (!period_is_freq && p.period > 0 && unit == "events").then_some(p.period as u64),
+        start: std::time::UNIX_EPOCH + Duration::from_nanos(p.time_nanos.max(0) as u64),
+        duration: Duration::from_nanos(p.duration_nanos.max(0) as u64),
+    });
+    let mut mappings = HashMap::new();
+    for m in &p.mapping {
+        let build_id = s(m.build_id)?;
+        let id = profile.intern_mapping(Mapping {
+            path: s(m.filename)?.to_string(),
+            build_id: (!build_id.is_empty()).then(|| {
+                (0..build_id.len() / 2)
+                    .filter_map(|i| u8::from_str_radix(&build_id[2 * i..2 * i + 2], 16).ok())
+                    .collect()
+            }),
+        });
+        mappings.insert(m.id, id);
+    }
+    let functions: HashMap<u64, &PFunction> = p.function.iter().map(|f| (f.id, f)).collect();
+    let mut locations = HashMap::new();
+    for l in &p.location {
+        let n = l.line.len();
+        let mut frames = Vec::with_capacity(n);
+        // pprof lists the innermost (inlined) function first; frames go outermost first
+        for (i, line) in l.line.iter().enumerate().rev() {
+            let f = functions
+                .get(&line.function_id)
+                .ok_or_else(|| bad("a line names no function"))?;
+            let full = s(f.name)?;
+            let (name, kind) = if let Some(n) = full.strip_suffix(" [kernel]") {
+                (n, FrameKind::Kernel)
+            } else if let Some(n) = full.strip_suffix(" [jit]") {
+                (n, FrameKind::Jit)
+            } else if i + 1 < n {
+                (full, FrameKind::Inline)
+            } else {
+                (full, FrameKind::User)
+            };
+            let file = s(f.filename)?;
+            frames.push(profile.intern(Frame {
+                name: name.to_string(),
+                kind,
+                file: (!file.is_empty()).then(|| file.to_string()),
+                line: (line.line > 0).then_some(line.line as u32),
+            }));
+        }
+        let id = profile.intern_location(Location {
+            mapping: mappings.get(&l.mapping_id).copied(),
+            address: l.address,
+            frames,
+        });
+        locations.insert(l.id, id);
+    }
+    for sample in &p.sample {
+        let mut pid = 0;
+        let mut tid = 0;
+        let mut comm = String::new();
+        for label in &sample.label {
+            match s(label.key)? {
+                "pid" => pid = label.num as u32,
+                "tid" => tid = label.num as u32,
+                "comm" => comm = s(label.str)?.to_string(),
+                _ => {}
+            }
+        }
+        let value = |col: usize| sample.value.get(col).copied().unwrap_or(0).max(0) as u64;
+        let stack = sample
+            .location_id
+            .iter()
+            .rev()
+            .map(|id| {
+                locations
+                    .get(id)
+                    .copied()
+                    .ok_or_else(|| bad("a sample names no location"))
+            })
+            .collect::<Result<Vec<_>, Error>>()?;
+        profile.samples.push(Sample {
+            pid,
+            tid,
+            comm,
+            stack,
+            count: count_col.map_or(value(weight_col), value),
+            weight: value(weight_col),
+        });
+    }
+    Ok(profile)
 }

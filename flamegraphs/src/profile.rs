@@ -220,6 +220,38 @@ impl Profile {
             .flat_map(|&l| self.locations[l as usize].frames.iter().copied())
     }
 
+    /// Adds `other`'s samples (and the frames, locations and mappings they use).
+    /// The metadata stays this profile's.
+    pub fn merge(&mut self, other: &Profile) {
+        let mappings: Vec<MappingId> = other
+            .mappings
+            .iter()
+            .map(|m| self.intern_mapping(m.clone()))
+            .collect();
+        let frames: Vec<FrameId> = other
+            .frames
+            .iter()
+            .map(|f| self.intern(f.clone()))
+            .collect();
+        let locations: Vec<LocationId> = other
+            .locations
+            .iter()
+            .map(|l| {
+                self.intern_location(Location {
+                    mapping: l.mapping.map(|m| mappings[m as usize]),
+                    address: l.address,
+                    frames: l.frames.iter().map(|&f| frames[f as usize]).collect(),
+                })
+            })
+            .collect();
+        for s in &other.samples {
+            self.samples.push(Sample {
+                stack: s.stack.iter().map(|&l| locations[l as usize]).collect(),
+                ..s.clone()
+            });
+        }
+    }
+
     /// Total samples over all stacks.
     pub fn total_samples(&self) -> u64 {
         self.samples.iter().map(|s| s.count).sum()
@@ -245,6 +277,39 @@ mod tests {
         assert_ne!(a, b);
         assert_eq!(p.frames().len(), 2);
         assert_eq!(p.frame(b).kind, FrameKind::Kernel);
+    }
+
+    #[test]
+    fn merging_reinterns_everything() {
+        let mut a = Profile::default();
+        let la = a.frame_location(Frame::named("a", FrameKind::User));
+        a.samples.push(Sample {
+            pid: 1,
+            tid: 1,
+            comm: "x".into(),
+            stack: vec![la],
+            count: 1,
+            weight: 2,
+        });
+        let mut b = Profile::default();
+        let lz = b.frame_location(Frame::named("z", FrameKind::User));
+        let lb = b.frame_location(Frame::named("a", FrameKind::User));
+        b.samples.push(Sample {
+            pid: 2,
+            tid: 2,
+            comm: "y".into(),
+            stack: vec![lz, lb],
+            count: 3,
+            weight: 4,
+        });
+        a.merge(&b);
+        assert_eq!(a.total_weight(), 6);
+        let names: Vec<&str> = a
+            .stack_frames(&a.samples[1].stack)
+            .map(|f| a.frame(f).name.as_str())
+            .collect();
+        assert_eq!(names, ["z", "a"]);
+        assert_eq!(a.frames().len(), 2, "a is shared");
     }
 
     #[test]

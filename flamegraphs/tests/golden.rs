@@ -225,6 +225,22 @@ fn pprof() {
         std::fs::write(&path, &text).unwrap();
     }
     assert_eq!(text, std::fs::read_to_string(&path).unwrap());
+    // and reads back into the same stacks
+    let back = flamegraphs::pprof::read(&out).unwrap();
+    let mut folded_back = Vec::new();
+    Format::Folded
+        .write(&back, &WriteOptions::default(), &mut folded_back)
+        .unwrap();
+    let mut folded = Vec::new();
+    Format::Folded
+        .write(&fixed_profile(), &WriteOptions::default(), &mut folded)
+        .unwrap();
+    assert_eq!(
+        String::from_utf8(folded_back).unwrap(),
+        String::from_utf8(folded).unwrap()
+    );
+    assert_eq!(back.meta.frequency, Some(99));
+    assert_eq!(back.total_samples(), fixed_profile().total_samples());
     let s = &decoded.string_table;
     let name = |i: i64| s[i as usize].as_str();
     assert_eq!(

@@ -44,7 +44,8 @@ struct Generation {
 struct Process {
     /// Oldest first; never empty.
     generations: Vec<Generation>,
-    exited: bool,
+    /// When it exited, if it did.
+    exited: Option<u64>,
 }
 
 impl Process {
@@ -105,7 +106,7 @@ impl MappingHistory {
     /// `pid` exec'd a new program at `time`: a new, empty address space.
     pub fn exec(&mut self, pid: u32, time: u64) {
         let proc = self.procs.entry(pid).or_default();
-        proc.exited = false;
+        proc.exited = None;
         if proc.current().maps.is_empty() {
             proc.current().since = time;
             return;
@@ -132,21 +133,45 @@ impl MappingHistory {
             child,
             Process {
                 generations: vec![Generation { since: time, maps }],
-                exited: false,
+                exited: None,
             },
         );
     }
 
-    /// `pid` exited. Its mappings are kept: its samples still need them.
-    pub fn exit(&mut self, pid: u32) {
+    /// `pid` exited at `time`. Its mappings are kept: its samples still need them.
+    pub fn exit(&mut self, pid: u32, time: u64) {
         if let Some(p) = self.procs.get_mut(&pid) {
-            p.exited = true;
+            p.exited = Some(time);
         }
     }
 
     /// Whether `pid` is known to have exited.
     pub fn has_exited(&self, pid: u32) -> bool {
-        self.procs.get(&pid).is_some_and(|p| p.exited)
+        self.procs.get(&pid).is_some_and(|p| p.exited.is_some())
+    }
+
+    /// Forgets the processes that exited before `time` (their samples have all been
+    /// symbolized); returns their pids. Keeps a long-running capture's memory flat.
+    pub fn forget_exited_before(&mut self, time: u64) -> Vec<u32> {
+        let gone: Vec<u32> = self
+            .procs
+            .iter()
+            .filter(|(_, p)| p.exited.is_some_and(|t| t < time))
+            .map(|(&pid, _)| pid)
+            .collect();
+        for pid in &gone {
+            self.procs.remove(pid);
+        }
+        gone
+    }
+
+    /// Every object some known process maps.
+    pub fn objects_in_use(&self) -> std::collections::HashSet<ObjectId> {
+        self.procs
+            .values()
+            .flat_map(|p| p.generations.iter())
+            .flat_map(|g| g.maps.values().map(|m| m.object))
+            .collect()
     }
 
     /// Whether anything is known about `pid`.
@@ -330,9 +355,23 @@ mod tests {
     fn exited_processes_still_resolve() {
         let mut h = MappingHistory::new();
         h.map(1, 0x1000, 0x1000, 0, A);
-        h.exit(1);
+        h.exit(1, 50);
         assert!(h.has_exited(1));
         assert_eq!(h.resolve(1, 0x1100), at(A, 0x100));
+    }
+
+    #[test]
+    fn exited_processes_are_forgotten_once_symbolized() {
+        let mut h = MappingHistory::new();
+        h.map(1, 0x1000, 0x1000, 0, A);
+        h.map(2, 0x1000, 0x1000, 0, B);
+        h.map(3, 0x1000, 0x1000, 0, C);
+        h.exit(1, 50);
+        h.exit(2, 150);
+        assert_eq!(h.forget_exited_before(100), [1]);
+        assert!(!h.knows(1) && h.knows(2) && h.knows(3));
+        let in_use = h.objects_in_use();
+        assert!(!in_use.contains(&A) && in_use.contains(&B) && in_use.contains(&C));
     }
 
     #[test]

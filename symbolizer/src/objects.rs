@@ -130,6 +130,32 @@ impl ObjectStore {
         self.objects.len() <= 2
     }
 
+    /// Closes the files of objects outside `in_use` and forgets how they were
+    /// found (a later mapping of the same file opens it again). Returns the paths
+    /// they were read from, so symbol caches can be dropped too. Ids stay valid.
+    pub fn prune(&mut self, in_use: &std::collections::HashSet<ObjectId>) -> Vec<PathBuf> {
+        let mut released = Vec::new();
+        for (i, obj) in self.objects.iter_mut().enumerate() {
+            let id = ObjectId(i as u32);
+            if obj.kind != ObjectKind::File || in_use.contains(&id) || obj.file.is_none() {
+                continue;
+            }
+            if let Some(p) = obj.read_path() {
+                released.push(p);
+            }
+            obj.file = None;
+        }
+        self.by_key.retain(|_, id| {
+            in_use.contains(id) || self.objects[id.0 as usize].kind != ObjectKind::File
+        });
+        released
+    }
+
+    /// Objects whose file is open now.
+    pub fn open_count(&self) -> usize {
+        self.objects.iter().filter(|o| o.file.is_some()).count()
+    }
+
     /// How many files could not be opened by any route.
     pub fn open_failures(&self) -> u64 {
         self.open_failures
@@ -280,6 +306,22 @@ mod tests {
         assert!(read.starts_with("/proc/self/fd/"), "{read:?}");
         assert_eq!(std::fs::read(&read).unwrap(), b"\x7fELF not really");
         std::fs::remove_dir(&dir).unwrap();
+    }
+
+    #[test]
+    fn pruning_closes_unused_files_and_a_new_mapping_reopens_them() {
+        let exe = std::env::current_exe().unwrap();
+        let path = exe.to_str().unwrap();
+        let mut s = ObjectStore::new();
+        let me = std::process::id();
+        let a = s.observe(me, 0, 1, path, &FileId::BuildId(vec![9; 20]));
+        assert_eq!(s.open_count(), 1);
+        let released = s.prune(&std::collections::HashSet::new());
+        assert_eq!(released, std::slice::from_ref(&exe));
+        assert_eq!(s.open_count(), 0);
+        let b = s.observe(me, 0, 1, path, &FileId::BuildId(vec![9; 20]));
+        assert_ne!(a, b, "a fresh object, opened again");
+        assert_eq!(s.open_count(), 1);
     }
 
     #[test]

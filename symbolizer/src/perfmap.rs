@@ -161,6 +161,13 @@ impl PerfMaps {
         }
     }
 
+    /// Drops what is known of `pid` (it exited and its samples are symbolized).
+    pub fn forget(&mut self, pid: u32) {
+        self.maps.remove(&pid);
+        self.seen.remove(&pid);
+        self.uids.remove(&pid);
+    }
+
     /// The JIT function of `pid` covering `addr`.
     pub fn resolve(&self, pid: u32, addr: u64) -> Option<&str> {
         self.maps.get(&pid)?.resolve(addr)

@@ -78,6 +78,9 @@ pub struct Symbolizer {
     /// far: a later capture of the same objects (continuous mode) names its
     /// addresses from here.
     cache: RefCell<HashMap<PathBuf, HashMap<u64, Frames>>>,
+    /// When each object was last used, in calls to [`Symbolizer::next_round`].
+    last_used: RefCell<HashMap<PathBuf, u64>>,
+    round: u64,
 }
 
 impl std::fmt::Debug for Symbolizer {
@@ -108,12 +111,51 @@ impl Symbolizer {
             kallsyms: OnceCell::new(),
             vdso: OnceCell::new(),
             cache: RefCell::new(HashMap::new()),
+            last_used: RefCell::new(HashMap::new()),
+            round: 0,
         }
+    }
+
+    /// Drops everything cached about the object read from `path`.
+    pub fn evict(&mut self, path: &Path) {
+        self.cache.borrow_mut().remove(path);
+        self.last_used.borrow_mut().remove(path);
+        let _ = self.inner.evict(&blazesym::symbolize::evict::Evict::Elf(
+            blazesym::symbolize::evict::Elf::new(path),
+        ));
+    }
+
+    /// Ends a round of symbolization (a window) and keeps the caches of at most
+    /// `max_objects` objects, evicting the least recently used.
+    pub fn next_round(&mut self, max_objects: usize) {
+        self.round += 1;
+        let mut used: Vec<(u64, PathBuf)> = self
+            .last_used
+            .borrow()
+            .iter()
+            .map(|(p, r)| (*r, p.clone()))
+            .collect();
+        if used.len() <= max_objects {
+            return;
+        }
+        used.sort();
+        let excess = used.len() - max_objects;
+        for (_, path) in used.into_iter().take(excess) {
+            self.evict(&path);
+        }
+    }
+
+    /// Objects with cached symbols.
+    pub fn cached_objects(&self) -> usize {
+        self.cache.borrow().len()
     }
 
     /// Names file offsets of the ELF object at `path`. Offsets named before are
     /// answered from the cache; the rest go to blazesym in one batch.
     pub fn object(&self, path: &Path, offsets: &[u64]) -> Result<Vec<Frames>, Error> {
+        self.last_used
+            .borrow_mut()
+            .insert(path.to_path_buf(), self.round);
         let mut cache = self.cache.borrow_mut();
         let known = cache.entry(path.to_path_buf()).or_default();
         let missing: Vec<u64> = offsets
@@ -254,6 +296,19 @@ mod tests {
         );
         assert!(frames[1].is_empty());
         assert_eq!(marker_function_for_symbolizer_test(), 42);
+    }
+
+    #[test]
+    fn the_least_recently_used_objects_are_evicted() {
+        let exe = std::env::current_exe().unwrap();
+        let mut s = Symbolizer::new(Options::default());
+        s.object(&exe, &[0x1000]).unwrap();
+        s.next_round(1);
+        assert_eq!(s.cached_objects(), 1);
+        s.object(Path::new("/proc/self/exe"), &[0x1000]).unwrap();
+        s.next_round(1);
+        assert_eq!(s.cached_objects(), 1, "the older object went");
+        assert!(s.cache.borrow().contains_key(Path::new("/proc/self/exe")));
     }
 
     #[test]

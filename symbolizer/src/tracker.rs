@@ -55,7 +55,7 @@ impl Tracker {
             Record::Fork(t) => self.history.fork(t.ppid, t.pid, t.time),
             Record::Exit(t) => {
                 if t.pid == t.tid {
-                    self.history.exit(t.pid);
+                    self.history.exit(t.pid, t.time);
                 }
             }
             Record::Lost { lost, .. } => self.lost_records += lost,
@@ -78,6 +78,22 @@ impl Tracker {
         for &pid in &self.jit_pids {
             self.perf_maps.refresh(pid);
         }
+    }
+
+    /// Forgets processes that exited before `time` and closes the objects no
+    /// remaining process maps; returns the paths those objects were read from, for
+    /// the symbolizer to drop their caches.
+    pub fn forget_exited_before(&mut self, time: u64) -> Vec<std::path::PathBuf> {
+        let gone = self.history.forget_exited_before(time);
+        if gone.is_empty() {
+            return Vec::new();
+        }
+        for pid in &gone {
+            self.jit_pids.remove(pid);
+            self.perf_maps.forget(*pid);
+        }
+        let in_use = self.history.objects_in_use();
+        self.objects.prune(&in_use)
     }
 
     /// Tracking records the kernel dropped because the ring buffer was full.

@@ -8,6 +8,7 @@ mod common;
 
 mod accuracy;
 mod command;
+mod continuous;
 mod errors;
 mod events;
 mod kernel;

@@ -1,0 +1,142 @@
+//! Counters of the continuous daemon, shared with the HTTP thread and rendered in
+//! Prometheus' text format for /metrics.
+
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use crate::bpf::Stats;
+
+/// Everything /metrics reports.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    /// Samples of the targets.
+    pub samples: AtomicU64,
+    /// Samples in user mode (no kernel stack).
+    pub user_mode: AtomicU64,
+    /// Samples of kernel threads (no user stack).
+    pub kernel_threads: AtomicU64,
+    /// Stacks lost: the stack maps were full.
+    pub lost_stacks: AtomicU64,
+    /// Samples lost: the counts map was full.
+    pub lost_counts: AtomicU64,
+    /// Children not followed: the target set was full.
+    pub lost_targets: AtomicU64,
+    /// Address-space records the kernel dropped.
+    pub lost_records: AtomicU64,
+    /// Windows written to the store.
+    pub windows_written: AtomicU64,
+    /// Windows that could not be written.
+    pub window_failures: AtomicU64,
+    /// Bytes in the store after the last retention pass.
+    pub store_bytes: AtomicU64,
+    /// Objects whose symbols could not be read.
+    pub symbolization_failures: AtomicU64,
+}
+
+impl Metrics {
+    /// Adds the counters' growth since the last reading.
+    pub fn add_stats(&self, s: &Stats) {
+        self.samples.fetch_add(s.samples, Ordering::Relaxed);
+        self.user_mode
+            .fetch_add(s.kernel_stack_absent, Ordering::Relaxed);
+        self.kernel_threads
+            .fetch_add(s.user_stack_kthread, Ordering::Relaxed);
+        self.lost_stacks.fetch_add(s.stack_lost, Ordering::Relaxed);
+        self.lost_counts.fetch_add(s.counts_full, Ordering::Relaxed);
+        self.lost_targets
+            .fetch_add(s.targets_full, Ordering::Relaxed);
+    }
+
+    /// The Prometheus text exposition.
+    pub fn render(&self) -> String {
+        let g = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        let mut out = String::new();
+        let mut metric = |name: &str, kind: &str, help: &str, lines: &[(&str, u64)]| {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+            for (labels, v) in lines {
+                let _ = writeln!(out, "{name}{labels} {v}");
+            }
+        };
+        metric(
+            "flamebpf_samples_total",
+            "counter",
+            "Samples taken of the targets.",
+            &[("", g(&self.samples))],
+        );
+        metric(
+            "flamebpf_samples_without_stack_total",
+            "counter",
+            "Samples with one of their stacks absent by nature.",
+            &[
+                (r#"{stack="kernel",reason="user_mode"}"#, g(&self.user_mode)),
+                (
+                    r#"{stack="user",reason="kernel_thread"}"#,
+                    g(&self.kernel_threads),
+                ),
+            ],
+        );
+        metric(
+            "flamebpf_lost_total",
+            "counter",
+            "What was lost, by class: stacks (raise --stack-map-size), samples (raise --counts-map-size), children not followed, address-space records.",
+            &[
+                (r#"{class="stack_map"}"#, g(&self.lost_stacks)),
+                (r#"{class="counts_map"}"#, g(&self.lost_counts)),
+                (r#"{class="target_set"}"#, g(&self.lost_targets)),
+                (r#"{class="tracking_records"}"#, g(&self.lost_records)),
+            ],
+        );
+        metric(
+            "flamebpf_windows_written_total",
+            "counter",
+            "Windows written to the store.",
+            &[("", g(&self.windows_written))],
+        );
+        metric(
+            "flamebpf_window_write_failures_total",
+            "counter",
+            "Windows that could not be written.",
+            &[("", g(&self.window_failures))],
+        );
+        metric(
+            "flamebpf_store_bytes",
+            "gauge",
+            "Bytes in the store.",
+            &[("", g(&self.store_bytes))],
+        );
+        metric(
+            "flamebpf_symbolization_failures_total",
+            "counter",
+            "Objects whose symbols could not be read.",
+            &[("", g(&self.symbolization_failures))],
+        );
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_prometheus_text() {
+        let m = Metrics::default();
+        m.add_stats(&Stats {
+            samples: 5,
+            counts_full: 2,
+            ..Stats::default()
+        });
+        m.window_failures.fetch_add(1, Ordering::Relaxed);
+        let text = m.render();
+        assert!(text.contains("# TYPE flamebpf_samples_total counter\nflamebpf_samples_total 5\n"));
+        assert!(text.contains("flamebpf_lost_total{class=\"counts_map\"} 2\n"));
+        assert!(text.contains("flamebpf_window_write_failures_total 1\n"));
+        for line in text.lines().filter(|l| !l.starts_with('#')) {
+            let (name, value) = line.rsplit_once(' ').unwrap();
+            assert!(
+                name.starts_with("flamebpf_") && value.parse::<u64>().is_ok(),
+                "{line}"
+            );
+        }
+    }
+}

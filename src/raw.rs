@@ -1,0 +1,176 @@
+//! Samples as read from the BPF maps, with their stacks by value: what a capture
+//! (or one window of continuous profiling) amounts to before symbolization. Stack
+//! ids mean nothing once a map set is cleared, so drains are turned into this form
+//! and can then be merged across drains.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+use crate::bpf::{Drained, StackRef, Stats};
+
+/// A stack, leaf first, or why there is none.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum RawStack {
+    /// The instruction pointers, leaf first.
+    Ips(Arc<[u64]>),
+    /// No such stack (user-mode sample's kernel stack, kernel thread's user stack).
+    Absent,
+    /// The stack existed but did not fit the stack maps.
+    Lost,
+}
+
+/// Who ran, and where.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct RawKey {
+    /// Process id.
+    pub pid: u32,
+    /// Thread id.
+    pub tid: u32,
+    /// Command name.
+    pub comm: Arc<str>,
+    /// The user stack.
+    pub user: RawStack,
+    /// The kernel stack.
+    pub kernel: RawStack,
+}
+
+/// Sample count and summed period.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Weight {
+    /// Samples.
+    pub count: u64,
+    /// Summed sample periods.
+    pub weight: u64,
+}
+
+/// Aggregated samples with their stacks.
+#[derive(Debug, Clone, Default)]
+pub struct RawProfile {
+    /// Every distinct (thread, stacks) with its weight.
+    pub samples: HashMap<RawKey, Weight>,
+}
+
+impl RawProfile {
+    /// Adds what one drain of a map set read.
+    pub fn add(&mut self, drained: &Drained) {
+        let stack = |r: &StackRef| match drained.stacks.get(r) {
+            Some(ips) => RawStack::Ips(ips.as_slice().into()),
+            None if *r == StackRef::Lost => RawStack::Lost,
+            None => RawStack::Absent,
+        };
+        for c in &drained.counts {
+            let key = RawKey {
+                pid: c.pid,
+                tid: c.tid,
+                comm: c.comm.as_str().into(),
+                user: stack(&c.user),
+                kernel: stack(&c.kernel),
+            };
+            let w = self.samples.entry(key).or_default();
+            w.count += c.samples;
+            w.weight += c.weight;
+        }
+    }
+
+    /// Adds another profile's samples.
+    pub fn merge(&mut self, other: &RawProfile) {
+        for (k, v) in &other.samples {
+            let w = self.samples.entry(k.clone()).or_default();
+            w.count += v.count;
+            w.weight += v.weight;
+        }
+    }
+
+    /// Samples kept.
+    #[cfg(test)]
+    pub fn count(&self) -> u64 {
+        self.samples.values().map(|w| w.count).sum()
+    }
+
+    /// Distinct processes.
+    pub fn processes(&self) -> usize {
+        self.samples
+            .keys()
+            .map(|k| k.pid)
+            .collect::<HashSet<_>>()
+            .len()
+    }
+
+    /// Distinct stacks (user and kernel counted apart, as the maps hold them).
+    pub fn stacks(&self) -> usize {
+        let mut seen: HashSet<&Arc<[u64]>> = HashSet::new();
+        for k in self.samples.keys() {
+            for s in [&k.user, &k.kernel] {
+                if let RawStack::Ips(ips) = s {
+                    seen.insert(ips);
+                }
+            }
+        }
+        seen.len()
+    }
+}
+
+/// The difference of two readings of the cumulative counters.
+pub fn stats_since(now: &Stats, before: &Stats) -> Stats {
+    Stats {
+        samples: now.samples - before.samples,
+        idle_skipped: now.idle_skipped - before.idle_skipped,
+        kernel_stack_absent: now.kernel_stack_absent - before.kernel_stack_absent,
+        user_stack_kthread: now.user_stack_kthread - before.user_stack_kthread,
+        user_stack_fault: now.user_stack_fault - before.user_stack_fault,
+        stack_overflowed: now.stack_overflowed - before.stack_overflowed,
+        stack_lost: now.stack_lost - before.stack_lost,
+        counts_full: now.counts_full - before.counts_full,
+        targets_full: now.targets_full - before.targets_full,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::bpf::Count;
+
+    fn drained(samples: u64) -> Drained {
+        let mut stacks = HashMap::new();
+        stacks.insert(StackRef::Id(1), vec![0x10, 0x20]);
+        Drained {
+            counts: vec![
+                Count {
+                    pid: 7,
+                    tid: 8,
+                    comm: "app".into(),
+                    kernel: StackRef::Absent,
+                    user: StackRef::Id(1),
+                    samples,
+                    weight: samples * 10,
+                },
+                Count {
+                    pid: 9,
+                    tid: 9,
+                    comm: "other".into(),
+                    kernel: StackRef::Lost,
+                    user: StackRef::Id(1),
+                    samples: 1,
+                    weight: 10,
+                },
+            ],
+            stacks,
+            stats: Stats::default(),
+        }
+    }
+
+    #[test]
+    fn drains_merge_by_stack_value_not_by_id() {
+        let mut a = RawProfile::default();
+        a.add(&drained(3));
+        let mut b = RawProfile::default();
+        b.add(&drained(4));
+        a.merge(&b);
+        assert_eq!(a.count(), 3 + 4 + 2);
+        assert_eq!(a.processes(), 2);
+        assert_eq!(a.stacks(), 1);
+        let lost = a.samples.keys().find(|k| k.pid == 9).unwrap();
+        assert_eq!(lost.kernel, RawStack::Lost);
+        assert_eq!(lost.user, RawStack::Ips(vec![0x10u64, 0x20].into()));
+    }
+}

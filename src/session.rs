@@ -1,0 +1,209 @@
+//! What `record` and `continuous` share: tracking, the loaded sampler attached to
+//! one event per CPU, the targets in place, and the command held at its gate until
+//! sampling is on.
+
+use std::io;
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::path::PathBuf;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+
+use anyhow::{bail, Context, Result};
+
+use crate::bpf::{self, Sampler};
+use crate::command::Gated;
+use crate::perf::{self, SamplingEvent};
+use crate::target::Target;
+use crate::tracking::Tracking;
+
+/// How to set a capture up.
+pub struct Setup {
+    /// What to profile.
+    pub target: Target,
+    /// The event, rate and precision.
+    pub sampling: SamplingEvent,
+    /// The online CPUs.
+    pub cpus: Vec<u32>,
+    /// Keep the idle task.
+    pub include_idle: bool,
+    /// Stack map entries.
+    pub stack_map_size: u32,
+    /// Counts map entries.
+    pub counts_map_size: u32,
+    /// Only threads with this comm.
+    pub comm: Option<String>,
+    /// Only tasks under this cgroup.
+    pub cgroup: Option<PathBuf>,
+    /// Two map sets to switch between (continuous mode).
+    pub two_sets: bool,
+    /// Show the verifier log on a load failure.
+    pub verbose: bool,
+}
+
+/// A capture, set up and (after [`Session::go`]) running.
+pub struct Session {
+    /// Address-space tracking.
+    pub tracking: Tracking,
+    /// The BPF program and its events.
+    pub sampler: Sampler,
+    /// The command, for `-- COMMAND`.
+    pub child: Option<Gated>,
+    exit_fd: Option<OwnedFd>,
+    program: Option<PathBuf>,
+}
+
+/// Installs the SIGINT/SIGTERM handlers; the flag turns true on either.
+pub fn stop_flag() -> Result<Arc<AtomicBool>> {
+    let stop = Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(sig, Arc::clone(&stop))
+            .context("installing signal handlers")?;
+    }
+    Ok(stop)
+}
+
+impl Session {
+    /// Opens tracking, loads and attaches the sampler, puts the targets in place
+    /// and forks the command (held at its gate). Nothing is sampled yet.
+    pub fn start(setup: &Setup) -> Result<Session> {
+        let mut tracking = Tracking::start(&setup.cpus).map_err(|e| event_error(e, "tracking"))?;
+        let follow_forks = matches!(setup.target, Target::Command { .. });
+        let config = bpf::Config {
+            filter_pids: matches!(setup.target, Target::Pids(_) | Target::Command { .. }),
+            follow_forks,
+            include_idle: setup.include_idle,
+            stack_map_size: setup.stack_map_size,
+            counts_map_size: setup.counts_map_size,
+            comm: setup.comm.clone(),
+            cgroup: setup.cgroup.clone(),
+            two_sets: setup.two_sets,
+        };
+        let mut sampler = Sampler::load(&config).map_err(|e| load_error(e, setup.verbose))?;
+        if follow_forks {
+            sampler.attach_task_tracepoints()?;
+        }
+        for &cpu in &setup.cpus {
+            let name = &setup.sampling.event.name;
+            let fd = perf::open_sampling(&setup.sampling, cpu)
+                .with_context(|| format!("opening {name} on CPU {cpu}"))
+                .map_err(|e| event_error(e, name))?;
+            sampler.attach_event(fd)?;
+        }
+        let mut child = None;
+        let mut program = None;
+        match &setup.target {
+            Target::Pids(pids) => {
+                for &pid in pids {
+                    sampler.add_target(pid)?;
+                    // A process that exits right now is still profiled for its last moments.
+                    let _ = tracking.tracker.snapshot(pid);
+                }
+            }
+            Target::All => tracking.tracker.snapshot_all(),
+            Target::Command {
+                program: path,
+                args,
+            } => {
+                // Until it execs, the child runs our own image.
+                let _ = tracking.tracker.snapshot(std::process::id());
+                let c = Gated::spawn(path, args)
+                    .with_context(|| format!("starting {}", path.display()))?;
+                sampler.add_target(c.pid())?;
+                child = Some(c);
+                program = Some(path.clone());
+            }
+        }
+        let exit_fd = child.as_ref().and_then(Gated::exit_fd);
+        Ok(Session {
+            tracking,
+            sampler,
+            child,
+            exit_fd,
+            program,
+        })
+    }
+
+    /// Starts sampling and lets the command exec.
+    pub fn go(&mut self) -> Result<()> {
+        self.sampler.enable()?;
+        if let (Some(c), Some(program)) = (self.child.as_mut(), &self.program) {
+            if let Err(e) = c.release() {
+                let _ = self.sampler.disable();
+                bail!("cannot run {}: {}", program.display(), io_reason(&e));
+            }
+        }
+        Ok(())
+    }
+
+    /// Descriptors whose readiness should wake the capture loop: tracking rings and
+    /// the command's exit.
+    pub fn wake_fds(&self) -> Vec<RawFd> {
+        let mut fds = self.tracking.fds();
+        fds.extend(self.exit_fd.as_ref().map(|fd| fd.as_raw_fd()));
+        fds
+    }
+}
+
+/// Many processes map many objects, each kept open until the end: lift the soft
+/// limit on descriptors to the hard one (allowed without privileges).
+pub fn raise_fd_limit() {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: get/setrlimit with a valid struct.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && lim.rlim_cur < lim.rlim_max {
+            lim.rlim_cur = lim.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
+        }
+    }
+}
+
+/// An io::Error's words without "(os error N)".
+pub fn io_reason(e: &io::Error) -> String {
+    let s = e.to_string();
+    match s.find(" (os error") {
+        Some(i) => s[..i].to_string(),
+        None => s,
+    }
+}
+
+/// Turns a perf_event_open failure into the sentence a user can act on.
+fn event_error(e: anyhow::Error, what: &str) -> anyhow::Error {
+    let errno = e
+        .chain()
+        .find_map(|c| c.downcast_ref::<io::Error>())
+        .and_then(io::Error::raw_os_error);
+    match errno {
+        Some(libc::EACCES) | Some(libc::EPERM) => anyhow::anyhow!(
+            "not allowed to open the {what} perf event: run as root, or with CAP_PERFMON (kernel.perf_event_paranoid is {})",
+            std::fs::read_to_string("/proc/sys/kernel/perf_event_paranoid")
+                .map(|s| s.trim().to_string())
+                .unwrap_or_else(|_| "unknown".into())
+        ),
+        Some(libc::ENOENT) | Some(libc::ENODEV) | Some(libc::EOPNOTSUPP) => {
+            anyhow::anyhow!("the {what} event is not supported on this machine")
+        }
+        _ => e,
+    }
+}
+
+/// A BPF load failure as one line; with -v, the verifier's last words first.
+fn load_error(e: anyhow::Error, verbose: bool) -> anyhow::Error {
+    if verbose {
+        for line in bpf::libbpf_log_tail(40) {
+            eprintln!("libbpf: {line}");
+        }
+    }
+    let hint = if verbose {
+        ""
+    } else {
+        " (run with -v for the verifier log)"
+    };
+    let words = format!("{e:#}")
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ");
+    anyhow::anyhow!("loading the BPF program failed: {words}{hint}")
+}

@@ -1,0 +1,418 @@
+//! `flamebpf continuous`: windows that lose nothing at their edges, the store and
+//! its retention, `flamebpf query`, the HTTP endpoint read by `go tool pprof`,
+//! SIGTERM, filters, and a store that cannot be written.
+
+use std::ffi::OsStr;
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use crate::common::{
+    capture_lock, flamebpf, go_pprof, heavy_share, pprof_raw_totals, require_bpf, run, workload,
+    Folded,
+};
+
+/// A daemon that is stopped (SIGTERM) and reaped however the test ends.
+struct Daemon(Option<Child>);
+
+impl Daemon {
+    fn start(args: &[&str]) -> Daemon {
+        let child = flamebpf()
+            .arg("continuous")
+            .args(args)
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        Daemon(Some(child))
+    }
+
+    /// SIGTERM, then the exit status and stderr.
+    fn stop(mut self) -> (std::process::ExitStatus, String) {
+        let child = self.0.take().unwrap();
+        // SAFETY: signalling our own child.
+        unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+        let out = child.wait_with_output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        eprintln!("daemon stderr: {stderr}");
+        (out.status, stderr)
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.0.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A plain HTTP GET: (status, body).
+fn get(port: u16, path: &str) -> (u16, Vec<u8>) {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+    write!(s, "GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").unwrap();
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).unwrap();
+    let split = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("headers end")
+        + 4;
+    let head = String::from_utf8_lossy(&raw[..split]);
+    let status = head.split_whitespace().nth(1).unwrap().parse().unwrap();
+    (status, raw[split..].to_vec())
+}
+
+fn wait_for_port(port: u16) {
+    for _ in 0..100 {
+        if TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("the daemon never listened on {port}");
+}
+
+fn windows(dir: &Path) -> Vec<String> {
+    let mut w: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("window-") && n.ends_with(".pb.gz"))
+        .collect();
+    w.sort();
+    w
+}
+
+#[test]
+fn two_second_windows_lose_nothing_at_their_edges_and_query_keeps_the_split() {
+    require_bpf!();
+    let split = workload("split");
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    let _lock = capture_lock();
+    let out = run(flamebpf()
+        .args(["continuous", "-F", "199", "--window", "2", "--dir"])
+        .arg(&store)
+        .arg("--")
+        .arg(&split)
+        .arg("10"));
+    assert!(out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let total: u64 = stderr
+        .split(" samples in ")
+        .next()
+        .and_then(|s| s.rsplit(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("the final line counts samples: {stderr}"));
+    let w = windows(&store);
+    assert!(w.len() >= 4, "windows: {w:?}");
+    // every sample is in exactly one window: the windows' samples add up to the total
+    let mut in_windows = 0;
+    for name in &w {
+        let raw = go_pprof(&[OsStr::new("-raw"), store.join(name).as_os_str()]);
+        in_windows += pprof_raw_totals(&raw).first().copied().unwrap_or(0);
+    }
+    assert_eq!(
+        in_windows, total,
+        "samples across windows vs the sampler's count"
+    );
+    let expected = 199.0 * 10.0;
+    assert!(
+        (total as f64 - expected).abs() < 0.1 * expected,
+        "{total} samples for 10 s at 199 Hz"
+    );
+
+    let q = dir.path().join("q.folded");
+    let out = run(flamebpf()
+        .args(["query", "--dir"])
+        .arg(&store)
+        .arg("-o")
+        .arg(&q));
+    assert!(out.status.success());
+    let f = Folded::read(&q);
+    let share = heavy_share(f.with_frame("heavy"), f.with_frame("light"));
+    assert!(
+        (share - 0.75).abs() <= 0.04,
+        "heavy share over all windows: {share:.3}"
+    );
+}
+
+#[test]
+fn the_pprof_endpoint_is_read_by_go_tool_pprof_and_bad_parameters_get_400() {
+    require_bpf!();
+    let split = workload("split");
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let _lock = capture_lock();
+    let listen = format!("127.0.0.1:{port}");
+    let store = dir.path().join("store");
+    let d = Daemon::start(&[
+        "-F",
+        "99",
+        "--window",
+        "1",
+        "--listen",
+        &listen,
+        "--dir",
+        store.to_str().unwrap(),
+        "--",
+        split.to_str().unwrap(),
+        "30",
+    ]);
+    wait_for_port(port);
+
+    let url = format!("http://{listen}/debug/pprof/profile?seconds=2");
+    let raw = go_pprof(&[OsStr::new("-raw"), OsStr::new(&url)]);
+    let totals = pprof_raw_totals(&raw);
+    assert!(totals[0] >= 150, "about 2 s at 99 Hz: {totals:?}");
+    assert!(raw.contains("comm:[split]"));
+
+    let (status, body) = get(port, "/debug/pprof/profile?seconds=abc");
+    assert_eq!(status, 400, "{}", String::from_utf8_lossy(&body));
+    assert_eq!(get(port, "/debug/pprof/profile?file=/etc/passwd").0, 400);
+    assert_eq!(get(port, "/nope").0, 404);
+    let (status, body) = get(port, "/healthz");
+    assert_eq!((status, body.as_slice()), (200, &b"ok\n"[..]));
+    let (status, body) = get(port, "/metrics");
+    let metrics = String::from_utf8_lossy(&body);
+    assert_eq!(status, 200);
+    assert!(metrics.contains("flamebpf_samples_total "), "{metrics}");
+    assert!(metrics.contains("flamebpf_lost_total{class=\"stack_map\"} 0"));
+    std::thread::sleep(Duration::from_millis(1500));
+    let (status, body) = get(port, "/flamegraph.svg?since=10m&comm=split");
+    assert_eq!(status, 200);
+    let svg = String::from_utf8_lossy(&body);
+    assert!(
+        svg.contains("<svg") && svg.contains("heavy"),
+        "the store's windows drawn"
+    );
+    assert_eq!(get(port, "/flamegraph.svg?since=later").0, 400);
+    let (status, _) = d.stop();
+    assert!(status.success());
+}
+
+#[test]
+fn sigterm_writes_the_last_window_and_exits_0() {
+    require_bpf!();
+    let split = workload("split");
+    let dir = tempfile::tempdir().unwrap();
+    let _lock = capture_lock();
+    let mut w = Command::new(&split).arg("10").spawn().unwrap();
+    let d = Daemon::start(&[
+        "--window",
+        "60",
+        "-F",
+        "99",
+        "--comm",
+        "split",
+        "--dir",
+        dir.path().to_str().unwrap(),
+    ]);
+    std::thread::sleep(Duration::from_millis(2500));
+    let (status, stderr) = d.stop();
+    let _ = w.kill();
+    let _ = w.wait();
+    assert!(status.success(), "{stderr}");
+    let names = windows(dir.path());
+    assert_eq!(
+        names.len(),
+        1,
+        "the window in progress was written: {names:?}"
+    );
+    let q = dir.path().join("q.folded");
+    assert!(run(flamebpf()
+        .args(["query", "--dir"])
+        .arg(dir.path())
+        .arg("-o")
+        .arg(&q))
+    .status
+    .success());
+    let f = Folded::read(&q);
+    assert!(f.with_frame("heavy") > 0);
+    assert!(
+        f.0.iter().all(|(s, _)| s[0] == "split"),
+        "--comm split keeps only split"
+    );
+}
+
+#[test]
+fn retention_keeps_only_recent_windows() {
+    require_bpf!();
+    let dir = tempfile::tempdir().unwrap();
+    let _lock = capture_lock();
+    let d = Daemon::start(&[
+        "--window",
+        "1",
+        "--retain",
+        "2s",
+        "--dir",
+        dir.path().to_str().unwrap(),
+    ]);
+    std::thread::sleep(Duration::from_secs(6));
+    let (status, _) = d.stop();
+    assert!(status.success());
+    let names = windows(dir.path());
+    // 6 or 7 windows were written; those that ended more than 2 s before the last one went
+    assert!((1..=4).contains(&names.len()), "{names:?}");
+}
+
+#[test]
+fn an_unwritable_store_keeps_the_daemon_sampling_and_is_counted() {
+    require_bpf!();
+    let dir = tempfile::tempdir().unwrap();
+    let not_a_dir = dir.path().join("file");
+    std::fs::write(&not_a_dir, "in the way").unwrap();
+    let port = free_port();
+    let listen = format!("127.0.0.1:{port}");
+    let _lock = capture_lock();
+    let d = Daemon::start(&[
+        "--window",
+        "1",
+        "--listen",
+        &listen,
+        "--dir",
+        not_a_dir.to_str().unwrap(),
+    ]);
+    wait_for_port(port);
+    std::thread::sleep(Duration::from_millis(3500));
+    let (_, body) = get(port, "/metrics");
+    let metrics = String::from_utf8_lossy(&body).into_owned();
+    let value = |name: &str| -> u64 {
+        metrics
+            .lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("{name} in {metrics}"))
+    };
+    assert!(
+        value("flamebpf_window_write_failures_total") >= 2,
+        "{metrics}"
+    );
+    assert_eq!(value("flamebpf_windows_written_total"), 0);
+    assert!(value("flamebpf_samples_total") > 0, "sampling goes on");
+    let (status, stderr) = d.stop();
+    assert!(status.success(), "still running and stopping cleanly");
+    let failures = stderr
+        .lines()
+        .filter(|l| l.contains("window not written"))
+        .count();
+    assert!(failures >= 3, "one line per window: {stderr}");
+}
+
+#[test]
+fn refusals_of_bad_continuous_flags() {
+    let dir = tempfile::tempdir().unwrap();
+    for (args, expect) in [
+        (vec!["continuous", "--window", "0"], "more than 0 seconds"),
+        (vec!["continuous", "--retain", "soon"], "--retain"),
+        (vec!["continuous", "--max-disk", "lots"], "not a size"),
+        (
+            vec!["continuous", "--comm", "a-name-longer-than-15"],
+            "1 to 15 bytes",
+        ),
+        (
+            vec!["continuous", "--cgroup", "/no/such/cgroup"],
+            "--cgroup /no/such/cgroup: no such directory",
+        ),
+        (vec!["continuous", "--listen", "not-an-address"], "--listen"),
+        (
+            vec!["query", "--dir", "/no/such/store", "-o", "x.svg"],
+            "no store at /no/such/store",
+        ),
+    ] {
+        let out = flamebpf()
+            .current_dir(dir.path())
+            .args(&args)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{args:?}");
+        assert_eq!(stderr.lines().count(), 1, "{args:?}: {stderr}");
+        assert!(stderr.contains(expect), "{args:?}: {stderr}");
+    }
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+}
+
+/// The cgroup v2 hierarchy, wherever this machine mounts it.
+fn cgroup2_root() -> Option<std::path::PathBuf> {
+    let mounts = std::fs::read_to_string("/proc/self/mounts").ok()?;
+    mounts
+        .lines()
+        .map(|l| l.split_whitespace().collect::<Vec<_>>())
+        .find(|f| f.len() > 2 && f[2] == "cgroup2")
+        .map(|f| std::path::PathBuf::from(f[1]))
+}
+
+#[test]
+fn cgroup_filter_keeps_only_tasks_in_that_cgroup() {
+    require_bpf!();
+    let Some(root) = cgroup2_root() else {
+        eprintln!("skipped: no cgroup v2 hierarchy is mounted");
+        return;
+    };
+    let cg = root.join(format!("flamebpf-test-{}", std::process::id()));
+    if let Err(e) = std::fs::create_dir(&cg) {
+        eprintln!(
+            "skipped: cannot create a cgroup under {}: {e}",
+            root.display()
+        );
+        return;
+    }
+    let split = workload("split");
+    let dir = tempfile::tempdir().unwrap();
+    let _lock = capture_lock();
+    let mut inside = Command::new(&split).arg("6").spawn().unwrap();
+    let mut outside = Command::new(&split).arg("6").spawn().unwrap();
+    std::fs::write(cg.join("cgroup.procs"), inside.id().to_string()).unwrap();
+    let d = Daemon::start(&[
+        "-F",
+        "99",
+        "--window",
+        "60",
+        "--cgroup",
+        cg.to_str().unwrap(),
+        "--dir",
+        dir.path().to_str().unwrap(),
+    ]);
+    std::thread::sleep(Duration::from_millis(2500));
+    let (status, _) = d.stop();
+    let pid = inside.id();
+    for c in [&mut inside, &mut outside] {
+        let _ = c.kill();
+        let _ = c.wait();
+    }
+    let _ = std::fs::remove_dir(&cg);
+    assert!(status.success());
+    let out_pid = dir.path().join("pid.folded");
+    let all = dir.path().join("all.folded");
+    assert!(run(flamebpf()
+        .args(["query", "--dir"])
+        .arg(dir.path())
+        .arg("-o")
+        .arg(&all))
+    .status
+    .success());
+    assert!(run(flamebpf()
+        .args(["query", "--pid", &pid.to_string(), "--dir"])
+        .arg(dir.path())
+        .arg("-o")
+        .arg(&out_pid))
+    .status
+    .success());
+    let (all, only) = (Folded::read(&all), Folded::read(&out_pid));
+    assert!(all.total() > 0, "the task in the cgroup was sampled");
+    assert_eq!(all.total(), only.total(), "and nothing else");
+}
