@@ -277,9 +277,11 @@ fn an_unwritable_store_keeps_the_daemon_sampling_and_is_counted() {
     let port = free_port();
     let listen = format!("127.0.0.1:{port}");
     let _lock = capture_lock();
+    // idle samples too, so there is something to sample on a quiet machine
     let d = Daemon::start(&[
         "--window",
         "1",
+        "--include-idle",
         "--listen",
         &listen,
         "--dir",
