@@ -7,11 +7,23 @@
 
 use std::io;
 
+/// One symbol: 16 bytes, its name in the shared string (a kernel has over 100,000
+/// text symbols, and one allocation per name would double the table's memory).
+#[derive(Debug, Clone, Copy)]
+struct Ksym {
+    addr: u64,
+    name_start: u32,
+    name_len: u16,
+    /// Index into `modules`; 0 is vmlinux.
+    module: u16,
+}
+
 /// A sorted symbol table of the running kernel.
 #[derive(Debug, Default)]
 pub struct Kallsyms {
-    /// (address, name, module) sorted by address; module is empty for vmlinux.
-    syms: Vec<(u64, Box<str>, Box<str>)>,
+    syms: Vec<Ksym>,
+    names: String,
+    modules: Vec<String>,
 }
 
 impl Kallsyms {
@@ -23,28 +35,51 @@ impl Kallsyms {
 
     /// Parses kallsyms text: `ADDRESS TYPE NAME [MODULE]` lines.
     pub fn parse(text: &str) -> Kallsyms {
-        let mut syms: Vec<(u64, Box<str>, Box<str>)> = text
-            .lines()
-            .filter_map(|line| {
-                let mut t = line.split_ascii_whitespace();
-                let addr = u64::from_str_radix(t.next()?, 16)
-                    .ok()
-                    .filter(|&a| a != 0)?;
-                let kind = t.next()?;
-                // data symbols (d, b, r, ...) never hold a sampled instruction
-                if !matches!(kind, "t" | "T" | "w" | "W") {
-                    return None;
+        let mut k = Kallsyms {
+            syms: Vec::new(),
+            names: String::new(),
+            modules: vec![String::new()],
+        };
+        for line in text.lines() {
+            let mut t = line.split_ascii_whitespace();
+            let (Some(addr), Some(kind), Some(name)) = (t.next(), t.next(), t.next()) else {
+                continue;
+            };
+            // data symbols (d, b, r, ...) never hold a sampled instruction
+            if !matches!(kind, "t" | "T" | "w" | "W") || name.len() > usize::from(u16::MAX) {
+                continue;
+            }
+            let Some(addr) = u64::from_str_radix(addr, 16).ok().filter(|&a| a != 0) else {
+                continue;
+            };
+            let module = match t.next() {
+                None => 0,
+                Some(m) => {
+                    let m = m.trim_start_matches('[').trim_end_matches(']');
+                    match k.modules.iter().position(|x| x == m) {
+                        Some(i) => i,
+                        None => {
+                            k.modules.push(m.to_string());
+                            k.modules.len() - 1
+                        }
+                    }
                 }
-                let name = t.next()?;
-                let module = t
-                    .next()
-                    .map(|m| m.trim_start_matches('[').trim_end_matches(']'))
-                    .unwrap_or("");
-                Some((addr, name.into(), module.into()))
-            })
-            .collect();
-        syms.sort_by_key(|s| s.0);
-        Kallsyms { syms }
+            };
+            let Ok(name_start) = u32::try_from(k.names.len()) else {
+                break;
+            };
+            k.names.push_str(name);
+            k.syms.push(Ksym {
+                addr,
+                name_start,
+                name_len: name.len() as u16,
+                module: u16::try_from(module).unwrap_or(0),
+            });
+        }
+        k.syms.sort_by_key(|s| s.addr);
+        k.syms.shrink_to_fit();
+        k.names.shrink_to_fit();
+        k
     }
 
     /// Number of symbols.
@@ -59,12 +94,16 @@ impl Kallsyms {
 
     /// The symbol an address falls in, as `name` or `name [module]`.
     pub fn resolve(&self, addr: u64) -> Option<String> {
-        let i = self.syms.partition_point(|s| s.0 <= addr).checked_sub(1)?;
-        let (_, name, module) = &self.syms[i];
-        Some(if module.is_empty() {
-            name.to_string()
-        } else {
-            format!("{name} [{module}]")
+        let i = self
+            .syms
+            .partition_point(|s| s.addr <= addr)
+            .checked_sub(1)?;
+        let s = self.syms[i];
+        let start = s.name_start as usize;
+        let name = &self.names[start..start + usize::from(s.name_len)];
+        Some(match s.module {
+            0 => name.to_string(),
+            m => format!("{name} [{}]", self.modules[usize::from(m)]),
         })
     }
 }
