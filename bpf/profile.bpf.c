@@ -28,6 +28,15 @@ struct task_struct {
 	int tgid;
 } __attribute__((preserve_access_index));
 
+/* The kernel's pt_regs (the UAPI one, which bpf_perf_event.h brings, names its
+ * fields differently); the ___k flavour keeps the names apart for CO-RE. */
+struct pt_regs___k {
+	unsigned long bp;
+	unsigned long ip;
+	unsigned long cs;
+	unsigned long sp;
+} __attribute__((preserve_access_index));
+
 /* Set by userspace before load. */
 const volatile bool filter_pids = false;  /* sample only tgids in `targets` */
 const volatile bool follow_forks = false; /* children of targets become targets */
@@ -35,6 +44,7 @@ const volatile bool include_idle = false;
 const volatile bool filter_comm = false;  /* sample only threads named target_comm */
 const volatile char target_comm[FLAMEBPF_COMM_LEN] = {};
 const volatile bool filter_cgroup = false; /* sample only tasks under cgroups[0] */
+const volatile __u32 stack_bytes = FLAMEBPF_MAX_STACK_BYTES; /* DWARF mode: user stack to copy */
 
 /* Which of the two map sets samples go to. Userspace flips it to read one set
  * while the other fills (continuous mode), so no sample is lost or counted twice at
@@ -87,6 +97,20 @@ struct {
 	__type(value, __u64);
 	__uint(max_entries, STAT_MAX);
 } stats SEC(".maps");
+
+/* DWARF mode: one record per sample, unwound in userspace. */
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 4096); /* resized by userspace */
+} samples SEC(".maps");
+
+/* DWARF mode: where a record is assembled; far bigger than the BPF stack. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__type(key, __u32);
+	__type(value, struct dwarf_sample);
+	__uint(max_entries, 1);
+} dwarf_scratch SEC(".maps");
 
 /* Scratch space for the overflow path: a whole stack does not fit the 512-byte
  * BPF stack. */
@@ -196,6 +220,96 @@ static __always_inline void record(struct bpf_perf_event_data *ctx, struct sampl
 	__sync_fetch_and_add(&val->weight, period);
 }
 
+/* The filters both programs apply; false when the sample is not a target's. */
+static __always_inline bool wanted(__u32 tgid, __u32 tid, char *comm)
+{
+	if (tid == 0 && !include_idle) {
+		count(STAT_IDLE_SKIPPED);
+		return false;
+	}
+	if (filter_pids && !bpf_map_lookup_elem(&targets, &tgid))
+		return false;
+	if (filter_cgroup && bpf_current_task_under_cgroup(&cgroups, 0) != 1)
+		return false;
+	bpf_get_current_comm(comm, FLAMEBPF_COMM_LEN);
+	if (filter_comm && !comm_matches(comm))
+		return false;
+	return true;
+}
+
+/* `--call-graph dwarf`: sends registers and a copy of the top of the user stack
+ * to userspace, which unwinds it with the objects' call frame information. */
+SEC("perf_event")
+int profile_dwarf(struct bpf_perf_event_data *ctx)
+{
+	__u64 id = bpf_get_current_pid_tgid();
+	__u32 tgid = id >> 32;
+	__u32 tid = (__u32)id;
+	char comm[FLAMEBPF_COMM_LEN];
+	if (!wanted(tgid, tid, comm))
+		return 0;
+	count(STAT_SAMPLES);
+
+	__u32 zero = 0;
+	struct dwarf_sample *rec = bpf_map_lookup_elem(&dwarf_scratch, &zero);
+	if (!rec)
+		return 0;
+	rec->time = bpf_ktime_get_ns();
+	rec->period = ctx->sample_period;
+	rec->pid = tgid;
+	rec->tid = tid;
+	rec->cpu = bpf_get_smp_processor_id();
+	__builtin_memcpy(rec->comm, comm, FLAMEBPF_COMM_LEN);
+
+	long klen = bpf_get_stack(ctx, rec->kernel_ips, sizeof(rec->kernel_ips), 0);
+	rec->kernel_len = klen > 0 ? klen : 0;
+	if (klen <= 0)
+		count(STAT_KERNEL_STACK_ABSENT);
+
+	struct task_struct *task = (void *)bpf_get_current_task();
+	rec->user_regs = 0;
+	rec->stack_len = 0;
+	if (BPF_CORE_READ(task, flags) & PF_KTHREAD) {
+		count(STAT_USER_STACK_KTHREAD);
+	} else {
+		if ((ctx->regs.cs & 3) == 3) {
+			rec->ip = ctx->regs.rip;
+			rec->sp = ctx->regs.rsp;
+			rec->bp = ctx->regs.rbp;
+		} else {
+			/* in the kernel: the user state saved at kernel entry */
+			struct pt_regs___k *regs = (void *)bpf_task_pt_regs(bpf_get_current_task_btf());
+			rec->ip = BPF_CORE_READ(regs, ip);
+			rec->sp = BPF_CORE_READ(regs, sp);
+			rec->bp = BPF_CORE_READ(regs, bp);
+		}
+		rec->user_regs = 1;
+		/* A read that runs past the end of the stack mapping fails whole: try
+		 * shorter copies until one fits. */
+		__u32 len = stack_bytes;
+		for (int i = 0; i < 8; i++) {
+			if (len > FLAMEBPF_MAX_STACK_BYTES)
+				len = FLAMEBPF_MAX_STACK_BYTES;
+			if (len == 0)
+				break;
+			if (bpf_probe_read_user(rec->stack, len, (void *)rec->sp) == 0) {
+				rec->stack_len = len;
+				break;
+			}
+			len >>= 1;
+		}
+		if (rec->stack_len == 0)
+			count(STAT_STACK_COPY_FAILED);
+	}
+
+	__u64 size = __builtin_offsetof(struct dwarf_sample, stack) + rec->stack_len;
+	if (size > sizeof(*rec))
+		size = sizeof(*rec);
+	if (bpf_ringbuf_output(&samples, rec, size, 0))
+		count(STAT_RINGBUF_FULL);
+	return 0;
+}
+
 SEC("perf_event")
 int profile(struct bpf_perf_event_data *ctx)
 {
@@ -203,20 +317,10 @@ int profile(struct bpf_perf_event_data *ctx)
 	__u32 tgid = id >> 32;
 	__u32 tid = (__u32)id;
 
-	if (tid == 0 && !include_idle) {
-		count(STAT_IDLE_SKIPPED);
-		return 0;
-	}
-	if (filter_pids && !bpf_map_lookup_elem(&targets, &tgid))
-		return 0;
-	if (filter_cgroup && bpf_current_task_under_cgroup(&cgroups, 0) != 1)
-		return 0;
-
 	struct sample_key key = {};
 	key.pid = tgid;
 	key.tid = tid;
-	bpf_get_current_comm(key.comm, sizeof(key.comm));
-	if (filter_comm && !comm_matches(key.comm))
+	if (!wanted(tgid, tid, key.comm))
 		return 0;
 
 	count(STAT_SAMPLES);

@@ -39,6 +39,31 @@ struct overflow_stack {
 	__u64 ips[FLAMEBPF_MAX_DEPTH];
 };
 
+/* The most user stack a DWARF-mode sample copies: the per-CPU staging buffer
+ * (`struct dwarf_sample`, 1096 bytes of header) must stay within the 32 KiB a
+ * per-CPU map value may have. */
+#define FLAMEBPF_MAX_STACK_BYTES 30720
+
+/* One sample of `--call-graph dwarf`: registers and a copy of the top of the user
+ * stack, for unwinding in userspace, plus the kernel stack. Only the first
+ * `stack_len` bytes of `stack` are sent through the ring buffer. */
+struct dwarf_sample {
+	__u64 time; /* CLOCK_MONOTONIC ns */
+	__u64 period;
+	__u64 ip; /* user registers at the sample (or at kernel entry) */
+	__u64 sp;
+	__u64 bp;
+	__u32 pid;
+	__u32 tid;
+	__u32 cpu;
+	__u32 kernel_len; /* bytes of kernel_ips */
+	__u32 user_regs; /* 0: a kernel thread, no user state */
+	__u32 stack_len; /* bytes of stack copied from sp */
+	char comm[FLAMEBPF_COMM_LEN];
+	__u64 kernel_ips[FLAMEBPF_MAX_DEPTH];
+	__u8 stack[FLAMEBPF_MAX_STACK_BYTES];
+};
+
 /* Indices of the per-CPU `stats` array: every sample the program sees for a
  * target ends up counted in STAT_SAMPLES and then in the classes below. */
 enum flamebpf_stat {
@@ -51,6 +76,8 @@ enum flamebpf_stat {
 	STAT_STACK_LOST,          /* collision and overflow map full: stack lost */
 	STAT_COUNTS_FULL,         /* counts map full: sample lost */
 	STAT_TARGETS_FULL,        /* a forked child could not be added to the target set */
+	STAT_RINGBUF_FULL,        /* DWARF mode: the ring buffer had no room for a sample */
+	STAT_STACK_COPY_FAILED,   /* DWARF mode: no byte of the user stack could be read */
 	STAT_MAX,
 };
 

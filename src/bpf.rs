@@ -15,6 +15,7 @@ mod skel {
     include!(concat!(env!("OUT_DIR"), "/profile.skel.rs"));
 }
 
+pub use skel::types::dwarf_sample;
 use skel::types::{flamebpf_stat, overflow_stack, sample_key, sample_value};
 use skel::{ProfileSkel, ProfileSkelBuilder};
 
@@ -44,6 +45,9 @@ pub struct Config {
     /// Use both map sets, switching between them ([`Sampler::flip`]); a single
     /// capture uses one and gets the other at minimal size.
     pub two_sets: bool,
+    /// DWARF mode: (bytes of user stack to copy, ring buffer bytes). The sample
+    /// records go through the ring buffer; the stack and counts maps stay unused.
+    pub dwarf: Option<(u32, u32)>,
 }
 
 /// The loss and classification counters of the BPF program, summed over CPUs.
@@ -67,6 +71,10 @@ pub struct Stats {
     pub counts_full: u64,
     /// Children that could not be added to the target set.
     pub targets_full: u64,
+    /// DWARF mode: samples the ring buffer had no room for.
+    pub ringbuf_full: u64,
+    /// DWARF mode: samples whose user stack could not be copied at all.
+    pub stack_copy_failed: u64,
 }
 
 /// Where a sample's stack lives.
@@ -132,6 +140,11 @@ pub struct Sampler {
     events: Vec<RawFd>,
     /// The map set samples go to now.
     active: u32,
+    /// DWARF mode: the program that sends records is the one attached.
+    dwarf: bool,
+    ring: Option<libbpf_rs::RingBuffer<'static>>,
+    /// Records the ring buffer delivered, not yet taken.
+    records: std::rc::Rc<std::cell::RefCell<Vec<Vec<u8>>>>,
 }
 
 static LIBBPF_LOG: Mutex<Vec<String>> = Mutex::new(Vec::new());
@@ -177,12 +190,25 @@ fn open_and_load(config: &Config, no_prealloc: bool) -> Result<ProfileSkel<'stat
         }
     }
     rodata.filter_cgroup = config.cgroup.is_some();
-    let (stack, counts) = (config.stack_map_size, config.counts_map_size);
+    let (mut stack, mut counts) = (config.stack_map_size, config.counts_map_size);
     let (stack1, counts1) = if config.two_sets {
         (stack, counts)
     } else {
         (1, 1)
     };
+    match config.dwarf {
+        Some((stack_bytes, ringbuf_bytes)) => {
+            rodata.stack_bytes = stack_bytes;
+            open.maps.samples.set_max_entries(ringbuf_bytes)?;
+            // the aggregation maps stay unused: keep them minimal
+            (stack, counts) = (1, 1);
+        }
+        None => rodata.stack_bytes = 0,
+    }
+    open.progs.profile.set_autoload(config.dwarf.is_none());
+    open.progs
+        .profile_dwarf
+        .set_autoload(config.dwarf.is_some());
     let m = &mut open.maps;
     m.stacks0.set_max_entries(stack)?;
     m.overflow0.set_max_entries(stack)?;
@@ -232,6 +258,9 @@ impl Sampler {
             links: Vec::new(),
             events: Vec::new(),
             active: 0,
+            dwarf: config.dwarf.is_some(),
+            ring: None,
+            records: Default::default(),
         })
     }
 
@@ -257,10 +286,12 @@ impl Sampler {
     /// Attaches the sampling program to a (disabled) perf event. The link takes the
     /// descriptor over: libbpf closes it when the link goes.
     pub fn attach_event(&mut self, fd: OwnedFd) -> Result<()> {
-        let link = self
-            .skel
-            .progs
-            .profile
+        let prog = if self.dwarf {
+            &self.skel.progs.profile_dwarf
+        } else {
+            &self.skel.progs.profile
+        };
+        let link = prog
             .attach_perf_event(fd.as_raw_fd())
             .context("attaching the BPF program to the perf event")?;
         self.links.push(link);
@@ -289,6 +320,32 @@ impl Sampler {
             crate::perf::disable(fd).context("disabling a perf event")?;
         }
         Ok(())
+    }
+
+    /// DWARF mode: a descriptor that turns readable when records wait in the ring
+    /// buffer (opening the consumer on first use).
+    pub fn ring_fd(&mut self) -> Result<Option<RawFd>> {
+        if !self.dwarf {
+            return Ok(None);
+        }
+        if self.ring.is_none() {
+            let records = std::rc::Rc::clone(&self.records);
+            let mut b = libbpf_rs::RingBufferBuilder::new();
+            b.add(&self.skel.maps.samples, move |data: &[u8]| {
+                records.borrow_mut().push(data.to_vec());
+                0
+            })?;
+            self.ring = Some(b.build().context("opening the sample ring buffer")?);
+        }
+        Ok(self.ring.as_ref().map(|r| r.epoll_fd()))
+    }
+
+    /// DWARF mode: the records the ring buffer holds now, in arrival order.
+    pub fn take_records(&mut self) -> Result<Vec<Vec<u8>>> {
+        if let Some(ring) = &self.ring {
+            ring.consume().context("reading the sample ring buffer")?;
+        }
+        Ok(std::mem::take(&mut *self.records.borrow_mut()))
     }
 
     /// Adds a process to the target set.
@@ -322,6 +379,8 @@ impl Sampler {
             stack_lost: s(flamebpf_stat::STAT_STACK_LOST),
             counts_full: s(flamebpf_stat::STAT_COUNTS_FULL),
             targets_full: s(flamebpf_stat::STAT_TARGETS_FULL),
+            ringbuf_full: s(flamebpf_stat::STAT_RINGBUF_FULL),
+            stack_copy_failed: s(flamebpf_stat::STAT_STACK_COPY_FAILED),
         })
     }
 
@@ -509,7 +568,7 @@ fn read_u64(b: &[u8]) -> u64 {
 }
 
 /// Copies a plain-old-data struct out of map bytes; `None` when the size is off.
-fn from_bytes<T: Copy + Default>(bytes: &[u8]) -> Option<T> {
+pub fn from_bytes<T: Copy + Default>(bytes: &[u8]) -> Option<T> {
     if bytes.len() < std::mem::size_of::<T>() {
         return None;
     }
@@ -518,7 +577,7 @@ fn from_bytes<T: Copy + Default>(bytes: &[u8]) -> Option<T> {
     Some(unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast::<T>()) })
 }
 
-fn comm_string(comm: &[i8]) -> String {
+pub fn comm_string(comm: &[i8]) -> String {
     let bytes: Vec<u8> = comm
         .iter()
         .take_while(|&&c| c != 0)

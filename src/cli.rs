@@ -169,6 +169,18 @@ pub struct RecordArgs {
     #[arg(long)]
     pub precise: bool,
 
+    /// How user stacks are walked: fp (frame pointers, in the kernel) or
+    /// dwarf[,STACK_BYTES] (a copy of the top STACK_BYTES of the stack, default
+    /// 16384, at most 30720, unwound in userspace with the objects' DWARF call frame
+    /// information: whole stacks for code built without frame pointers).
+    #[arg(long, value_name = "MODE", default_value = "fp", value_parser = parse_call_graph)]
+    pub call_graph: CallGraph,
+
+    /// DWARF mode: the ring buffer that carries samples to userspace (rounded up to
+    /// a power of two); raise it when the summary reports samples lost to it.
+    #[arg(long, value_name = "SIZE", default_value = "16MiB", value_parser = parse_size)]
+    pub ringbuf_size: u64,
+
     /// Profile these processes (all their threads), comma-separated or repeated.
     #[arg(
         short,
@@ -337,6 +349,36 @@ pub struct QueryArgs {
     pub out: OutputArgs,
 }
 
+/// How user stacks are walked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CallGraph {
+    /// Frame pointers, walked in the kernel.
+    Fp,
+    /// A copy of the top of the user stack, unwound with DWARF CFI in userspace.
+    Dwarf {
+        /// Bytes of stack copied per sample.
+        stack_bytes: u32,
+    },
+}
+
+/// The most stack a sample may copy (the BPF staging buffer's room).
+pub const MAX_STACK_BYTES: u32 = 30720;
+
+/// `fp`, `dwarf` or `dwarf,BYTES`, as perf spells them.
+pub fn parse_call_graph(s: &str) -> Result<CallGraph, String> {
+    match s.split_once(',') {
+        None if s == "fp" => Ok(CallGraph::Fp),
+        None if s == "dwarf" => Ok(CallGraph::Dwarf { stack_bytes: 16384 }),
+        Some(("dwarf", n)) => match n.parse::<u32>() {
+            Ok(b) if (8..=MAX_STACK_BYTES).contains(&b) && b % 8 == 0 => Ok(CallGraph::Dwarf { stack_bytes: b }),
+            _ => Err(format!(
+                "{s:?}: the stack copy is a multiple of 8 bytes from 8 to {MAX_STACK_BYTES} (what a BPF per-CPU buffer holds)"
+            )),
+        },
+        _ => Err(format!("{s:?}: use fp, dwarf or dwarf,STACK_BYTES")),
+    }
+}
+
 /// A duration as humantime reads it: 24h, 90m, 1h30m, 7d.
 pub fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
     humantime::parse_duration(s).map_err(|e| format!("{s:?}: {e} (write e.g. 24h, 90m, 30s)"))
@@ -421,6 +463,29 @@ mod tests {
         let r = parse(&["-F", "999", "--", "ls", "-l", "--", "x"]).unwrap();
         assert_eq!(r.freq, Some(999));
         assert_eq!(r.command, ["ls", "-l", "--", "x"]);
+    }
+
+    #[test]
+    fn call_graph_modes() {
+        assert_eq!(parse_call_graph("fp"), Ok(CallGraph::Fp));
+        assert_eq!(
+            parse_call_graph("dwarf"),
+            Ok(CallGraph::Dwarf { stack_bytes: 16384 })
+        );
+        assert_eq!(
+            parse_call_graph("dwarf,8192"),
+            Ok(CallGraph::Dwarf { stack_bytes: 8192 })
+        );
+        for bad in [
+            "lbr",
+            "dwarf,0",
+            "dwarf,65536",
+            "dwarf,100",
+            "dwarf,x",
+            "fp,8",
+        ] {
+            assert!(parse_call_graph(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

@@ -194,6 +194,8 @@ fn add_stats(total: &mut Stats, d: &Stats) {
     total.stack_lost += d.stack_lost;
     total.counts_full += d.counts_full;
     total.targets_full += d.targets_full;
+    total.ringbuf_full += d.ringbuf_full;
+    total.stack_copy_failed += d.stack_copy_failed;
 }
 
 fn is_loopback(addr: &std::net::SocketAddr) -> bool {
@@ -271,6 +273,7 @@ pub fn run(args: ContinuousArgs) -> Result<i32> {
         comm: args.comm.clone(),
         cgroup: args.cgroup.clone(),
         two_sets: true,
+        dwarf: None,
         verbose: args.verbose,
     })?;
     let mut d = Daemon {
@@ -308,7 +311,7 @@ pub fn run(args: ContinuousArgs) -> Result<i32> {
     let window = Duration::from_secs_f64(args.window);
     let mut next_drain = Instant::now() + DRAIN_EVERY;
     let mut window_end = Instant::now() + window;
-    let fds = d.session.wake_fds();
+    let fds = d.session.wake_fds()?;
     let mut child_status = None;
 
     loop {
@@ -369,6 +372,7 @@ pub fn run(args: ContinuousArgs) -> Result<i32> {
         processes: 0,
         stacks: 0,
         lost_records: d.session.tracking.tracker.lost_records(),
+        unwound: None,
     };
     let failures = match d.metrics.window_failures.load(Ordering::Relaxed) {
         0 => String::new(),

@@ -7,6 +7,7 @@ mod cli;
 mod command;
 mod continuous;
 mod convert;
+mod dwarf;
 mod events;
 mod http;
 mod list;

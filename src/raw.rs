@@ -48,6 +48,9 @@ pub struct Weight {
 pub struct RawProfile {
     /// Every distinct (thread, stacks) with its weight.
     pub samples: HashMap<RawKey, Weight>,
+    /// Per-sample mode only: every sample in time order (time, key, weight), so
+    /// time-ordered outputs (speedscope) can show what ran when.
+    pub timeline: Vec<(u64, RawKey, u64)>,
 }
 
 impl RawProfile {
@@ -70,6 +73,14 @@ impl RawProfile {
             w.count += c.samples;
             w.weight += c.weight;
         }
+    }
+
+    /// Adds one sample taken at `time` (per-sample mode).
+    pub fn add_sample(&mut self, time: u64, key: RawKey, period: u64) {
+        let w = self.samples.entry(key.clone()).or_default();
+        w.count += 1;
+        w.weight += period;
+        self.timeline.push((time, key, period));
     }
 
     /// Adds another profile's samples.
@@ -122,6 +133,8 @@ pub fn stats_since(now: &Stats, before: &Stats) -> Stats {
         stack_lost: now.stack_lost - before.stack_lost,
         counts_full: now.counts_full - before.counts_full,
         targets_full: now.targets_full - before.targets_full,
+        ringbuf_full: now.ringbuf_full - before.ringbuf_full,
+        stack_copy_failed: now.stack_copy_failed - before.stack_copy_failed,
     }
 }
 

@@ -8,8 +8,9 @@ use anyhow::{bail, Context, Result};
 use flamegraphs::Meta;
 use symbolizer::symbolize::Options as SymbolizeOptions;
 
-use crate::cli::RecordArgs;
+use crate::cli::{CallGraph, RecordArgs};
 use crate::command::Gated;
+use crate::dwarf::DwarfCapture;
 use crate::events::{Event, Rate};
 use crate::outputs;
 use crate::perf;
@@ -67,15 +68,22 @@ pub fn run(args: RecordArgs) -> Result<i32> {
         comm: None,
         cgroup: None,
         two_sets: false,
+        dwarf: match args.call_graph {
+            CallGraph::Fp => None,
+            CallGraph::Dwarf { stack_bytes } => {
+                Some((stack_bytes, ringbuf_bytes(args.ringbuf_size)?))
+            }
+        },
         verbose: args.verbose,
     })?;
+    let mut dwarf = matches!(args.call_graph, CallGraph::Dwarf { .. }).then(DwarfCapture::new);
     session.go()?;
     let started = Instant::now();
     let started_wall = SystemTime::now();
 
     let duration = args.duration.map(Duration::from_secs_f64);
     let mut progress = Progress::new(args.quiet || session.child.is_some(), duration);
-    let fds = session.wake_fds();
+    let fds = session.wake_fds()?;
     let Session {
         tracking,
         sampler,
@@ -100,7 +108,11 @@ pub fn run(args: RecordArgs) -> Result<i32> {
                 break; // nothing left to profile, as with perf record -p
             }
         }
-        tracking.process(false);
+        let applied = tracking.process(false);
+        if let Some(d) = dwarf.as_mut() {
+            d.push(sampler.take_records()?);
+            d.process(&tracking.tracker, Some(applied));
+        }
         progress.update(elapsed, || sampler.stats().map(|s| s.samples).unwrap_or(0));
         let wait = duration.map_or(TICK, |d| d.saturating_sub(elapsed).min(TICK));
         tracking::wait(&fds, wait.as_millis().max(1) as i32)
@@ -111,6 +123,10 @@ pub fn run(args: RecordArgs) -> Result<i32> {
     progress.finish();
     tracking.process(true);
     let drained = sampler.drain().context("reading the BPF maps")?;
+    if let Some(d) = dwarf.as_mut() {
+        d.push(sampler.take_records()?);
+        d.process(&tracking.tracker, None);
+    }
     if let Some(c) = child.as_ref() {
         if child_status.is_none() {
             // The capture ended first (duration, Ctrl-C, SIGTERM): like perf, end
@@ -134,13 +150,23 @@ pub fn run(args: RecordArgs) -> Result<i32> {
         start: started_wall,
         duration: elapsed,
     };
-    let mut raw = RawProfile::default();
-    raw.add(&drained);
+    let (raw, unwound) = match dwarf {
+        Some(d) => {
+            let stats = d.unwind_stats();
+            (d.raw, Some(stats))
+        }
+        None => {
+            let mut raw = RawProfile::default();
+            raw.add(&drained);
+            (raw, None)
+        }
+    };
     let summary = Summary {
         stats: drained.stats,
         processes: raw.processes(),
         stacks: raw.stacks(),
         lost_records: tracking.tracker.lost_records(),
+        unwound,
     };
     let jit_warnings = tracking.tracker.perf_maps.warnings().to_vec();
     let symbolizing = Instant::now();
@@ -185,4 +211,10 @@ fn process_exists(pid: u32) -> bool {
                 .map(|(_, rest)| rest.trim_start().starts_with('Z'))
         })
         .is_some_and(|zombie| !zombie)
+}
+
+/// The ring buffer's size: a power of two of at least a page, as BPF wants it.
+fn ringbuf_bytes(size: u64) -> Result<u32> {
+    let bytes = size.max(4096).next_power_of_two();
+    u32::try_from(bytes).map_err(|_| anyhow::anyhow!("--ringbuf-size {size}: at most 2 GiB"))
 }

@@ -36,6 +36,8 @@ pub struct Setup {
     pub cgroup: Option<PathBuf>,
     /// Two map sets to switch between (continuous mode).
     pub two_sets: bool,
+    /// DWARF mode: (stack bytes, ring buffer bytes).
+    pub dwarf: Option<(u32, u32)>,
     /// Show the verifier log on a load failure.
     pub verbose: bool,
 }
@@ -77,6 +79,7 @@ impl Session {
             comm: setup.comm.clone(),
             cgroup: setup.cgroup.clone(),
             two_sets: setup.two_sets,
+            dwarf: setup.dwarf,
         };
         let mut sampler = Sampler::load(&config).map_err(|e| load_error(e, setup.verbose))?;
         if follow_forks {
@@ -135,12 +138,13 @@ impl Session {
         Ok(())
     }
 
-    /// Descriptors whose readiness should wake the capture loop: tracking rings and
-    /// the command's exit.
-    pub fn wake_fds(&self) -> Vec<RawFd> {
+    /// Descriptors whose readiness should wake the capture loop: tracking rings,
+    /// the command's exit, and (DWARF mode) the sample ring buffer.
+    pub fn wake_fds(&mut self) -> Result<Vec<RawFd>> {
         let mut fds = self.tracking.fds();
         fds.extend(self.exit_fd.as_ref().map(|fd| fd.as_raw_fd()));
-        fds
+        fds.extend(self.sampler.ring_fd()?);
+        Ok(fds)
     }
 }
 

@@ -14,13 +14,21 @@ pub struct Summary {
     pub stacks: usize,
     /// Tracking records the kernel dropped (address-space changes not seen).
     pub lost_records: u64,
+    /// DWARF mode: how unwinding went.
+    pub unwound: Option<symbolizer::unwind::UnwindStats>,
 }
 
 impl Summary {
     /// Whether anything was lost.
     pub fn has_losses(&self) -> bool {
         let s = &self.stats;
-        s.stack_lost + s.counts_full + s.targets_full + self.lost_records > 0
+        s.stack_lost
+            + s.counts_full
+            + s.targets_full
+            + s.ringbuf_full
+            + s.stack_copy_failed
+            + self.lost_records
+            > 0
     }
 
     /// The line, without a trailing newline.
@@ -45,7 +53,28 @@ impl Summary {
             "{} in user mode, {} of kernel threads, {} with an unreadable user stack",
             s.kernel_stack_absent, s.user_stack_kthread, s.user_stack_fault
         );
+        if let Some(u) = &self.unwound {
+            line.push_str(&format!(
+                "; user stacks unwound whole {}, cut short by the copy size {} (raise STACK_BYTES: --call-graph dwarf,BYTES), \
+                 not unwound past code without usable CFI {}",
+                u.complete + u.too_deep,
+                u.cut_short,
+                u.failed
+            ));
+        }
         let mut losses = Vec::new();
+        if s.ringbuf_full > 0 {
+            losses.push(format!(
+                "{} samples to a full ring buffer (raise --ringbuf-size)",
+                s.ringbuf_full
+            ));
+        }
+        if s.stack_copy_failed > 0 {
+            losses.push(format!(
+                "{} user stacks that could not be copied",
+                s.stack_copy_failed
+            ));
+        }
         if s.stack_lost > 0 {
             losses.push(format!("{} stacks (raise --stack-map-size)", s.stack_lost));
         }
@@ -92,6 +121,7 @@ mod tests {
             processes: 1,
             stacks: 1,
             lost_records: 0,
+            unwound: None,
         };
         assert!(!s.has_losses());
         assert_eq!(
@@ -114,6 +144,7 @@ mod tests {
             processes: 2,
             stacks: 10,
             lost_records: 5,
+            unwound: None,
         };
         assert!(s.has_losses());
         let line = s.line();

@@ -12,7 +12,7 @@ use symbolizer::objects::ObjectKind;
 use symbolizer::symbolize::{Frames, Options, Symbol};
 use symbolizer::{ObjectId, Resolved, Symbolizer, Tracker};
 
-use crate::raw::{RawProfile, RawStack};
+use crate::raw::{RawKey, RawProfile, RawStack};
 
 /// Counters of what could not be named, for the summary.
 #[derive(Debug, Default, Clone)]
@@ -205,7 +205,8 @@ pub fn build(
     let lost_user = profile.frame_location(Frame::named("[lost stack]", FrameKind::User));
     let lost_kernel = profile.frame_location(Frame::named("[lost stack]", FrameKind::Kernel));
 
-    for (c, w) in &raw.samples {
+    let mut stacks: HashMap<&RawKey, Vec<LocationId>> = HashMap::with_capacity(raw.samples.len());
+    for c in raw.samples.keys() {
         let mut stack = Vec::new();
         match &c.user {
             RawStack::Ips(ips) => {
@@ -243,14 +244,32 @@ pub fn build(
             RawStack::Lost => stack.push(lost_kernel),
             RawStack::Absent => {}
         }
-        profile.samples.push(Sample {
-            pid: c.pid,
-            tid: c.tid,
-            comm: c.comm.to_string(),
-            stack,
-            count: w.count,
-            weight: w.weight,
-        });
+        stacks.insert(c, stack);
+    }
+    let sample = |c: &RawKey, stack: Vec<LocationId>, count, weight| Sample {
+        pid: c.pid,
+        tid: c.tid,
+        comm: c.comm.to_string(),
+        stack,
+        count,
+        weight,
+    };
+    if raw.timeline.is_empty() {
+        for (c, w) in &raw.samples {
+            profile
+                .samples
+                .push(sample(c, stacks[c].clone(), w.count, w.weight));
+        }
+    } else {
+        // Per-sample mode: one sample each, in time order, for the writers that
+        // show time (speedscope); the others merge equal stacks anyway.
+        let mut timeline: Vec<&(u64, RawKey, u64)> = raw.timeline.iter().collect();
+        timeline.sort_by_key(|(t, _, _)| *t);
+        for (_, c, period) in timeline {
+            profile
+                .samples
+                .push(sample(c, stacks[c].clone(), 1, *period));
+        }
     }
     (profile, stats)
 }

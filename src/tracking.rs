@@ -64,8 +64,9 @@ impl Tracking {
     }
 
     /// Reads every ring and applies the records that are safe to apply; with
-    /// `all`, applies everything (at the end of the capture).
-    pub fn process(&mut self, all: bool) {
+    /// `all`, applies everything (at the end of the capture). Returns the time up
+    /// to which every record has been applied.
+    pub fn process(&mut self, all: bool) -> u64 {
         let cutoff = monotonic_ns();
         for ring in &mut self.rings {
             let pending = &mut self.pending;
@@ -77,7 +78,7 @@ impl Tracking {
         }
         if self.pending.is_empty() {
             self.tracker.refresh_perf_maps();
-            return;
+            return cutoff;
         }
         // Stable sort: records of one CPU with equal times keep their order.
         self.pending.sort_by_key(Record::time);
@@ -90,6 +91,7 @@ impl Tracking {
             self.tracker.apply(&r);
         }
         self.tracker.refresh_perf_maps();
+        cutoff
     }
 }
 

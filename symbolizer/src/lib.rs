@@ -20,6 +20,7 @@ pub mod procmaps;
 pub mod records;
 pub mod symbolize;
 mod tracker;
+pub mod unwind;
 pub mod vdso;
 
 pub use history::{MappingHistory, Resolved};

@@ -72,13 +72,25 @@ pub fn workload(name: &str) -> PathBuf {
     std::fs::create_dir_all(&out_dir).unwrap();
     let out = out_dir.join(name);
     let testdata = root.join("testdata");
-    let c_flags = [
-        "-O2",
-        "-g",
-        "-fno-omit-frame-pointer",
-        "-fno-optimize-sibling-calls",
-        "-o",
-    ];
+    // omitfp is the one workload built the way distributions build: no frame pointers
+    let c_flags: &[&str] = if name == "omitfp" {
+        &[
+            "-O2",
+            "-g",
+            "-fomit-frame-pointer",
+            "-fno-optimize-sibling-calls",
+            "-fasynchronous-unwind-tables",
+            "-o",
+        ]
+    } else {
+        &[
+            "-O2",
+            "-g",
+            "-fno-omit-frame-pointer",
+            "-fno-optimize-sibling-calls",
+            "-o",
+        ]
+    };
     let mut cmd = if testdata.join(format!("{name}.c")).exists() {
         let mut c = Command::new("gcc");
         c.args(c_flags)

@@ -1,0 +1,220 @@
+//! `--call-graph dwarf`: whole stacks for code built without frame pointers and
+//! through glibc, against truth and against `perf record --call-graph dwarf`, and
+//! time order in speedscope.
+
+use std::process::Command;
+
+use crate::common::{capture_lock, heavy_share, record, require_bpf, workload, Folded};
+
+const CHAIN: [&str; 4] = ["main", "level1", "level2", "level3"];
+
+/// Samples whose stack holds `main → level1 → level2 → level3 → leaf`, in order.
+fn whole_chain(f: &Folded, leaf: &str) -> u64 {
+    f.count(|s| {
+        let mut want = CHAIN.iter().copied().chain(std::iter::once(leaf));
+        let mut next = want.next();
+        for fr in s {
+            if Some(fr.as_str()) == next {
+                next = want.next();
+            }
+        }
+        next.is_none()
+    })
+}
+
+/// perf's samples of a workload, each as its frame names leaf first.
+fn perf_dwarf(
+    binary: &std::path::Path,
+    args: &[&str],
+    dir: &std::path::Path,
+) -> Option<Vec<Vec<String>>> {
+    let data = dir.join("perf.data");
+    let rec = Command::new("perf")
+        .args(["record", "-q", "--call-graph", "dwarf", "-F", "999", "-o"])
+        .arg(&data)
+        .arg("--")
+        .arg(binary)
+        .args(args)
+        .output();
+    match rec {
+        Ok(o) if o.status.success() => {}
+        other => {
+            eprintln!("skipped the perf comparison: {other:?}");
+            return None;
+        }
+    }
+    let out = Command::new("perf")
+        .args(["script", "-F", "ip,sym", "-i"])
+        .arg(&data)
+        .output()
+        .ok()?;
+    Some(
+        String::from_utf8_lossy(&out.stdout)
+            .split("\n\n")
+            .map(|s| {
+                s.lines()
+                    .filter_map(|l| l.split_whitespace().nth(1).map(str::to_string))
+                    .collect()
+            })
+            .filter(|v: &Vec<String>| !v.is_empty())
+            .collect(),
+    )
+}
+
+#[test]
+fn dwarf_mode_gives_whole_stacks_without_frame_pointers_and_fp_mode_does_not() {
+    require_bpf!();
+    let omitfp = workload("omitfp");
+    let c = record(
+        &["-F", "999", "--call-graph", "dwarf"],
+        &[omitfp.to_str().unwrap(), "3"],
+    );
+    let f = &c.folded;
+    let (heavy, light) = (f.with_frame("leaf_heavy"), f.with_frame("leaf_light"));
+    let whole = whole_chain(f, "leaf_heavy") + whole_chain(f, "leaf_light");
+    eprintln!("dwarf: heavy {heavy} light {light} whole {whole}");
+    assert!(
+        whole as f64 >= 0.9 * (heavy + light) as f64,
+        "whole chains: {whole} of {}",
+        heavy + light
+    );
+    let share = heavy_share(heavy, light);
+    assert!((share - 0.75).abs() <= 0.03, "leaf_heavy share {share:.3}");
+    assert!(
+        c.stderr().contains("user stacks unwound whole"),
+        "{}",
+        c.stderr()
+    );
+
+    let fp = record(&["-F", "999"], &[omitfp.to_str().unwrap(), "1"]).folded;
+    let fp_whole = whole_chain(&fp, "leaf_heavy") + whole_chain(&fp, "leaf_light");
+    assert!(
+        (fp_whole as f64) < 0.1 * fp.total() as f64,
+        "frame pointers cannot walk code built without them: {fp_whole} whole of {}",
+        fp.total()
+    );
+
+    // perf, unwinding the same way, agrees on the split
+    let dir = tempfile::tempdir().unwrap();
+    let _lock = capture_lock();
+    if let Some(samples) = perf_dwarf(&omitfp, &["3"], dir.path()) {
+        let h = samples
+            .iter()
+            .filter(|s| s.first().is_some_and(|l| l == "leaf_heavy"))
+            .count() as u64;
+        let l = samples
+            .iter()
+            .filter(|s| s.first().is_some_and(|l| l == "leaf_light"))
+            .count() as u64;
+        let perf = heavy_share(h, l);
+        assert!(
+            (share - perf).abs() <= 0.03,
+            "flamebpf {share:.3} vs perf {perf:.3}"
+        );
+    }
+}
+
+#[test]
+fn a_comparator_called_by_glibc_qsort_keeps_its_callers() {
+    require_bpf!();
+    let q = workload("qsortcmp");
+    let f = record(
+        &["-F", "999", "--call-graph", "dwarf"],
+        &[q.to_str().unwrap(), "2"],
+    )
+    .folded;
+    let through = |s: &[String]| {
+        let s = &s[1..]; // the comm, qsortcmp, is no frame
+        let pos = |n: &str| {
+            s.iter()
+                .position(|f| f == n || f.starts_with(&format!("{n}_[")))
+        };
+        let qsort = s.iter().position(|f| f.contains("qsort"));
+        matches!((pos("main"), pos("sort_round"), qsort, pos("compare_slow")), (Some(a), Some(b), Some(c), Some(d)) if a < b && b < c && c < d)
+    };
+    let compare = f.with_frame("compare_slow");
+    let whole = f.count(through);
+    eprintln!("compare_slow {compare}, through main → sort_round → qsort: {whole}");
+    assert!(compare > 0);
+    assert!(whole as f64 >= 0.8 * compare as f64, "{whole} of {compare}");
+    let share = whole as f64 / compare as f64;
+
+    let dir = tempfile::tempdir().unwrap();
+    let _lock = capture_lock();
+    if let Some(samples) = perf_dwarf(&q, &["2"], dir.path()) {
+        let in_cmp: Vec<&Vec<String>> = samples
+            .iter()
+            .filter(|s| s.first().is_some_and(|l| l == "compare_slow"))
+            .collect();
+        let perf_whole = in_cmp
+            .iter()
+            .filter(|s| {
+                let pos = |n: &str| s.iter().position(|f| f == n);
+                let qsort = s.iter().position(|f| f.contains("qsort"));
+                // perf lists leaf first
+                matches!((pos("compare_slow"), qsort, pos("sort_round"), pos("main")), (Some(a), Some(b), Some(c), Some(d)) if a < b && b < c && c < d)
+            })
+            .count();
+        let perf = perf_whole as f64 / in_cmp.len().max(1) as f64;
+        eprintln!("perf: {perf_whole} of {} whole", in_cmp.len());
+        assert!(
+            (share - perf).abs() <= 0.03,
+            "whole chains: flamebpf {share:.3} vs perf {perf:.3}"
+        );
+    }
+}
+
+#[test]
+fn speedscope_keeps_dwarf_samples_in_time_order() {
+    require_bpf!();
+    let phases = workload("phases");
+    let c = record(
+        &[
+            "-F",
+            "999",
+            "--call-graph",
+            "dwarf",
+            "-o",
+            "{dir}/p.speedscope.json",
+        ],
+        &[phases.to_str().unwrap(), "1"],
+    );
+    let text = std::fs::read_to_string(c.dir.path().join("p.speedscope.json")).unwrap();
+    let doc: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let frames: Vec<&str> = doc["shared"]["frames"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["name"].as_str().unwrap())
+        .collect();
+    let profile = doc["profiles"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"].as_str().unwrap().starts_with("phases"))
+        .unwrap();
+    let samples = profile["samples"].as_array().unwrap();
+    let in_phase = |s: &serde_json::Value, name: &str| {
+        s.as_array()
+            .unwrap()
+            .iter()
+            .any(|i| frames[i.as_u64().unwrap() as usize] == name)
+    };
+    let last_one = samples
+        .iter()
+        .rposition(|s| in_phase(s, "phase_one"))
+        .expect("phase_one sampled");
+    let first_two = samples
+        .iter()
+        .position(|s| in_phase(s, "phase_two"))
+        .expect("phase_two sampled");
+    assert!(
+        last_one < first_two,
+        "every phase_one sample comes before every phase_two sample"
+    );
+    assert!(
+        samples.len() > 800,
+        "one entry per sample, not per stack: {}",
+        samples.len()
+    );
+}
