@@ -2,7 +2,7 @@
 //! a shared frame table and one `sampled` profile per process (or per thread), each
 //! sample a stack of frame indices with its weight in the event's unit.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::io::Write;
 
 use serde::Serialize;
@@ -82,15 +82,19 @@ pub fn write<W: Write>(
     // Group by process (or thread); BTreeMap keeps the grouping deterministic.
     let unit = unit(profile);
     let mut groups: BTreeMap<(u32, u32), Sampled> = BTreeMap::new();
+    // A process's name is the command that weighs most in it: a child sampled
+    // before its exec still carries its parent's name for a moment.
+    let mut names: HashMap<(u32, u32), HashMap<&str, u64>> = HashMap::new();
     for s in profile.samples.iter().filter(|s| s.weight > 0) {
         let key = (s.pid, if options.per_thread { s.tid } else { 0 });
+        *names
+            .entry(key)
+            .or_default()
+            .entry(s.comm.as_str())
+            .or_default() += s.weight;
         let g = groups.entry(key).or_insert_with(|| Sampled {
             kind: "sampled",
-            name: if options.per_thread {
-                format!("{} (pid {}, tid {})", s.comm, s.pid, s.tid)
-            } else {
-                format!("{} (pid {})", s.comm, s.pid)
-            },
+            name: String::new(),
             unit,
             start_value: 0,
             end_value: 0,
@@ -100,6 +104,17 @@ pub fn write<W: Write>(
         g.samples.push(profile.stack_frames(&s.stack).collect());
         g.weights.push(s.weight);
         g.end_value += s.weight;
+    }
+    for ((pid, tid), g) in groups.iter_mut() {
+        let comm = names[&(*pid, *tid)]
+            .iter()
+            .max_by(|a, b| a.1.cmp(b.1).then_with(|| b.0.cmp(a.0)))
+            .map_or("", |(c, _)| *c);
+        g.name = if options.per_thread {
+            format!("{comm} (pid {pid}, tid {tid})")
+        } else {
+            format!("{comm} (pid {pid})")
+        };
     }
     let mut profiles: Vec<Sampled> = groups.into_values().collect();
     // The heaviest first: speedscope opens the first profile.
