@@ -45,6 +45,7 @@ const volatile bool filter_comm = false;  /* sample only threads named target_co
 const volatile char target_comm[FLAMEBPF_COMM_LEN] = {};
 const volatile bool filter_cgroup = false; /* sample only tasks under cgroups[0] */
 const volatile __u32 stack_bytes = FLAMEBPF_MAX_STACK_BYTES; /* DWARF mode: user stack to copy */
+const volatile __u64 ring_wakeup_bytes = 1 << 20; /* DWARF mode: wake the reader past this */
 
 /* Which of the two map sets samples go to. Userspace flips it to read one set
  * while the other fills (continuous mode), so no sample is lost or counted twice at
@@ -98,19 +99,14 @@ struct {
 	__uint(max_entries, STAT_MAX);
 } stats SEC(".maps");
 
+/* Names the record type in BTF, so the skeleton generates it for Rust. */
+struct dwarf_sample *dwarf_sample_type = 0;
+
 /* DWARF mode: one record per sample, unwound in userspace. */
 struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
 	__uint(max_entries, 4096); /* resized by userspace */
 } samples SEC(".maps");
-
-/* DWARF mode: where a record is assembled; far bigger than the BPF stack. */
-struct {
-	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__type(key, __u32);
-	__type(value, struct dwarf_sample);
-	__uint(max_entries, 1);
-} dwarf_scratch SEC(".maps");
 
 /* Scratch space for the overflow path: a whole stack does not fit the 512-byte
  * BPF stack. */
@@ -250,10 +246,17 @@ int profile_dwarf(struct bpf_perf_event_data *ctx)
 		return 0;
 	count(STAT_SAMPLES);
 
-	__u32 zero = 0;
-	struct dwarf_sample *rec = bpf_map_lookup_elem(&dwarf_scratch, &zero);
-	if (!rec)
+	/* The record is written in place in the ring buffer: no staging copy. Its
+	 * size is a constant to the verifier, since .rodata is frozen at load. */
+	__u32 copy = stack_bytes;
+	if (copy > FLAMEBPF_MAX_STACK_BYTES)
+		copy = FLAMEBPF_MAX_STACK_BYTES;
+	struct dwarf_sample *rec =
+		bpf_ringbuf_reserve(&samples, __builtin_offsetof(struct dwarf_sample, stack) + copy, 0);
+	if (!rec) {
+		count(STAT_RINGBUF_FULL);
 		return 0;
+	}
 	rec->time = bpf_ktime_get_ns();
 	rec->period = ctx->sample_period;
 	rec->pid = tgid;
@@ -269,6 +272,7 @@ int profile_dwarf(struct bpf_perf_event_data *ctx)
 	struct task_struct *task = (void *)bpf_get_current_task();
 	rec->user_regs = 0;
 	rec->stack_len = 0;
+	rec->ip = rec->sp = rec->bp = 0;
 	if (BPF_CORE_READ(task, flags) & PF_KTHREAD) {
 		count(STAT_USER_STACK_KTHREAD);
 	} else {
@@ -286,10 +290,10 @@ int profile_dwarf(struct bpf_perf_event_data *ctx)
 		rec->user_regs = 1;
 		/* A read that runs past the end of the stack mapping fails whole: try
 		 * shorter copies until one fits. */
-		__u32 len = stack_bytes;
+		__u32 len = copy;
 		for (int i = 0; i < 8; i++) {
-			if (len > FLAMEBPF_MAX_STACK_BYTES)
-				len = FLAMEBPF_MAX_STACK_BYTES;
+			if (len > copy)
+				len = copy;
 			if (len == 0)
 				break;
 			if (bpf_probe_read_user(rec->stack, len, (void *)rec->sp) == 0) {
@@ -302,11 +306,10 @@ int profile_dwarf(struct bpf_perf_event_data *ctx)
 			count(STAT_STACK_COPY_FAILED);
 	}
 
-	__u64 size = __builtin_offsetof(struct dwarf_sample, stack) + rec->stack_len;
-	if (size > sizeof(*rec))
-		size = sizeof(*rec);
-	if (bpf_ringbuf_output(&samples, rec, size, 0))
-		count(STAT_RINGBUF_FULL);
+	/* Waking the reader is an interrupt of its own: only once a good part of the
+	 * buffer waits; the reader also looks every tick. */
+	__u64 waiting = bpf_ringbuf_query(&samples, BPF_RB_AVAIL_DATA);
+	bpf_ringbuf_submit(rec, waiting > ring_wakeup_bytes ? BPF_RB_FORCE_WAKEUP : BPF_RB_NO_WAKEUP);
 	return 0;
 }
 

@@ -199,6 +199,7 @@ fn open_and_load(config: &Config, no_prealloc: bool) -> Result<ProfileSkel<'stat
     match config.dwarf {
         Some((stack_bytes, ringbuf_bytes)) => {
             rodata.stack_bytes = stack_bytes;
+            rodata.ring_wakeup_bytes = u64::from(ringbuf_bytes / 4);
             open.maps.samples.set_max_entries(ringbuf_bytes)?;
             // the aggregation maps stay unused: keep them minimal
             (stack, counts) = (1, 1);
