@@ -44,6 +44,7 @@ const volatile bool include_idle = false;
 const volatile bool filter_comm = false;  /* sample only threads named target_comm */
 const volatile char target_comm[FLAMEBPF_COMM_LEN] = {};
 const volatile bool filter_cgroup = false; /* sample only tasks under cgroups[0] */
+const volatile __u32 exclude_tgid = 0; /* leave this process out (the daemon itself) */
 const volatile __u32 stack_bytes = FLAMEBPF_MAX_STACK_BYTES; /* DWARF mode: user stack to copy */
 const volatile __u64 ring_wakeup_bytes = 1 << 20; /* DWARF mode: wake the reader past this */
 
@@ -224,6 +225,8 @@ static __always_inline bool wanted(__u32 tgid, __u32 tid, char *comm)
 		return false;
 	}
 	if (filter_pids && !bpf_map_lookup_elem(&targets, &tgid))
+		return false;
+	if (exclude_tgid && tgid == exclude_tgid)
 		return false;
 	if (filter_cgroup && bpf_current_task_under_cgroup(&cgroups, 0) != 1)
 		return false;

@@ -45,6 +45,9 @@ pub struct Config {
     /// Use both map sets, switching between them ([`Sampler::flip`]); a single
     /// capture uses one and gets the other at minimal size.
     pub two_sets: bool,
+    /// Leave this process out: the continuous daemon would otherwise sample its own
+    /// symbolization and keep its own large binary's debug information in memory.
+    pub exclude_self: bool,
     /// DWARF mode: (bytes of user stack to copy, ring buffer bytes). The sample
     /// records go through the ring buffer; the stack and counts maps stay unused.
     pub dwarf: Option<(u32, u32)>,
@@ -190,6 +193,9 @@ fn open_and_load(config: &Config, no_prealloc: bool) -> Result<ProfileSkel<'stat
         }
     }
     rodata.filter_cgroup = config.cgroup.is_some();
+    if config.exclude_self {
+        rodata.exclude_tgid = std::process::id();
+    }
     let (mut stack, mut counts) = (config.stack_map_size, config.counts_map_size);
     let (stack1, counts1) = if config.two_sets {
         (stack, counts)

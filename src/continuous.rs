@@ -164,6 +164,7 @@ impl Daemon {
         self.window_start = end;
         self.forget();
         self.symbolizer.next_round(MAX_CACHED_OBJECTS);
+        self.symbolizer.release_parsed();
     }
 
     /// Answers the requests whose time is up (all of them with `all`).

@@ -79,6 +79,8 @@ impl Session {
             comm: setup.comm.clone(),
             cgroup: setup.cgroup.clone(),
             two_sets: setup.two_sets,
+            // the daemon leaves itself out; a single capture shows itself, as perf does
+            exclude_self: setup.two_sets,
             dwarf: setup.dwarf,
         };
         let mut sampler = Sampler::load(&config).map_err(|e| load_error(e, setup.verbose))?;

@@ -125,6 +125,23 @@ impl Symbolizer {
         ));
     }
 
+    /// Lets go of what blazesym parsed (symbol tables, DWARF, the file mappings)
+    /// while keeping the names already found: a long-running capture names the
+    /// offsets it saw before from its own cache and parses an object again only for
+    /// offsets it never saw. Keeps a daemon's memory near what it needs between
+    /// windows instead of near the sum of every object it ever parsed.
+    pub fn release_parsed(&mut self) {
+        let paths: Vec<PathBuf> = self.last_used.borrow().keys().cloned().collect();
+        for path in paths {
+            let _ = self.inner.evict(&blazesym::symbolize::evict::Evict::Elf(
+                blazesym::symbolize::evict::Elf::new(&path),
+            ));
+        }
+        // Return the freed heap to the system: glibc keeps it otherwise.
+        // SAFETY: malloc_trim has no preconditions.
+        unsafe { libc::malloc_trim(0) };
+    }
+
     /// Ends a round of symbolization (a window) and keeps the caches of at most
     /// `max_objects` objects, evicting the least recently used.
     pub fn next_round(&mut self, max_objects: usize) {
@@ -296,6 +313,20 @@ mod tests {
         );
         assert!(frames[1].is_empty());
         assert_eq!(marker_function_for_symbolizer_test(), 42);
+    }
+
+    #[test]
+    fn names_survive_releasing_what_was_parsed() {
+        let exe = std::env::current_exe().unwrap();
+        let mut s = Symbolizer::new(Options::default());
+        let before = s.object(&exe, &[0x1000, 0x2000]).unwrap();
+        s.release_parsed();
+        assert_eq!(s.object(&exe, &[0x1000, 0x2000]).unwrap(), before);
+        assert_eq!(
+            s.object(&exe, &[0x3000]).unwrap().len(),
+            1,
+            "and new offsets parse again"
+        );
     }
 
     #[test]
