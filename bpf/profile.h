@@ -39,14 +39,13 @@ struct overflow_stack {
 	__u64 ips[FLAMEBPF_MAX_DEPTH];
 };
 
-/* The most user stack a DWARF-mode sample copies: the per-CPU staging buffer
- * (`struct dwarf_sample`, 1096 bytes of header) must stay within the 32 KiB a
- * per-CPU map value may have. */
-#define FLAMEBPF_MAX_STACK_BYTES 30720
+/* The most user stack a DWARF-mode sample copies: perf's limit too. Records are
+ * written in place in the ring buffer, so only the buffer's size bounds them. */
+#define FLAMEBPF_MAX_STACK_BYTES 65528
 
 /* One sample of `--call-graph dwarf`: registers and a copy of the top of the user
- * stack, for unwinding in userspace, plus the kernel stack. Only the first
- * `stack_len` bytes of `stack` are sent through the ring buffer. */
+ * stack, for unwinding in userspace, plus the kernel stack. A record holds
+ * `stack_bytes` of stack, of which the first `stack_len` were copied. */
 struct dwarf_sample {
 	__u64 time; /* CLOCK_MONOTONIC ns */
 	__u64 period;

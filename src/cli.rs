@@ -171,7 +171,7 @@ pub struct RecordArgs {
 
     /// How user stacks are walked: fp (frame pointers, in the kernel) or
     /// dwarf[,STACK_BYTES] (a copy of the top STACK_BYTES of the stack, default
-    /// 16384, at most 30720, unwound in userspace with the objects' DWARF call frame
+    /// 16384, at most 65528, unwound in userspace with the objects' DWARF call frame
     /// information: whole stacks for code built without frame pointers).
     #[arg(long, value_name = "MODE", default_value = "fp", value_parser = parse_call_graph)]
     pub call_graph: CallGraph,
@@ -361,8 +361,8 @@ pub enum CallGraph {
     },
 }
 
-/// The most stack a sample may copy (the BPF staging buffer's room).
-pub const MAX_STACK_BYTES: u32 = 30720;
+/// The most stack a sample may copy (perf's limit, and FLAMEBPF_MAX_STACK_BYTES).
+pub const MAX_STACK_BYTES: u32 = 65528;
 
 /// `fp`, `dwarf` or `dwarf,BYTES`, as perf spells them.
 pub fn parse_call_graph(s: &str) -> Result<CallGraph, String> {
@@ -370,9 +370,11 @@ pub fn parse_call_graph(s: &str) -> Result<CallGraph, String> {
         None if s == "fp" => Ok(CallGraph::Fp),
         None if s == "dwarf" => Ok(CallGraph::Dwarf { stack_bytes: 16384 }),
         Some(("dwarf", n)) => match n.parse::<u32>() {
-            Ok(b) if (8..=MAX_STACK_BYTES).contains(&b) && b % 8 == 0 => Ok(CallGraph::Dwarf { stack_bytes: b }),
+            Ok(b) if (8..=MAX_STACK_BYTES).contains(&b) && b % 8 == 0 => {
+                Ok(CallGraph::Dwarf { stack_bytes: b })
+            }
             _ => Err(format!(
-                "{s:?}: the stack copy is a multiple of 8 bytes from 8 to {MAX_STACK_BYTES} (what a BPF per-CPU buffer holds)"
+                "{s:?}: the stack copy is a multiple of 8 bytes from 8 to {MAX_STACK_BYTES}"
             )),
         },
         _ => Err(format!("{s:?}: use fp, dwarf or dwarf,STACK_BYTES")),

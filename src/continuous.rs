@@ -18,7 +18,7 @@ use symbolizer::symbolize::{Options as SymbolizeOptions, Symbolizer};
 
 use crate::bpf::{Stats, FLIP_GRACE};
 use crate::cli::ContinuousArgs;
-use crate::events::{Event, Rate};
+use crate::events::Event;
 use crate::http::{self, Ask};
 use crate::metrics::Metrics;
 use crate::raw::{stats_since, RawProfile};
@@ -281,20 +281,7 @@ pub fn run(args: ContinuousArgs) -> Result<i32> {
         session,
         symbolizer,
         metrics,
-        meta: Meta {
-            target: target.describe(),
-            event: sampling.event.name.clone(),
-            unit: sampling.event.unit().into(),
-            frequency: match sampling.rate {
-                Rate::Frequency(hz) => Some(hz),
-                Rate::Period(_) => None,
-            },
-            period: match sampling.rate {
-                Rate::Period(n) => Some(n),
-                Rate::Frequency(_) => None,
-            },
-            ..Meta::default()
-        },
+        meta: sampling::meta(&sampling, &target),
         dir: args.dir.clone(),
         retain: args.retain,
         max_disk: args.max_disk,

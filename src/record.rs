@@ -11,7 +11,7 @@ use symbolizer::symbolize::Options as SymbolizeOptions;
 use crate::cli::{CallGraph, RecordArgs};
 use crate::command::Gated;
 use crate::dwarf::DwarfCapture;
-use crate::events::{Event, Rate};
+use crate::events::Event;
 use crate::outputs;
 use crate::perf;
 use crate::progress::Progress;
@@ -43,6 +43,10 @@ pub fn run(args: RecordArgs) -> Result<i32> {
             bail!("--debug-dir {}: no such directory", dir.display());
         }
     }
+    let dwarf_setup = match args.call_graph {
+        CallGraph::Fp => None,
+        CallGraph::Dwarf { stack_bytes } => Some((stack_bytes, ringbuf_bytes(args.ringbuf_size)?)),
+    };
     crate::privilege::check().map_err(anyhow::Error::msg)?;
     let cpus = perf::online_cpus().context("reading the online CPUs")?;
     let first_cpu = cpus.first().copied().unwrap_or(0);
@@ -68,12 +72,7 @@ pub fn run(args: RecordArgs) -> Result<i32> {
         comm: None,
         cgroup: None,
         two_sets: false,
-        dwarf: match args.call_graph {
-            CallGraph::Fp => None,
-            CallGraph::Dwarf { stack_bytes } => {
-                Some((stack_bytes, ringbuf_bytes(args.ringbuf_size)?))
-            }
-        },
+        dwarf: dwarf_setup,
         verbose: args.verbose,
     })?;
     let mut dwarf = matches!(args.call_graph, CallGraph::Dwarf { .. }).then(DwarfCapture::new);
@@ -136,19 +135,9 @@ pub fn run(args: RecordArgs) -> Result<i32> {
     }
 
     let meta = Meta {
-        target: target.describe(),
-        event: sampling.event.name.clone(),
-        unit: sampling.event.unit().into(),
-        frequency: match sampling.rate {
-            Rate::Frequency(hz) => Some(hz),
-            Rate::Period(_) => None,
-        },
-        period: match sampling.rate {
-            Rate::Period(n) => Some(n),
-            Rate::Frequency(_) => None,
-        },
         start: started_wall,
         duration: elapsed,
+        ..sampling::meta(&sampling, &target)
     };
     let (raw, unwound) = match dwarf {
         Some(d) => {

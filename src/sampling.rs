@@ -7,6 +7,22 @@ use anyhow::{bail, Result};
 use crate::events::{Event, Kind, Rate};
 use crate::perf::{self, SamplingEvent};
 
+/// What the outputs say about how a capture sampled.
+pub fn meta(sampling: &SamplingEvent, target: &crate::target::Target) -> flamegraphs::Meta {
+    let (frequency, period) = match sampling.rate {
+        Rate::Frequency(hz) => (Some(hz), None),
+        Rate::Period(n) => (None, Some(n)),
+    };
+    flamegraphs::Meta {
+        target: target.describe(),
+        event: sampling.event.name.clone(),
+        unit: sampling.event.unit().into(),
+        frequency,
+        period,
+        ..flamegraphs::Meta::default()
+    }
+}
+
 /// The rate the flags ask for, checked against the kernel's limit.
 pub fn rate(event: &Event, freq: Option<u64>, period: Option<u64>, max_rate: u64) -> Result<Rate> {
     Ok(match (freq, period) {

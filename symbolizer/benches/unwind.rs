@@ -7,31 +7,13 @@
 use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use symbolizer::unwind::{Regs, StackCopy, Unwinder};
+use symbolizer::unwind::{snapshot_here, Regs, StackCopy, Unwinder};
 use symbolizer::Tracker;
-
-#[inline(never)]
-fn snapshot() -> (Regs, Vec<u8>) {
-    let (ip, sp, bp): (u64, u64, u64);
-    // SAFETY: reads three registers into locals.
-    unsafe {
-        std::arch::asm!("lea {ip}, [rip]", "mov {sp}, rsp", "mov {bp}, rbp", ip = out(reg) ip, sp = out(reg) sp, bp = out(reg) bp);
-    }
-    use std::os::unix::fs::FileExt;
-    let mem = std::fs::File::open("/proc/self/mem").unwrap();
-    let mut bytes = vec![0u8; 16384];
-    let mut len = bytes.len();
-    while len > 0 && mem.read_exact_at(&mut bytes[..len], sp).is_err() {
-        len /= 2;
-    }
-    bytes.truncate(len);
-    (Regs { ip, sp, bp }, bytes)
-}
 
 #[inline(never)]
 fn recurse(depth: u32) -> (Regs, Vec<u8>) {
     if depth == 0 {
-        return snapshot();
+        return snapshot_here(16384);
     }
     let r = recurse(depth - 1);
     std::hint::black_box(r)

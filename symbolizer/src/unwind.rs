@@ -382,6 +382,31 @@ impl Unwinder {
     }
 }
 
+/// Registers and a copy of up to `bytes` of the stack, taken where this is called,
+/// as the BPF program takes them from a sampled thread: for tests and benchmarks of
+/// the unwinder. Reads go through /proc/self/mem, which fails instead of faulting
+/// past the end of the stack; shorter copies are tried as in the BPF program.
+#[inline(never)]
+pub fn snapshot_here(bytes: usize) -> (Regs, Vec<u8>) {
+    let (ip, sp, bp): (u64, u64, u64);
+    // SAFETY: reads three registers into locals.
+    unsafe {
+        std::arch::asm!("lea {ip}, [rip]", "mov {sp}, rsp", "mov {bp}, rbp", ip = out(reg) ip, sp = out(reg) sp, bp = out(reg) bp);
+    }
+    use std::os::unix::fs::FileExt;
+    let mut copy = vec![0u8; bytes];
+    let mut len = copy.len();
+    if let Ok(mem) = std::fs::File::open("/proc/self/mem") {
+        while len > 0 && mem.read_exact_at(&mut copy[..len], sp).is_err() {
+            len /= 2;
+        }
+    } else {
+        len = 0;
+    }
+    copy.truncate(len);
+    (Regs { ip, sp, bp }, copy)
+}
+
 /// The deepest user stack kept, as with frame pointers.
 pub const MAX_FRAMES: usize = 127;
 
@@ -531,29 +556,9 @@ mod tests {
         assert_eq!(end, End::TooDeep);
     }
 
-    /// Registers and a copy of the stack, taken here, as the BPF program takes them.
-    #[inline(never)]
-    fn take_snapshot() -> (Regs, Vec<u8>) {
-        let (ip, sp, bp): (u64, u64, u64);
-        // SAFETY: reads three registers into locals.
-        unsafe {
-            std::arch::asm!("lea {ip}, [rip]", "mov {sp}, rsp", "mov {bp}, rbp", ip = out(reg) ip, sp = out(reg) sp, bp = out(reg) bp);
-        }
-        // Read through /proc/self/mem, which fails instead of faulting past the stack.
-        use std::os::unix::fs::FileExt;
-        let mem = std::fs::File::open("/proc/self/mem").unwrap();
-        let mut bytes = vec![0u8; 16384];
-        let mut len = bytes.len();
-        while len > 0 && mem.read_exact_at(&mut bytes[..len], sp).is_err() {
-            len /= 2;
-        }
-        bytes.truncate(len);
-        (Regs { ip, sp, bp }, bytes)
-    }
-
     #[inline(never)]
     fn caller_of_the_snapshot() -> (Regs, Vec<u8>) {
-        let r = take_snapshot();
+        let r = snapshot_here(16384);
         std::hint::black_box(r)
     }
 
@@ -593,7 +598,7 @@ mod tests {
                 .position(|x| x.ends_with(n))
                 .unwrap_or_else(|| panic!("{n} in {names:?}"))
         };
-        assert!(pos("take_snapshot") < pos("caller_of_the_snapshot"));
+        assert!(pos("snapshot_here") < pos("caller_of_the_snapshot"));
         assert!(pos("caller_of_the_snapshot") < pos("unwinds_a_snapshot_of_this_very_stack"));
         assert_eq!(
             u.stats.complete + u.stats.cut_short + u.stats.failed + u.stats.too_deep,
