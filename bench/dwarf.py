@@ -24,12 +24,7 @@ import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-FLAMEBPF = ROOT / "target" / "release" / "flamebpf"
-
-
-def sh(*args, **kw):
-    return subprocess.run([str(a) for a in args], check=True, **kw)
+from benchlib import FLAMEBPF, prepare, report
 
 
 def busy(job, n=2):
@@ -107,12 +102,8 @@ def main():
     args = ap.parse_args()
     if os.geteuid() != 0:
         sys.exit("bench/dwarf.py: run as root")
-    sh(ROOT / "scripts" / "setup.sh", env=dict(os.environ, FLAMEBPF_SETUP_BENCH="1"))
-    sh("cargo", "build", "--release", "--quiet", "--bin", "flamebpf", cwd=ROOT)
     with tempfile.TemporaryDirectory() as tmp:
-        job = Path(tmp) / "split"
-        sh("gcc", "-O2", "-g", "-fno-omit-frame-pointer", "-fno-optimize-sibling-calls", "-o", job,
-           ROOT / "testdata" / "split.c")
+        job = prepare(tmp)
         print("BPF time per sample ...", file=sys.stderr)
         ns_fp = bpf_ns_per_sample(job, tmp, "fp")
         ns_dwarf = bpf_ns_per_sample(job, tmp, "dwarf")
@@ -135,10 +126,7 @@ def main():
     lines += [f"| {hz} Hz | {n} | {lost} |" for hz, n, lost in rates]
     lines += ["", "Slowdown of the fixed job (medians):", "", "| configuration | median s | slowdown |", "| --- | --- | --- |"]
     lines += [f"| {k} | {m:.3f} | {s:+.2f}% |" for k, m, s in slow]
-    report = "\n".join(lines) + "\n"
-    print(report)
-    if args.out:
-        args.out.write_text(report)
+    report(lines, args.out)
 
 
 if __name__ == "__main__":

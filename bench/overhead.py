@@ -27,21 +27,14 @@ import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+from benchlib import FLAMEBPF, ROOT, cpu_ns, report, sh
+from benchlib import prepare as prepare_common
+
 TOOLS = ROOT / "target" / "bench-tools"
-FLAMEBPF = ROOT / "target" / "release" / "flamebpf"
-
-
-def sh(*args, **kw):
-    return subprocess.run([str(a) for a in args], check=True, **kw)
 
 
 def prepare(tmp):
-    sh(ROOT / "scripts" / "setup.sh", env=dict(os.environ, FLAMEBPF_SETUP_BENCH="1"))
-    sh("cargo", "build", "--release", "--quiet", "--bin", "flamebpf", cwd=ROOT)
-    job = Path(tmp) / "split"
-    sh("gcc", "-O2", "-g", "-fno-omit-frame-pointer", "-fno-optimize-sibling-calls",
-       "-o", job, ROOT / "testdata" / "split.c")
+    job = prepare_common(tmp)
     if not (TOOLS / "bin" / "inferno-flamegraph").exists():
         print("installing inferno's tools into target/bench-tools ...", file=sys.stderr)
         sh("cargo", "install", "--quiet", "--root", TOOLS, "inferno")
@@ -90,25 +83,14 @@ def slowdown(job, rounds, runs, tmp):
     return rows
 
 
-def proc_cpu_ns(pid):
-    """CPU time of all threads of `pid` in ns (schedstat: finer than utime/stime ticks)."""
-    total = 0
-    for task in Path(f"/proc/{pid}/task").iterdir():
-        try:
-            total += int((task / "schedstat").read_text().split()[0])
-        except (FileNotFoundError, ProcessLookupError):
-            pass
-    return total
-
-
 def own_cpu(cmd, window=(2.0, 10.0), total=12.0):
     """CPU time of the profiler's own process between two instants of a capture, as
     a percentage of one core."""
     p = subprocess.Popen([str(a) for a in cmd], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     time.sleep(window[0])
-    a = proc_cpu_ns(p.pid)
+    a = cpu_ns(p.pid)
     time.sleep(window[1] - window[0])
-    b = proc_cpu_ns(p.pid)
+    b = cpu_ns(p.pid)
     p.wait(timeout=total + 60)
     return 100.0 * (b - a) / ((window[1] - window[0]) * 1e9)
 
@@ -219,10 +201,7 @@ def main():
         f"| perf script \\| inferno-collapse-perf \\| inferno-flamegraph | {pp:.3f} |",
         f"| perf total | {ptot:.3f} ({ptot / fb:.1f}× flamebpf) |",
     ]
-    report = "\n".join(lines) + "\n"
-    print(report)
-    if args.out:
-        args.out.write_text(report)
+    report(lines, args.out)
 
 
 if __name__ == "__main__":

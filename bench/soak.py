@@ -20,18 +20,7 @@ import threading
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-FLAMEBPF = ROOT / "target" / "release" / "flamebpf"
-
-
-def cpu_ns(pid):
-    total = 0
-    for task in Path(f"/proc/{pid}/task").iterdir():
-        try:
-            total += int((task / "schedstat").read_text().split()[0])
-        except (FileNotFoundError, ProcessLookupError):
-            pass
-    return total
+from benchlib import FLAMEBPF, cpu_ns, prepare, report
 
 
 def rss_kib(pid):
@@ -61,11 +50,8 @@ def main():
     args = ap.parse_args()
     if os.geteuid() != 0:
         sys.exit("bench/soak.py: run as root")
-    subprocess.run(["cargo", "build", "--release", "--quiet", "--bin", "flamebpf"], cwd=ROOT, check=True)
     tmp = Path(tempfile.mkdtemp(prefix="flamebpf-soak-"))
-    job = tmp / "split"
-    subprocess.run(["gcc", "-O2", "-g", "-fno-omit-frame-pointer", "-fno-optimize-sibling-calls", "-o", str(job),
-                    str(ROOT / "testdata" / "split.c")], check=True)
+    job = prepare(tmp)
     store = tmp / "store"
     port = 6099
     daemon = subprocess.Popen([str(FLAMEBPF), "continuous", "--dir", str(store), "--listen", f"127.0.0.1:{port}"],
@@ -112,10 +98,7 @@ def main():
     ]
     lines += [f"| {m:.1f} | {c:.3f} | {r:.1f} |" for m, c, r in samples]
     lines += ["", "/metrics at the end:", "", "```", metrics.strip(), "```"]
-    report = "\n".join(lines) + "\n"
-    print(report)
-    if args.out:
-        args.out.write_text(report)
+    report(lines, args.out)
     shutil.rmtree(tmp, ignore_errors=True)
 
 
