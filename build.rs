@@ -34,5 +34,11 @@ fn main() {
             .unwrap_or_else(|e| panic!("building {src}: {e:#}"));
         println!("cargo:rerun-if-changed={src}");
     }
-    println!("cargo:rerun-if-changed=bpf/profile.h");
+    // Every header the programs include.
+    for entry in std::fs::read_dir("bpf").expect("bpf/ is readable") {
+        let path = entry.expect("bpf/ is readable").path();
+        if path.extension().is_some_and(|e| e == "h") {
+            println!("cargo:rerun-if-changed={}", path.display());
+        }
+    }
 }

@@ -1,16 +1,25 @@
 /* SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause) */
 /*
- * Structs and constants shared by bpf/profile.bpf.c and the Rust side.
- * Rust gets the structs through the generated skeleton's `types` module;
- * the constants are mirrored in src/bpf.rs and checked there by tests.
+ * Structs and constants shared by the BPF programs and the Rust side. Rust gets
+ * both through the generated skeleton's `types` module (src/capture/skel.rs): the
+ * constants are an enum so that they reach BTF; nothing is copied by hand.
  */
 #ifndef FLAMEBPF_PROFILE_H
 #define FLAMEBPF_PROFILE_H
 
-#define FLAMEBPF_COMM_LEN 16
-/* The deepest stack bpf_get_stackid can record with the default
- * kernel.perf_event_max_stack (127). */
-#define FLAMEBPF_MAX_DEPTH 127
+enum flamebpf_limits {
+	FLAMEBPF_COMM_LEN = 16,
+	/* The deepest stack bpf_get_stackid can record with the default
+	 * kernel.perf_event_max_stack (127). */
+	FLAMEBPF_MAX_DEPTH = 127,
+	/* The most user stack a DWARF-mode sample copies: perf's limit too. Records
+	 * are written in place in the ring buffer, so only its size bounds them. */
+	FLAMEBPF_MAX_STACK_BYTES = 65528,
+	/* The errno values bpf_get_stackid returns (negated) that the key keeps:
+	 * the stack's bucket holds another stack / there is no such stack. */
+	FLAMEBPF_EEXIST = 17,
+	FLAMEBPF_EFAULT = 14,
+};
 
 /* A sample's identity in the counts map: who ran, and where. */
 struct sample_key {
@@ -38,10 +47,6 @@ struct sample_value {
 struct overflow_stack {
 	__u64 ips[FLAMEBPF_MAX_DEPTH];
 };
-
-/* The most user stack a DWARF-mode sample copies: perf's limit too. Records are
- * written in place in the ring buffer, so only the buffer's size bounds them. */
-#define FLAMEBPF_MAX_STACK_BYTES 65528
 
 /* One sample of `--call-graph dwarf`: registers and a copy of the top of the user
  * stack, for unwinding in userspace, plus the kernel stack. A record holds

@@ -1,32 +1,19 @@
 //! flamebpf: a CPU profiler for Linux. Perf events trigger a BPF program that
 //! aggregates kernel and user stacks in the kernel; userspace symbolizes them and
 //! writes flame graphs.
+//!
+//! The data flow is the module tree: [`cli`] parses, [`capture`] samples into a raw
+//! profile, [`symbolize`] names its addresses, [`output`] writes the files and the
+//! summary, [`daemon`] runs the continuous loop, its store and endpoint; the
+//! [`commands`] put those stages together.
 
-mod bpf;
+// The stages, in the order data flows through them.
+mod capture;
 mod cli;
-mod command;
-mod continuous;
-mod convert;
-mod dwarf;
-mod events;
-mod http;
-mod list;
-mod metrics;
-mod outputs;
-mod perf;
-mod privilege;
-mod progress;
-mod query;
-mod raw;
-mod record;
-mod ring;
-mod sampling;
-mod session;
-mod store;
-mod summary;
+mod commands;
+mod daemon;
+mod output;
 mod symbolize;
-mod target;
-mod tracking;
 
 use std::process::ExitCode;
 
@@ -58,12 +45,12 @@ fn main() -> ExitCode {
         }
     };
     let result = match cli.command {
-        cli::Command::Record(args) => record::run(*args),
-        cli::Command::List => list::run().map(|()| 0),
-        cli::Command::Convert(args) => convert::convert(args),
-        cli::Command::Continuous(args) => continuous::run(*args),
-        cli::Command::Query(args) => query::run(args),
-        cli::Command::Diff(args) => convert::diff(args),
+        cli::Command::Record(args) => commands::record::run(*args),
+        cli::Command::List => commands::list::run().map(|()| 0),
+        cli::Command::Convert(args) => commands::convert::convert(args),
+        cli::Command::Continuous(args) => commands::continuous::run(*args),
+        cli::Command::Query(args) => commands::query::run(args),
+        cli::Command::Diff(args) => commands::convert::diff(args),
     };
     match result {
         Ok(code) => ExitCode::from(u8::try_from(code).unwrap_or(1)),

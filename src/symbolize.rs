@@ -12,7 +12,7 @@ use symbolizer::objects::ObjectKind;
 use symbolizer::symbolize::{Frames, Options, Symbol};
 use symbolizer::{ObjectId, Resolved, Symbolizer, Tracker};
 
-use crate::raw::{RawKey, RawProfile, RawStack};
+use crate::capture::raw::{RawKey, RawProfile, RawStack};
 
 /// Counters of what could not be named, for the summary.
 #[derive(Debug, Default, Clone)]

@@ -1,14 +1,13 @@
-//! `flamebpf query`: windows of a continuous store merged into one profile,
-//! filtered by time, process and command; also what /flamegraph.svg serves.
+//! Reading the store back: the windows a filter selects, merged into one profile.
+//! `flamebpf query` and the endpoint's /flamegraph.svg both read through here.
 
 use std::path::Path;
 use std::time::{Duration, SystemTime};
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use flamegraphs::{Meta, Profile};
 
-use crate::cli::QueryArgs;
-use crate::{outputs, store};
+use super::store;
 
 /// Which samples of the store to merge.
 #[derive(Debug, Clone, Default)]
@@ -62,31 +61,4 @@ pub fn load(dir: &Path, filter: &Filter) -> Result<Profile> {
     profile.meta.target = what.join(", ");
     // samples of different windows are merged per stack by every writer
     Ok(profile)
-}
-
-/// `flamebpf query`.
-pub fn run(args: QueryArgs) -> Result<i32> {
-    let outputs = outputs::plan(&args.out.output, args.out.format.as_deref())?;
-    outputs::preflight(&outputs)?;
-    if !args.dir.is_dir() {
-        bail!("no store at {}: not a directory", args.dir.display());
-    }
-    let now = SystemTime::now();
-    let filter = Filter {
-        from: args
-            .since
-            .map(|d| now.checked_sub(d).unwrap_or(SystemTime::UNIX_EPOCH))
-            .or(args.from),
-        to: args.to,
-        pid: args.pid,
-        comm: args.comm.clone(),
-    };
-    if let (Some(f), Some(t)) = (filter.from, filter.to) {
-        if t < f {
-            bail!("--to is before --from");
-        }
-    }
-    let profile = load(&args.dir, &filter)?;
-    outputs::write_all(&outputs, &profile, &outputs::write_options(&args.out))?;
-    Ok(0)
 }

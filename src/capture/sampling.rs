@@ -4,11 +4,14 @@
 
 use anyhow::{bail, Result};
 
-use crate::events::{Event, Kind, Rate};
-use crate::perf::{self, SamplingEvent};
+use crate::capture::events::{Event, Kind, Rate};
+use crate::capture::perf::{self, SamplingEvent};
 
 /// What the outputs say about how a capture sampled.
-pub fn meta(sampling: &SamplingEvent, target: &crate::target::Target) -> flamegraphs::Meta {
+pub fn meta(
+    sampling: &SamplingEvent,
+    target: &crate::capture::target::Target,
+) -> flamegraphs::Meta {
     let (frequency, period) = match sampling.rate {
         Rate::Frequency(hz) => (Some(hz), None),
         Rate::Period(n) => (None, Some(n)),

@@ -1,29 +1,23 @@
-//! Loads bpf/profile.bpf.c, attaches it to the sampling events and reads back what
-//! it aggregated.
+//! The loaded BPF programs: loading with the capture's settings, attaching to the
+//! sampling events and the task tracepoints, enabling, switching map sets, and
+//! draining a set into [`Drained`] (the map reading itself is in [`super::maps`]).
 
-use std::collections::HashMap;
 use std::mem::MaybeUninit;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, IntoRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, BorrowedFd, IntoRawFd, OwnedFd, RawFd};
 use std::sync::Mutex;
 
 use anyhow::{anyhow, Context, Result};
 use libbpf_rs::skel::{OpenSkel, SkelBuilder};
 use libbpf_rs::{Link, MapCore, MapFlags, OpenObject, PrintLevel};
 
-mod skel {
-    #![allow(clippy::all, clippy::pedantic, missing_docs, non_camel_case_types)]
-    include!(concat!(env!("OUT_DIR"), "/profile.skel.rs"));
-}
-
-pub use skel::types::dwarf_sample;
-use skel::types::{flamebpf_stat, overflow_stack, sample_key, sample_value};
-use skel::{ProfileSkel, ProfileSkelBuilder};
+use super::maps::{read_set, Drained};
+use super::skel::limits::COMM_LEN;
+use super::skel::{ProfileSkel, ProfileSkelBuilder};
+use super::stats::{Stats, CLASSES};
 
 /// `BPF_F_NO_PREALLOC`: hash maps take memory as entries arrive instead of all at
 /// load time (allowed in perf_event programs since Linux 6.1).
 const BPF_F_NO_PREALLOC: u32 = 1;
-const EEXIST: i32 = 17;
-const EFAULT: i32 = 14;
 
 /// Settings the BPF program is loaded with.
 #[derive(Debug, Clone)]
@@ -51,88 +45,6 @@ pub struct Config {
     /// DWARF mode: (bytes of user stack to copy, ring buffer bytes). The sample
     /// records go through the ring buffer; the stack and counts maps stay unused.
     pub dwarf: Option<(u32, u32)>,
-}
-
-/// The loss and classification counters of the BPF program, summed over CPUs.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Stats {
-    /// Samples of the targets.
-    pub samples: u64,
-    /// Idle samples left out.
-    pub idle_skipped: u64,
-    /// Samples taken in user mode (no kernel stack).
-    pub kernel_stack_absent: u64,
-    /// Samples of kernel threads (no user stack).
-    pub user_stack_kthread: u64,
-    /// User stacks that could not be read.
-    pub user_stack_fault: u64,
-    /// Stacks kept in the overflow map after a bucket collision.
-    pub stack_overflowed: u64,
-    /// Stacks lost: collision with the overflow map full.
-    pub stack_lost: u64,
-    /// Samples lost: the counts map was full.
-    pub counts_full: u64,
-    /// Children that could not be added to the target set.
-    pub targets_full: u64,
-    /// DWARF mode: samples the ring buffer had no room for.
-    pub ringbuf_full: u64,
-    /// DWARF mode: samples whose user stack could not be copied at all.
-    pub stack_copy_failed: u64,
-}
-
-/// Where a sample's stack lives.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum StackRef {
-    /// In the STACK_TRACE map under this id.
-    Id(u32),
-    /// In the overflow map under this hash.
-    Overflow(u64),
-    /// There is no such stack: kernel stack of a user-mode sample, user stack of a
-    /// kernel thread or an unreadable one.
-    Absent,
-    /// The stack existed but could not be kept (map full).
-    Lost,
-}
-
-impl StackRef {
-    fn from_key(id: i32, hash: u64) -> StackRef {
-        match id {
-            id if id >= 0 => StackRef::Id(id as u32),
-            id if id == -EEXIST && hash != 0 => StackRef::Overflow(hash),
-            id if id == -EFAULT => StackRef::Absent,
-            _ => StackRef::Lost,
-        }
-    }
-}
-
-/// One entry of the counts map.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Count {
-    /// Process id.
-    pub pid: u32,
-    /// Thread id.
-    pub tid: u32,
-    /// Command name.
-    pub comm: String,
-    /// The kernel stack.
-    pub kernel: StackRef,
-    /// The user stack.
-    pub user: StackRef,
-    /// Samples.
-    pub samples: u64,
-    /// Summed sample periods.
-    pub weight: u64,
-}
-
-/// Everything read back from the maps at the end of a capture.
-#[derive(Debug, Default)]
-pub struct Drained {
-    /// The aggregated samples.
-    pub counts: Vec<Count>,
-    /// Instruction pointers of each referenced stack, leaf first.
-    pub stacks: HashMap<StackRef, Vec<u64>>,
-    /// The program's counters.
-    pub stats: Stats,
 }
 
 /// The loaded program with its attachments.
@@ -188,7 +100,11 @@ fn open_and_load(config: &Config, no_prealloc: bool) -> Result<ProfileSkel<'stat
     rodata.include_idle = config.include_idle;
     if let Some(comm) = &config.comm {
         rodata.filter_comm = true;
-        for (dst, src) in rodata.target_comm.iter_mut().zip(comm.bytes().take(15)) {
+        for (dst, src) in rodata
+            .target_comm
+            .iter_mut()
+            .zip(comm.bytes().take(COMM_LEN - 1))
+        {
             *dst = src as i8;
         }
     }
@@ -316,7 +232,7 @@ impl Sampler {
     /// Starts sampling on every attached event.
     pub fn enable(&self) -> Result<()> {
         for fd in self.event_fds() {
-            crate::perf::enable(fd).context("enabling a perf event")?;
+            crate::capture::perf::enable(fd).context("enabling a perf event")?;
         }
         Ok(())
     }
@@ -324,7 +240,7 @@ impl Sampler {
     /// Stops sampling; what was sampled stays in the maps.
     pub fn disable(&self) -> Result<()> {
         for fd in self.event_fds() {
-            crate::perf::disable(fd).context("disabling a perf event")?;
+            crate::capture::perf::disable(fd).context("disabling a perf event")?;
         }
         Ok(())
     }
@@ -367,7 +283,7 @@ impl Sampler {
     /// The program's counters now.
     pub fn stats(&self) -> Result<Stats> {
         let map = &self.skel.maps.stats;
-        let mut sums = [0u64; flamebpf_stat::STAT_MAX.0 as usize];
+        let mut sums = [0u64; CLASSES];
         for (i, sum) in sums.iter_mut().enumerate() {
             let per_cpu = map
                 .lookup_percpu(&(i as u32).to_ne_bytes(), MapFlags::ANY)
@@ -375,20 +291,7 @@ impl Sampler {
                 .unwrap_or_default();
             *sum = per_cpu.iter().map(|v| read_u64(v)).sum();
         }
-        let s = |stat: flamebpf_stat| sums[stat.0 as usize];
-        Ok(Stats {
-            samples: s(flamebpf_stat::STAT_SAMPLES),
-            idle_skipped: s(flamebpf_stat::STAT_IDLE_SKIPPED),
-            kernel_stack_absent: s(flamebpf_stat::STAT_KERNEL_STACK_ABSENT),
-            user_stack_kthread: s(flamebpf_stat::STAT_USER_STACK_KTHREAD),
-            user_stack_fault: s(flamebpf_stat::STAT_USER_STACK_FAULT),
-            stack_overflowed: s(flamebpf_stat::STAT_STACK_OVERFLOWED),
-            stack_lost: s(flamebpf_stat::STAT_STACK_LOST),
-            counts_full: s(flamebpf_stat::STAT_COUNTS_FULL),
-            targets_full: s(flamebpf_stat::STAT_TARGETS_FULL),
-            ringbuf_full: s(flamebpf_stat::STAT_RINGBUF_FULL),
-            stack_copy_failed: s(flamebpf_stat::STAT_STACK_COPY_FAILED),
-        })
+        Ok(Stats::from_array(sums))
     }
 
     /// The maps of one set: stacks, overflow stacks, counts.
@@ -431,58 +334,8 @@ impl Sampler {
     /// empties the set for its next turn.
     pub fn drain_set(&self, set: u32, clear: bool) -> Result<Drained> {
         let stats = self.stats()?;
-        let (stack_map, overflow_map, counts_map) = self.set(set);
-        let mut counts = Vec::new();
-        let entries = read_all(counts_map).context("reading the counts map")?;
-        for (k, v) in &entries {
-            let (Some(key), Some(val)) =
-                (from_bytes::<sample_key>(k), from_bytes::<sample_value>(v))
-            else {
-                continue;
-            };
-            counts.push(Count {
-                pid: key.pid,
-                tid: key.tid,
-                comm: comm_string(&key.comm),
-                kernel: StackRef::from_key(key.kernel_stack_id, key.kernel_stack_hash),
-                user: StackRef::from_key(key.user_stack_id, key.user_stack_hash),
-                samples: val.samples,
-                weight: val.weight,
-            });
-        }
-        let mut stacks = HashMap::new();
-        for c in &counts {
-            for r in [c.kernel, c.user] {
-                if stacks.contains_key(&r) {
-                    continue;
-                }
-                let bytes = match r {
-                    StackRef::Id(id) => stack_map.lookup(&id.to_ne_bytes(), MapFlags::ANY)?,
-                    StackRef::Overflow(h) => {
-                        overflow_map.lookup(&h.to_ne_bytes(), MapFlags::ANY)?
-                    }
-                    StackRef::Absent | StackRef::Lost => continue,
-                };
-                let ips = bytes
-                    .and_then(|b| from_bytes::<overflow_stack>(&b))
-                    .map(|s| s.ips.iter().copied().take_while(|&ip| ip != 0).collect())
-                    .unwrap_or_default();
-                stacks.insert(r, ips);
-            }
-        }
-        if clear {
-            for (k, _) in &entries {
-                let _ = counts_map.delete(k);
-            }
-            // Every stack goes, also those no count refers to (samples lost to a
-            // full counts map): the set must start its next turn empty.
-            for map in [stack_map, overflow_map] {
-                let keys: Vec<Vec<u8>> = map.keys().collect();
-                for k in keys {
-                    let _ = map.delete(&k);
-                }
-            }
-        }
+        let (stacks, overflow, counts) = self.set(set);
+        let (counts, stacks) = read_set(stacks, overflow, counts, clear)?;
         Ok(Drained {
             counts,
             stacks,
@@ -495,131 +348,9 @@ impl Sampler {
 /// sample's program runs for about a microsecond with preemption off.
 pub const FLIP_GRACE: std::time::Duration = std::time::Duration::from_millis(10);
 
-/// Reads every entry of a hash map with BPF_MAP_LOOKUP_BATCH.
-///
-/// libbpf-rs's `lookup_batch` iterator ends at the first batch shorter than asked
-/// for, but the kernel returns short batches at hash-bucket boundaries long before
-/// the end: it silently dropped most of a large counts map. The end is ENOENT.
-fn read_all(map: &libbpf_rs::MapMut<'_>) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
-    use libbpf_rs::libbpf_sys;
-    let key_size = map.key_size() as usize;
-    let value_size = map.value_size() as usize;
-    let mut cap: u32 = 4096;
-    let mut keys = vec![0u8; cap as usize * key_size];
-    let mut values = vec![0u8; cap as usize * value_size];
-    // The batch cursor of a hash map is a bucket index (u32), but the kernel asks for
-    // key_size bytes.
-    let mut cursor_in = vec![0u8; key_size.max(4)];
-    let mut cursor_out = vec![0u8; key_size.max(4)];
-    let mut first = true;
-    let mut out = Vec::new();
-    let opts = libbpf_sys::bpf_map_batch_opts {
-        sz: std::mem::size_of::<libbpf_sys::bpf_map_batch_opts>() as _,
-        ..Default::default()
-    };
-    loop {
-        let mut count = cap;
-        let in_ptr = if first {
-            std::ptr::null_mut()
-        } else {
-            cursor_in.as_mut_ptr().cast()
-        };
-        // SAFETY: the buffers hold `cap` keys and values and the cursors key_size bytes.
-        let ret = unsafe {
-            libbpf_sys::bpf_map_lookup_batch(
-                map.as_fd().as_raw_fd(),
-                in_ptr,
-                cursor_out.as_mut_ptr().cast(),
-                keys.as_mut_ptr().cast(),
-                values.as_mut_ptr().cast(),
-                &mut count,
-                &opts,
-            )
-        };
-        let errno = if ret < 0 {
-            std::io::Error::last_os_error().raw_os_error()
-        } else {
-            None
-        };
-        match errno {
-            None | Some(libc::ENOENT) => {}
-            Some(libc::ENOSPC) if count == 0 => {
-                // One bucket holds more entries than the buffer: make room, ask again.
-                cap *= 2;
-                keys.resize(cap as usize * key_size, 0);
-                values.resize(cap as usize * value_size, 0);
-                continue;
-            }
-            Some(libc::EINTR) => continue,
-            Some(e) => return Err(std::io::Error::from_raw_os_error(e).into()),
-        }
-        for i in 0..count as usize {
-            out.push((
-                keys[i * key_size..(i + 1) * key_size].to_vec(),
-                values[i * value_size..(i + 1) * value_size].to_vec(),
-            ));
-        }
-        if errno == Some(libc::ENOENT) {
-            return Ok(out);
-        }
-        std::mem::swap(&mut cursor_in, &mut cursor_out);
-        first = false;
-    }
-}
-
 fn read_u64(b: &[u8]) -> u64 {
     b.get(..8)
         .and_then(|b| b.try_into().ok())
         .map(u64::from_ne_bytes)
         .unwrap_or(0)
-}
-
-/// Copies a plain-old-data struct out of map bytes; `None` when the size is off.
-pub fn from_bytes<T: Copy + Default>(bytes: &[u8]) -> Option<T> {
-    if bytes.len() < std::mem::size_of::<T>() {
-        return None;
-    }
-    // SAFETY: T is a repr(C) struct of integers (generated from the BPF object's
-    // BTF) for which every bit pattern is valid, and the length was checked.
-    Some(unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast::<T>()) })
-}
-
-pub fn comm_string(comm: &[i8]) -> String {
-    let bytes: Vec<u8> = comm
-        .iter()
-        .take_while(|&&c| c != 0)
-        .map(|&c| c as u8)
-        .collect();
-    String::from_utf8_lossy(&bytes).into_owned()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn stack_refs_follow_the_key_encoding() {
-        assert_eq!(StackRef::from_key(5, 0), StackRef::Id(5));
-        assert_eq!(StackRef::from_key(-EEXIST, 99), StackRef::Overflow(99));
-        assert_eq!(StackRef::from_key(-EEXIST, 0), StackRef::Lost);
-        assert_eq!(StackRef::from_key(-EFAULT, 0), StackRef::Absent);
-        assert_eq!(StackRef::from_key(-12, 0), StackRef::Lost);
-    }
-
-    #[test]
-    fn shared_structs_have_the_layout_the_c_side_has() {
-        // sizes as clang lays them out in bpf/profile.h
-        assert_eq!(std::mem::size_of::<sample_key>(), 48);
-        assert_eq!(std::mem::size_of::<sample_value>(), 16);
-        assert_eq!(std::mem::size_of::<overflow_stack>(), 127 * 8);
-    }
-
-    #[test]
-    fn comm_stops_at_nul() {
-        let mut c = [0i8; 16];
-        for (i, b) in b"demo".iter().enumerate() {
-            c[i] = *b as i8;
-        }
-        assert_eq!(comm_string(&c), "demo");
-    }
 }

@@ -1,14 +1,15 @@
-//! The command line, parsed by clap.
+//! The command line, parsed by clap: the subcommands and their options. The
+//! values options take, and their parsers, are in [`values`].
+
+mod values;
 
 use std::ffi::OsString;
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
-/// Default entries of the stack-trace map (and of the overflow map beside it).
-pub const DEFAULT_STACK_MAP_SIZE: u32 = 16384;
-/// Default entries of the counts map.
-pub const DEFAULT_COUNTS_MAP_SIZE: u32 = 65536;
+pub use values::{parse_call_graph, CallGraph, FormatArg};
+use values::{parse_duration, parse_format, parse_seconds, parse_size, parse_time};
 
 /// flamebpf: a CPU profiler for Linux. Samples stacks with BPF on perf events and
 /// writes flame graphs.
@@ -70,10 +71,10 @@ pub struct OutputArgs {
     #[arg(short, long = "output", value_name = "PATH")]
     pub output: Vec<PathBuf>,
 
-    /// Format for outputs whose extension names none: svg, folded, speedscope or
-    /// pprof.
-    #[arg(long, value_name = "FORMAT")]
-    pub format: Option<String>,
+    /// Format for outputs whose extension names none (and for `-`): svg, folded,
+    /// speedscope or pprof.
+    #[arg(long, value_name = "FORMAT", value_parser = parse_format)]
+    pub format: Option<FormatArg>,
 
     #[command(flatten)]
     pub svg: SvgArgs,
@@ -141,8 +142,10 @@ pub struct DiffArgs {
     pub svg: SvgArgs,
 }
 
+/// What to sample, how often, and how stacks are kept and named: the options
+/// `record` and `continuous` share.
 #[derive(Debug, Args)]
-pub struct RecordArgs {
+pub struct SamplingArgs {
     /// The event that triggers a sample, as perf names it: cpu-clock, task-clock,
     /// cycles, instructions, cache-misses, branch-misses, L1-dcache-load-misses,
     /// page-faults, context-switches, a raw PMU code (r01c2), ... (`flamebpf list`).
@@ -150,8 +153,10 @@ pub struct RecordArgs {
     pub event: String,
 
     /// Sample this many times a second on every CPU; the kernel adapts the period.
-    /// Default: 99 Hz for cpu-clock and task-clock, 4000 Hz (perf's default) for
-    /// other events. At most /proc/sys/kernel/perf_event_max_sample_rate.
+    /// Default for record: 99 Hz for cpu-clock and task-clock, 4000 Hz (perf's
+    /// default) for other events; for continuous: 19 Hz (a prime, so periodic work
+    /// does not alias, and low enough to leave running). At most
+    /// /proc/sys/kernel/perf_event_max_sample_rate.
     #[arg(
         short = 'F',
         long = "freq",
@@ -170,9 +175,9 @@ pub struct RecordArgs {
     pub precise: bool,
 
     /// How user stacks are walked: fp (frame pointers, in the kernel) or
-    /// dwarf[,STACK_BYTES] (a copy of the top STACK_BYTES of the stack, default
-    /// 16384, at most 65528, unwound in userspace with the objects' DWARF call frame
-    /// information: whole stacks for code built without frame pointers).
+    /// dwarf[,STACK_BYTES] (record only: a copy of the top STACK_BYTES of the stack,
+    /// default 16384, at most 65528, unwound in userspace with the objects' DWARF
+    /// call frame information: whole stacks for code built without frame pointers).
     #[arg(long, value_name = "MODE", default_value = "fp", value_parser = parse_call_graph)]
     pub call_graph: CallGraph,
 
@@ -180,6 +185,37 @@ pub struct RecordArgs {
     /// a power of two); raise it when the summary reports samples lost to it.
     #[arg(long, value_name = "SIZE", default_value = "16MiB", value_parser = parse_size)]
     pub ringbuf_size: u64,
+
+    /// Keep samples of the idle task (left out by default).
+    #[arg(long)]
+    pub include_idle: bool,
+
+    /// Entries of the stack map (of each of the two in continuous mode): raise it
+    /// when the summary reports lost stacks. Default: 16384 (record), 4096
+    /// (continuous).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub stack_map_size: Option<u32>,
+
+    /// Entries of the counts map (unique thread and stack pairs; of each of the two
+    /// in continuous mode): raise it when the summary reports samples lost to a full
+    /// counts map. Default: 65536 (record), 16384 (continuous).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub counts_map_size: Option<u32>,
+
+    /// Do not expand inlined functions into frames of their own.
+    #[arg(long)]
+    pub no_inline: bool,
+
+    /// Also look for separate debug files (.gnu_debuglink targets, .build-id/xx/…)
+    /// here, before /usr/lib/debug; repeatable.
+    #[arg(long, value_name = "DIR")]
+    pub debug_dir: Vec<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct RecordArgs {
+    #[command(flatten)]
+    pub sampling: SamplingArgs,
 
     /// Profile these processes (all their threads), comma-separated or repeated.
     #[arg(
@@ -195,10 +231,6 @@ pub struct RecordArgs {
     #[arg(short = 'a', long)]
     pub all_cpus: bool,
 
-    /// Keep samples of the idle task (left out by default).
-    #[arg(long)]
-    pub include_idle: bool,
-
     /// Stop after this many seconds (fractions allowed). Without it, sampling runs
     /// until Ctrl-C, or until the command exits.
     #[arg(short, long, value_name = "SECONDS", value_parser = parse_seconds)]
@@ -206,24 +238,6 @@ pub struct RecordArgs {
 
     #[command(flatten)]
     pub out: OutputArgs,
-
-    /// Do not expand inlined functions into frames of their own.
-    #[arg(long)]
-    pub no_inline: bool,
-
-    /// Also look for separate debug files (.gnu_debuglink targets, .build-id/xx/…)
-    /// here, before /usr/lib/debug; repeatable.
-    #[arg(long, value_name = "DIR")]
-    pub debug_dir: Vec<PathBuf>,
-
-    /// Entries of the stack map: raise it when the summary reports lost stacks.
-    #[arg(long, value_name = "N", default_value_t = DEFAULT_STACK_MAP_SIZE, value_parser = clap::value_parser!(u32).range(1..))]
-    pub stack_map_size: u32,
-
-    /// Entries of the counts map (unique thread and stack pairs): raise it when the
-    /// summary reports samples lost to a full counts map.
-    #[arg(long, value_name = "N", default_value_t = DEFAULT_COUNTS_MAP_SIZE, value_parser = clap::value_parser!(u32).range(1..))]
-    pub counts_map_size: u32,
 
     /// No progress line.
     #[arg(short, long)]
@@ -241,23 +255,8 @@ pub struct RecordArgs {
 
 #[derive(Debug, Args)]
 pub struct ContinuousArgs {
-    /// The event that triggers a sample (see `record --help` and `flamebpf list`).
-    #[arg(short, long, value_name = "EVENT", default_value = "cpu-clock")]
-    pub event: String,
-
-    /// Samples a second on every CPU. Default 19: a prime, so periodic work does
-    /// not alias with the sampling, and low enough to leave running.
-    #[arg(
-        short = 'F',
-        long = "freq",
-        value_name = "HZ",
-        conflicts_with = "period"
-    )]
-    pub freq: Option<u64>,
-
-    /// Sample once every N occurrences of the event instead.
-    #[arg(short = 'c', long = "period", value_name = "N")]
-    pub period: Option<u64>,
+    #[command(flatten)]
+    pub sampling: SamplingArgs,
 
     /// Profile only these processes (default: the whole machine).
     #[arg(short, long, value_name = "PID", value_delimiter = ',')]
@@ -270,10 +269,6 @@ pub struct ContinuousArgs {
     /// Profile only tasks in this cgroup (a cgroup v2 directory) and below it.
     #[arg(long, value_name = "PATH")]
     pub cgroup: Option<PathBuf>,
-
-    /// Keep samples of the idle task (left out by default).
-    #[arg(long)]
-    pub include_idle: bool,
 
     /// Seconds per window: each window becomes one file in the store.
     #[arg(long, value_name = "SECONDS", default_value = "60", value_parser = parse_seconds)]
@@ -297,19 +292,7 @@ pub struct ContinuousArgs {
     #[arg(long, value_name = "ADDR")]
     pub listen: Option<std::net::SocketAddr>,
 
-    /// Entries of each of the two stack maps.
-    #[arg(long, value_name = "N", default_value_t = 4096, value_parser = clap::value_parser!(u32).range(1..))]
-    pub stack_map_size: u32,
-
-    /// Entries of each of the two counts maps.
-    #[arg(long, value_name = "N", default_value_t = 16384, value_parser = clap::value_parser!(u32).range(1..))]
-    pub counts_map_size: u32,
-
-    /// Also look for separate debug files here; repeatable.
-    #[arg(long, value_name = "DIR")]
-    pub debug_dir: Vec<PathBuf>,
-
-    /// Print a line per window written.
+    /// Print a line per window written; explain load failures in detail.
     #[arg(short, long)]
     pub verbose: bool,
 
@@ -349,91 +332,6 @@ pub struct QueryArgs {
     pub out: OutputArgs,
 }
 
-/// How user stacks are walked.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum CallGraph {
-    /// Frame pointers, walked in the kernel.
-    Fp,
-    /// A copy of the top of the user stack, unwound with DWARF CFI in userspace.
-    Dwarf {
-        /// Bytes of stack copied per sample.
-        stack_bytes: u32,
-    },
-}
-
-/// The most stack a sample may copy (perf's limit, and FLAMEBPF_MAX_STACK_BYTES).
-pub const MAX_STACK_BYTES: u32 = 65528;
-
-/// `fp`, `dwarf` or `dwarf,BYTES`, as perf spells them.
-pub fn parse_call_graph(s: &str) -> Result<CallGraph, String> {
-    match s.split_once(',') {
-        None if s == "fp" => Ok(CallGraph::Fp),
-        None if s == "dwarf" => Ok(CallGraph::Dwarf { stack_bytes: 16384 }),
-        Some(("dwarf", n)) => match n.parse::<u32>() {
-            Ok(b) if (8..=MAX_STACK_BYTES).contains(&b) && b % 8 == 0 => {
-                Ok(CallGraph::Dwarf { stack_bytes: b })
-            }
-            _ => Err(format!(
-                "{s:?}: the stack copy is a multiple of 8 bytes from 8 to {MAX_STACK_BYTES}"
-            )),
-        },
-        _ => Err(format!("{s:?}: use fp, dwarf or dwarf,STACK_BYTES")),
-    }
-}
-
-/// A duration as humantime reads it: 24h, 90m, 1h30m, 7d.
-pub fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
-    humantime::parse_duration(s).map_err(|e| format!("{s:?}: {e} (write e.g. 24h, 90m, 30s)"))
-}
-
-/// A point in time: RFC 3339 (the `T` and `Z` optional) or Unix seconds.
-pub fn parse_time(s: &str) -> Result<std::time::SystemTime, String> {
-    if let Ok(secs) = s.parse::<u64>() {
-        return Ok(std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs));
-    }
-    humantime::parse_rfc3339_weak(s)
-        .map_err(|e| format!("{s:?}: {e} (write e.g. 2026-11-25T14:00:00Z)"))
-}
-
-/// A size in bytes: 1GiB, 500MB, 64k, 1048576.
-pub fn parse_size(s: &str) -> Result<u64, String> {
-    let t = s.trim();
-    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
-    let (num, unit) = t.split_at(split);
-    let n: u64 = num
-        .parse()
-        .map_err(|_| format!("{s:?} is not a size (write e.g. 1GiB, 500MB)"))?;
-    let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
-        "" | "b" => 1,
-        "k" | "kb" => 1000,
-        "kib" => 1 << 10,
-        "m" | "mb" => 1_000_000,
-        "mib" => 1 << 20,
-        "g" | "gb" => 1_000_000_000,
-        "gib" => 1 << 30,
-        "t" | "tb" => 1_000_000_000_000,
-        "tib" => 1 << 40,
-        _ => return Err(format!("{s:?}: unknown unit (write e.g. 1GiB, 500MB)")),
-    };
-    let bytes = n
-        .checked_mul(mult)
-        .ok_or_else(|| format!("{s:?} is too large"))?;
-    if bytes == 0 {
-        return Err(format!("{s:?}: the size must be more than 0"));
-    }
-    Ok(bytes)
-}
-
-fn parse_seconds(s: &str) -> Result<f64, String> {
-    let v: f64 = s
-        .parse()
-        .map_err(|_| format!("{s:?} is not a number of seconds"))?;
-    if !v.is_finite() || v <= 0.0 {
-        return Err(format!("{s:?}: the duration must be more than 0 seconds"));
-    }
-    Ok(v)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -450,11 +348,11 @@ mod tests {
     #[test]
     fn defaults() {
         let r = parse(&["-a"]).unwrap();
-        assert_eq!(r.freq, None);
-        assert_eq!(r.period, None);
-        assert_eq!(r.event, "cpu-clock");
-        assert!(r.all_cpus && !r.include_idle && r.duration.is_none());
-        assert_eq!(r.stack_map_size, DEFAULT_STACK_MAP_SIZE);
+        assert_eq!(r.sampling.freq, None);
+        assert_eq!(r.sampling.period, None);
+        assert_eq!(r.sampling.event, "cpu-clock");
+        assert!(r.all_cpus && !r.sampling.include_idle && r.duration.is_none());
+        assert_eq!(r.sampling.stack_map_size, None);
     }
 
     #[test]
@@ -463,54 +361,8 @@ mod tests {
         assert_eq!(r.pid, [1, 2, 3]);
         assert_eq!(r.out.output.len(), 2);
         let r = parse(&["-F", "999", "--", "ls", "-l", "--", "x"]).unwrap();
-        assert_eq!(r.freq, Some(999));
+        assert_eq!(r.sampling.freq, Some(999));
         assert_eq!(r.command, ["ls", "-l", "--", "x"]);
-    }
-
-    #[test]
-    fn call_graph_modes() {
-        assert_eq!(parse_call_graph("fp"), Ok(CallGraph::Fp));
-        assert_eq!(
-            parse_call_graph("dwarf"),
-            Ok(CallGraph::Dwarf { stack_bytes: 16384 })
-        );
-        assert_eq!(
-            parse_call_graph("dwarf,8192"),
-            Ok(CallGraph::Dwarf { stack_bytes: 8192 })
-        );
-        for bad in [
-            "lbr",
-            "dwarf,0",
-            "dwarf,65536",
-            "dwarf,100",
-            "dwarf,x",
-            "fp,8",
-        ] {
-            assert!(parse_call_graph(bad).is_err(), "{bad}");
-        }
-    }
-
-    #[test]
-    fn sizes_durations_and_times() {
-        assert_eq!(parse_size("1GiB"), Ok(1 << 30));
-        assert_eq!(parse_size("500MB"), Ok(500_000_000));
-        assert_eq!(parse_size("64k"), Ok(64_000));
-        assert_eq!(parse_size("4096"), Ok(4096));
-        assert!(
-            parse_size("lots").is_err() && parse_size("0").is_err() && parse_size("5XB").is_err()
-        );
-        assert_eq!(
-            parse_duration("24h"),
-            Ok(std::time::Duration::from_secs(86400))
-        );
-        assert!(parse_duration("soon").is_err());
-        let t = parse_time("2026-11-25T14:00:00Z").unwrap();
-        assert_eq!(
-            t,
-            std::time::UNIX_EPOCH + std::time::Duration::from_secs(1795615200)
-        );
-        assert_eq!(parse_time("1795615200"), Ok(t));
-        assert!(parse_time("yesterday").is_err());
     }
 
     #[test]
@@ -519,7 +371,10 @@ mod tests {
         let Command::Continuous(c) = c.command else {
             panic!()
         };
-        assert_eq!((c.freq, c.window, c.max_disk), (None, 60.0, 1 << 30));
+        assert_eq!(
+            (c.sampling.freq, c.window, c.max_disk),
+            (None, 60.0, 1 << 30)
+        );
         assert_eq!(c.retain, std::time::Duration::from_secs(86400));
         assert_eq!(c.dir, PathBuf::from("/var/lib/flamebpf"));
     }
@@ -534,13 +389,19 @@ mod tests {
         assert!(parse(&["-p", "1", "-a"]).is_err());
         assert!(parse(&["--stack-map-size", "0"]).is_err());
         assert_eq!(parse(&["-d", "1.5"]).unwrap().duration, Some(1.5));
+        assert!(parse(&["-a", "--format", "png"]).is_err());
+        assert_eq!(
+            parse(&["-a", "--format", "pprof"]).unwrap().out.format,
+            Some(FormatArg::Pprof)
+        );
         assert!(
             parse(&["-a", "-F", "99", "-c", "100"]).is_err(),
             "-F and -c exclude each other"
         );
         let r = parse(&["-a", "-e", "page-faults", "-c", "100", "--precise"]).unwrap();
+        let s = &r.sampling;
         assert_eq!(
-            (r.event.as_str(), r.period, r.precise),
+            (s.event.as_str(), s.period, s.precise),
             ("page-faults", Some(100), true)
         );
     }

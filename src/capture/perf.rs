@@ -7,7 +7,7 @@ use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
 use perf_event_open_sys as sys;
 use sys::bindings as b;
 
-use crate::events::{Event, Rate};
+use crate::capture::events::{Event, Rate};
 
 /// A sampling event: what it counts, how often it interrupts, how precisely.
 #[derive(Debug, Clone, PartialEq, Eq)]

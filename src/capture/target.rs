@@ -39,7 +39,7 @@ impl Target {
             return Ok(Target::All);
         }
         if let Some(program) = command.first() {
-            let Some(resolved) = crate::command::resolve(program) else {
+            let Some(resolved) = crate::capture::gated::resolve(program) else {
                 bail!("command not found: {}", program.to_string_lossy());
             };
             return Ok(Target::Command {

@@ -10,37 +10,12 @@ use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
 
-use crate::bpf::{self, Sampler};
-use crate::command::Gated;
-use crate::perf::{self, SamplingEvent};
-use crate::target::Target;
-use crate::tracking::Tracking;
-
-/// How to set a capture up.
-pub struct Setup {
-    /// What to profile.
-    pub target: Target,
-    /// The event, rate and precision.
-    pub sampling: SamplingEvent,
-    /// The online CPUs.
-    pub cpus: Vec<u32>,
-    /// Keep the idle task.
-    pub include_idle: bool,
-    /// Stack map entries.
-    pub stack_map_size: u32,
-    /// Counts map entries.
-    pub counts_map_size: u32,
-    /// Only threads with this comm.
-    pub comm: Option<String>,
-    /// Only tasks under this cgroup.
-    pub cgroup: Option<PathBuf>,
-    /// Two map sets to switch between (continuous mode).
-    pub two_sets: bool,
-    /// DWARF mode: (stack bytes, ring buffer bytes).
-    pub dwarf: Option<(u32, u32)>,
-    /// Show the verifier log on a load failure.
-    pub verbose: bool,
-}
+use super::sampler::{self, Sampler};
+use super::setup::Setup;
+use crate::capture::gated::Gated;
+use crate::capture::perf;
+use crate::capture::target::Target;
+use crate::capture::tracking::Tracking;
 
 /// A capture, set up and (after [`Session::go`]) running.
 pub struct Session {
@@ -70,7 +45,7 @@ impl Session {
     pub fn start(setup: &Setup) -> Result<Session> {
         let mut tracking = Tracking::start(&setup.cpus).map_err(|e| event_error(e, "tracking"))?;
         let follow_forks = matches!(setup.target, Target::Command { .. });
-        let config = bpf::Config {
+        let config = sampler::Config {
             filter_pids: matches!(setup.target, Target::Pids(_) | Target::Command { .. }),
             follow_forks,
             include_idle: setup.include_idle,
@@ -198,7 +173,7 @@ fn event_error(e: anyhow::Error, what: &str) -> anyhow::Error {
 /// A BPF load failure as one line; with -v, the verifier's last words first.
 fn load_error(e: anyhow::Error, verbose: bool) -> anyhow::Error {
     if verbose {
-        for line in bpf::libbpf_log_tail(40) {
+        for line in sampler::libbpf_log_tail(40) {
             eprintln!("libbpf: {line}");
         }
     }

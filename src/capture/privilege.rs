@@ -27,18 +27,26 @@ fn sufficient(caps: u64) -> bool {
     has(caps, CAP_SYS_ADMIN) || (has(caps, CAP_BPF) && has(caps, CAP_PERFMON))
 }
 
-/// `Err` with the sentence to show when this process lacks the privileges.
-pub fn check() -> Result<(), String> {
+/// This process may not profile.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "profiling needs root, or the CAP_BPF and CAP_PERFMON capabilities \
+     (running as uid {uid} without them)"
+)]
+pub struct NotPrivileged {
+    /// The effective user id.
+    pub uid: u32,
+}
+
+/// `Err` when this process lacks the privileges to profile.
+pub fn check() -> Result<(), NotPrivileged> {
     let caps = effective_caps().unwrap_or(0);
     if sufficient(caps) {
         return Ok(());
     }
     // SAFETY: geteuid has no preconditions.
     let uid = unsafe { libc::geteuid() };
-    Err(format!(
-        "profiling needs root, or the CAP_BPF and CAP_PERFMON capabilities \
-         (running as uid {uid} without them)"
-    ))
+    Err(NotPrivileged { uid })
 }
 
 #[cfg(test)]

@@ -9,7 +9,7 @@ use anyhow::{Context, Result};
 use flamegraphs::{folded, Meta, Profile};
 
 use crate::cli::{ConvertArgs, DiffArgs};
-use crate::outputs::{self, Output};
+use crate::output::{self, Output};
 
 /// Reads a folded file (`-` is standard input), refusing it whole, with the line
 /// number, at the first malformed line.
@@ -42,10 +42,10 @@ fn read_folded(path: &Path) -> Result<(String, Profile)> {
 
 /// `flamebpf convert INPUT -o OUTPUT...`.
 pub fn convert(args: ConvertArgs) -> Result<i32> {
-    let outputs = outputs::plan(&args.out.output, args.out.format.as_deref())?;
-    outputs::preflight(&outputs)?;
+    let outputs = output::plan(&args.out.output, args.out.format.map(Into::into))?;
+    output::preflight(&outputs)?;
     let (_, profile) = read_folded(&args.input)?;
-    outputs::write_all(&outputs, &profile, &outputs::write_options(&args.out))?;
+    output::write_all(&outputs, &profile, &output::write_options(&args.out))?;
     Ok(0)
 }
 
@@ -55,11 +55,11 @@ pub fn diff(args: DiffArgs) -> Result<i32> {
         path: args.output.clone(),
         format: flamegraphs::Format::Svg,
     };
-    outputs::preflight(std::slice::from_ref(&output))?;
+    output::preflight(std::slice::from_ref(&output))?;
     let (before, _) = read_folded(&args.before)?;
     let (after, _) = read_folded(&args.after)?;
-    let svg = outputs::svg_options(&args.svg);
-    outputs::write_atomic(&output.path, |w| {
+    let svg = output::files::svg_options(&args.svg);
+    output::write_atomic(&output.path, |w| {
         Ok(flamegraphs::svg::write_diff(
             &before,
             &after,

@@ -5,8 +5,8 @@ use std::io::Write;
 
 use anyhow::Result;
 
-use crate::events::{Event, Rate};
-use crate::perf::{self, SamplingEvent};
+use crate::capture::events::{Event, Rate};
+use crate::capture::perf::{self, SamplingEvent};
 
 /// Prints the table on stdout; a reader that stops early (`| head`) is no error.
 pub fn run() -> Result<()> {
@@ -22,7 +22,7 @@ pub fn run() -> Result<()> {
 }
 
 fn print() -> Result<()> {
-    let system_wide = crate::privilege::check().is_ok();
+    let system_wide = crate::capture::privilege::check().is_ok();
     let cpu = perf::online_cpus()?.first().copied().unwrap_or(0);
     let out = std::io::stdout();
     let mut out = out.lock();

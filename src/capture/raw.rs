@@ -6,7 +6,7 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
-use crate::bpf::{Drained, StackRef, Stats};
+use super::maps::{Drained, StackRef};
 
 /// A stack, leaf first, or why there is none.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -121,27 +121,11 @@ impl RawProfile {
     }
 }
 
-/// The difference of two readings of the cumulative counters.
-pub fn stats_since(now: &Stats, before: &Stats) -> Stats {
-    Stats {
-        samples: now.samples - before.samples,
-        idle_skipped: now.idle_skipped - before.idle_skipped,
-        kernel_stack_absent: now.kernel_stack_absent - before.kernel_stack_absent,
-        user_stack_kthread: now.user_stack_kthread - before.user_stack_kthread,
-        user_stack_fault: now.user_stack_fault - before.user_stack_fault,
-        stack_overflowed: now.stack_overflowed - before.stack_overflowed,
-        stack_lost: now.stack_lost - before.stack_lost,
-        counts_full: now.counts_full - before.counts_full,
-        targets_full: now.targets_full - before.targets_full,
-        ringbuf_full: now.ringbuf_full - before.ringbuf_full,
-        stack_copy_failed: now.stack_copy_failed - before.stack_copy_failed,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::bpf::Count;
+    use crate::capture::maps::Count;
+    use crate::capture::Stats;
 
     fn drained(samples: u64) -> Drained {
         let mut stacks = HashMap::new();

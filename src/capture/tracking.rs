@@ -9,8 +9,8 @@ use anyhow::{Context, Result};
 use symbolizer::records::{self, Record};
 use symbolizer::Tracker;
 
-use crate::perf;
-use crate::ring::Ring;
+use crate::capture::perf;
+use crate::capture::ring::Ring;
 
 /// 256 KiB per CPU: a burst of a few thousand mmaps (a build starting) fits.
 const DATA_PAGES: usize = 64;

@@ -1,48 +1,61 @@
 //! The one line printed at the end of a capture: what was sampled, and where every
 //! sample that is not in the profile went, with the flag that helps.
 
-use crate::bpf::Stats;
+use crate::capture::{Stat, Stats};
 
-/// Everything the summary line reports.
+/// Where every sample went: what `record`'s summary line and the daemon's last
+/// line both report.
 #[derive(Debug, Default, Clone, Copy)]
-pub struct Summary {
+pub struct Accounting {
     /// The BPF program's counters.
     pub stats: Stats,
-    /// Distinct processes in the profile.
-    pub processes: usize,
-    /// Distinct stacks read from the maps.
-    pub stacks: usize,
     /// Tracking records the kernel dropped (address-space changes not seen).
     pub lost_records: u64,
     /// DWARF mode: how unwinding went.
     pub unwound: Option<symbolizer::unwind::UnwindStats>,
 }
 
-impl Summary {
-    /// Whether anything was lost.
-    pub fn has_losses(&self) -> bool {
-        let s = &self.stats;
-        s.stack_lost
-            + s.counts_full
-            + s.targets_full
-            + s.ringbuf_full
-            + s.stack_copy_failed
-            + self.lost_records
-            > 0
-    }
+/// `record`'s summary: the accounting, and the size of the profile.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Summary {
+    /// Where the samples went.
+    pub accounting: Accounting,
+    /// Distinct processes in the profile.
+    pub processes: usize,
+    /// Distinct stacks read from the maps.
+    pub stacks: usize,
+}
 
+impl Summary {
     /// The line, without a trailing newline.
     pub fn line(&self) -> String {
-        let s = &self.stats;
         let plural =
             |n: u64, one: &str, many: &str| format!("{n} {}", if n == 1 { one } else { many });
         format!(
             "flamebpf: {}, {}, {}; {}",
-            plural(s.samples, "sample", "samples"),
+            plural(
+                self.accounting.stats[Stat::STAT_SAMPLES],
+                "sample",
+                "samples"
+            ),
             plural(self.processes as u64, "process", "processes"),
             plural(self.stacks as u64, "unique stack", "unique stacks"),
-            self.classes_and_losses()
+            self.accounting.classes_and_losses()
         )
+    }
+}
+
+impl Accounting {
+    /// Whether anything was lost.
+    pub fn has_losses(&self) -> bool {
+        let s = &self.stats;
+        s[Stat::STAT_STACK_LOST]
+            + s[Stat::STAT_COUNTS_FULL]
+            + s[Stat::STAT_TARGETS_FULL]
+            + s[Stat::STAT_RINGBUF_FULL]
+            + s[Stat::STAT_STACK_COPY_FAILED]
+            + self.lost_records
+            > 0
     }
 
     /// What follows the totals: samples without a stack by nature, then every
@@ -51,7 +64,9 @@ impl Summary {
         let s = &self.stats;
         let mut line = format!(
             "{} in user mode, {} of kernel threads, {} with an unreadable user stack",
-            s.kernel_stack_absent, s.user_stack_kthread, s.user_stack_fault
+            s[Stat::STAT_KERNEL_STACK_ABSENT],
+            s[Stat::STAT_USER_STACK_KTHREAD],
+            s[Stat::STAT_USER_STACK_FAULT]
         );
         if let Some(u) = &self.unwound {
             line.push_str(&format!(
@@ -63,31 +78,34 @@ impl Summary {
             ));
         }
         let mut losses = Vec::new();
-        if s.ringbuf_full > 0 {
+        if s[Stat::STAT_RINGBUF_FULL] > 0 {
             losses.push(format!(
                 "{} samples to a full ring buffer (raise --ringbuf-size)",
-                s.ringbuf_full
+                s[Stat::STAT_RINGBUF_FULL]
             ));
         }
-        if s.stack_copy_failed > 0 {
+        if s[Stat::STAT_STACK_COPY_FAILED] > 0 {
             losses.push(format!(
                 "{} user stacks that could not be copied",
-                s.stack_copy_failed
+                s[Stat::STAT_STACK_COPY_FAILED]
             ));
         }
-        if s.stack_lost > 0 {
-            losses.push(format!("{} stacks (raise --stack-map-size)", s.stack_lost));
+        if s[Stat::STAT_STACK_LOST] > 0 {
+            losses.push(format!(
+                "{} stacks (raise --stack-map-size)",
+                s[Stat::STAT_STACK_LOST]
+            ));
         }
-        if s.counts_full > 0 {
+        if s[Stat::STAT_COUNTS_FULL] > 0 {
             losses.push(format!(
                 "{} samples to a full counts map (raise --counts-map-size)",
-                s.counts_full
+                s[Stat::STAT_COUNTS_FULL]
             ));
         }
-        if s.targets_full > 0 {
+        if s[Stat::STAT_TARGETS_FULL] > 0 {
             losses.push(format!(
                 "{} child processes not followed (target set full)",
-                s.targets_full
+                s[Stat::STAT_TARGETS_FULL]
             ));
         }
         if self.lost_records > 0 {
@@ -113,17 +131,17 @@ mod tests {
     #[test]
     fn clean_capture() {
         let s = Summary {
-            stats: Stats {
-                samples: 1,
-                kernel_stack_absent: 1,
-                ..Stats::default()
+            accounting: Accounting {
+                stats: Stats::default()
+                    .with(Stat::STAT_SAMPLES, 1)
+                    .with(Stat::STAT_KERNEL_STACK_ABSENT, 1),
+                lost_records: 0,
+                unwound: None,
             },
             processes: 1,
             stacks: 1,
-            lost_records: 0,
-            unwound: None,
         };
-        assert!(!s.has_losses());
+        assert!(!s.accounting.has_losses());
         assert_eq!(
             s.line(),
             "flamebpf: 1 sample, 1 process, 1 unique stack; 1 in user mode, 0 of kernel threads, \
@@ -134,19 +152,19 @@ mod tests {
     #[test]
     fn every_loss_class_names_its_remedy() {
         let s = Summary {
-            stats: Stats {
-                samples: 100,
-                stack_lost: 2,
-                counts_full: 3,
-                targets_full: 4,
-                ..Stats::default()
+            accounting: Accounting {
+                stats: Stats::default()
+                    .with(Stat::STAT_SAMPLES, 100)
+                    .with(Stat::STAT_STACK_LOST, 2)
+                    .with(Stat::STAT_COUNTS_FULL, 3)
+                    .with(Stat::STAT_TARGETS_FULL, 4),
+                lost_records: 5,
+                unwound: None,
             },
             processes: 2,
             stacks: 10,
-            lost_records: 5,
-            unwound: None,
         };
-        assert!(s.has_losses());
+        assert!(s.accounting.has_losses());
         let line = s.line();
         assert!(!line.contains('\n'));
         for part in [

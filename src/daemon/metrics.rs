@@ -3,24 +3,15 @@
 
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
 
-use crate::bpf::Stats;
+use crate::capture::{Stat, Stats};
 
 /// Everything /metrics reports.
 #[derive(Debug, Default)]
 pub struct Metrics {
-    /// Samples of the targets.
-    pub samples: AtomicU64,
-    /// Samples in user mode (no kernel stack).
-    pub user_mode: AtomicU64,
-    /// Samples of kernel threads (no user stack).
-    pub kernel_threads: AtomicU64,
-    /// Stacks lost: the stack maps were full.
-    pub lost_stacks: AtomicU64,
-    /// Samples lost: the counts map was full.
-    pub lost_counts: AtomicU64,
-    /// Children not followed: the target set was full.
-    pub lost_targets: AtomicU64,
+    /// The BPF program's counters over the daemon's life.
+    pub stats: Mutex<Stats>,
     /// Address-space records the kernel dropped.
     pub lost_records: AtomicU64,
     /// Windows written to the store.
@@ -35,21 +26,17 @@ pub struct Metrics {
 
 impl Metrics {
     /// Adds the counters' growth since the last reading.
-    pub fn add_stats(&self, s: &Stats) {
-        self.samples.fetch_add(s.samples, Ordering::Relaxed);
-        self.user_mode
-            .fetch_add(s.kernel_stack_absent, Ordering::Relaxed);
-        self.kernel_threads
-            .fetch_add(s.user_stack_kthread, Ordering::Relaxed);
-        self.lost_stacks.fetch_add(s.stack_lost, Ordering::Relaxed);
-        self.lost_counts.fetch_add(s.counts_full, Ordering::Relaxed);
-        self.lost_targets
-            .fetch_add(s.targets_full, Ordering::Relaxed);
+    pub fn add_stats(&self, growth: Stats) {
+        if let Ok(mut s) = self.stats.lock() {
+            *s += growth;
+        }
     }
 
     /// The Prometheus text exposition.
     pub fn render(&self) -> String {
         let g = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        let stats = self.stats.lock().map(|s| *s).unwrap_or_default();
+        let st = |stat: Stat| stats[stat];
         let mut out = String::new();
         let mut metric = |name: &str, kind: &str, help: &str, lines: &[(&str, u64)]| {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
@@ -61,17 +48,20 @@ impl Metrics {
             "flamebpf_samples_total",
             "counter",
             "Samples taken of the targets.",
-            &[("", g(&self.samples))],
+            &[("", st(Stat::STAT_SAMPLES))],
         );
         metric(
             "flamebpf_samples_without_stack_total",
             "counter",
             "Samples with one of their stacks absent by nature.",
             &[
-                (r#"{stack="kernel",reason="user_mode"}"#, g(&self.user_mode)),
+                (
+                    r#"{stack="kernel",reason="user_mode"}"#,
+                    st(Stat::STAT_KERNEL_STACK_ABSENT),
+                ),
                 (
                     r#"{stack="user",reason="kernel_thread"}"#,
-                    g(&self.kernel_threads),
+                    st(Stat::STAT_USER_STACK_KTHREAD),
                 ),
             ],
         );
@@ -80,9 +70,9 @@ impl Metrics {
             "counter",
             "What was lost, by class: stacks (raise --stack-map-size), samples (raise --counts-map-size), children not followed, address-space records.",
             &[
-                (r#"{class="stack_map"}"#, g(&self.lost_stacks)),
-                (r#"{class="counts_map"}"#, g(&self.lost_counts)),
-                (r#"{class="target_set"}"#, g(&self.lost_targets)),
+                (r#"{class="stack_map"}"#, st(Stat::STAT_STACK_LOST)),
+                (r#"{class="counts_map"}"#, st(Stat::STAT_COUNTS_FULL)),
+                (r#"{class="target_set"}"#, st(Stat::STAT_TARGETS_FULL)),
                 (r#"{class="tracking_records"}"#, g(&self.lost_records)),
             ],
         );
@@ -121,11 +111,11 @@ mod tests {
     #[test]
     fn renders_prometheus_text() {
         let m = Metrics::default();
-        m.add_stats(&Stats {
-            samples: 5,
-            counts_full: 2,
-            ..Stats::default()
-        });
+        m.add_stats(
+            Stats::default()
+                .with(Stat::STAT_SAMPLES, 5)
+                .with(Stat::STAT_COUNTS_FULL, 2),
+        );
         m.window_failures.fetch_add(1, Ordering::Relaxed);
         let text = m.render();
         assert!(text.contains("# TYPE flamebpf_samples_total counter\nflamebpf_samples_total 5\n"));

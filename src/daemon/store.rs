@@ -81,7 +81,7 @@ pub fn write(
     bytes: &[u8],
 ) -> anyhow::Result<PathBuf> {
     let path = dir.join(file_name(start, end));
-    crate::outputs::write_atomic(&path, |w| Ok(std::io::Write::write_all(w, bytes)?))?;
+    crate::output::write_atomic(&path, |w| Ok(std::io::Write::write_all(w, bytes)?))?;
     Ok(path)
 }
 

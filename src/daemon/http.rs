@@ -17,8 +17,8 @@ use std::time::{Duration, SystemTime};
 use anyhow::{anyhow, Result};
 use tiny_http::{Header, Method, Response, Server};
 
-use crate::metrics::Metrics;
-use crate::query::{self, Filter};
+use super::merge::{self, Filter};
+use super::metrics::Metrics;
 
 /// What the HTTP thread asks of the sampling loop.
 pub enum Ask {
@@ -171,7 +171,7 @@ fn handle(
                 Ok(f) => f,
                 Err(e) => return drop(request.respond(text(400, e + "\n"))),
             };
-            let svg = query::load(store, &filter).and_then(|p| {
+            let svg = merge::load(store, &filter).and_then(|p| {
                 let mut out = Vec::new();
                 flamegraphs::svg::write(&p, &Default::default(), false, &mut out)?;
                 Ok(out)

@@ -9,8 +9,9 @@ use std::sync::Arc;
 use symbolizer::unwind::{End, Regs, StackCopy, UnwindStats, Unwinder};
 use symbolizer::Tracker;
 
-use crate::bpf::{comm_string, dwarf_sample, from_bytes};
-use crate::raw::{RawKey, RawProfile, RawStack};
+use super::maps::{comm_string, from_bytes};
+use super::skel::types::dwarf_sample;
+use crate::capture::raw::{RawKey, RawProfile, RawStack};
 
 /// Bytes of a record before its stack copy.
 const HEADER: usize = std::mem::offset_of!(dwarf_sample, stack);

@@ -4,6 +4,11 @@
 use perf_event_open_sys::bindings as b;
 
 /// Which family an event belongs to.
+/// An event name flamebpf does not know.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown event {0:?}: `flamebpf list` shows the events")]
+pub struct UnknownEvent(pub String);
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
     /// A generic hardware event (a PMU counter).
@@ -173,11 +178,12 @@ impl Event {
 
     /// Parses an event name as perf spells it: a name or alias (case does not
     /// matter), or `rNNNN` for a raw code in hex.
-    pub fn parse(name: &str) -> Result<Event, String> {
+    pub fn parse(name: &str) -> Result<Event, UnknownEvent> {
         let lower = name.to_ascii_lowercase();
         if let Some(hex) = lower.strip_prefix('r') {
             if !hex.is_empty() && hex.len() <= 16 && hex.chars().all(|c| c.is_ascii_hexdigit()) {
-                let config = u64::from_str_radix(hex, 16).map_err(|e| e.to_string())?;
+                // at most 16 hex digits: always fits
+                let config = u64::from_str_radix(hex, 16).map_err(|_| UnknownEvent(name.into()))?;
                 return Ok(Event::new(&lower, b::PERF_TYPE_RAW, config, Kind::Raw));
             }
         }
@@ -190,7 +196,7 @@ impl Event {
         Event::all()
             .into_iter()
             .find(|e| e.name.eq_ignore_ascii_case(wanted))
-            .ok_or_else(|| format!("unknown event {name:?}: `flamebpf list` shows the events"))
+            .ok_or_else(|| UnknownEvent(name.into()))
     }
 
     /// The CPU and task clocks, which count nanoseconds on a timer.
@@ -271,7 +277,7 @@ mod tests {
 
     #[test]
     fn unknown_names_point_at_the_list() {
-        let e = Event::parse("cyclez").unwrap_err();
+        let e = Event::parse("cyclez").unwrap_err().to_string();
         assert!(
             e.contains("unknown event \"cyclez\"") && e.contains("flamebpf list"),
             "{e}"

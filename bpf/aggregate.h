@@ -1,0 +1,146 @@
+/* SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause) */
+/*
+ * The in-kernel aggregate: each sample's stacks are stored once and the sample is
+ * counted under (pid, tid, comm, kernel stack, user stack). Two identical map sets
+ * exist; `active_set` says which one fills, so the continuous daemon reads and
+ * empties one while the other fills (a plain capture uses set 0 only and gets set 1
+ * at minimal size). Userspace reads a set with src/capture/maps.rs.
+ */
+#ifndef FLAMEBPF_AGGREGATE_H
+#define FLAMEBPF_AGGREGATE_H
+
+/* Which map set samples go to; flipped by userspace through the mmap'd .bss. */
+volatile __u32 active_set = 0;
+
+/*
+ * One map set, n = 0 or 1:
+ * stacksN: the stacks by id (bpf_get_stackid), leaf first, zero-padded. Written by
+ *   record(); read by userspace for the ids the counts name, then emptied (by
+ *   the daemon) at each drain. Size: --stack-map-size (16384 for record, 4096
+ *   for continuous); a full or colliding bucket sends the stack to overflowN.
+ * overflowN: stacks whose stacksN bucket held another stack, keyed by an FNV-1a
+ *   hash of their addresses. Same writers, readers and size as stacksN; when full,
+ *   the stack is lost (STAT_STACK_LOST).
+ * countsN: samples and summed periods per sample_key. Written by record(), read
+ *   and emptied by userspace. Size: --counts-map-size (65536 / 16384); when full,
+ *   the sample is lost (STAT_COUNTS_FULL).
+ */
+#define MAP_SET(n)                                                              \
+	struct {                                                                \
+		__uint(type, BPF_MAP_TYPE_STACK_TRACE);                          \
+		__uint(key_size, sizeof(__u32));                                 \
+		__uint(value_size, FLAMEBPF_MAX_DEPTH * sizeof(__u64));          \
+		__uint(max_entries, 16384); /* resized by userspace */           \
+	} stacks##n SEC(".maps");                                               \
+	struct {                                                                \
+		__uint(type, BPF_MAP_TYPE_HASH);                                 \
+		__type(key, __u64);                                              \
+		__type(value, struct overflow_stack);                            \
+		__uint(max_entries, 16384); /* resized by userspace */           \
+	} overflow##n SEC(".maps");                                             \
+	struct {                                                                \
+		__uint(type, BPF_MAP_TYPE_HASH);                                 \
+		__type(key, struct sample_key);                                  \
+		__type(value, struct sample_value);                              \
+		__uint(max_entries, 65536); /* resized by userspace */           \
+	} counts##n SEC(".maps");
+
+MAP_SET(0)
+MAP_SET(1)
+
+/* scratch: one stack per CPU for the overflow path, since a whole stack does not
+ * fit the 512-byte BPF stack. Written and read by keep_overflowed() only. Size: 1
+ * per CPU. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__type(key, __u32);
+	__type(value, struct overflow_stack);
+	__uint(max_entries, 1);
+} scratch SEC(".maps");
+
+/* Keeps a stack whose STACK_TRACE bucket is taken: copies it with bpf_get_stack,
+ * hashes it (FNV-1a over the addresses) and stores it under that hash.
+ * Returns the hash, or 0 when the stack could not be kept. */
+static __always_inline __u64 keep_overflowed(struct bpf_perf_event_data *ctx, void *overflow_stacks, __u64 flags)
+{
+	__u32 zero = 0;
+	struct overflow_stack *st = bpf_map_lookup_elem(&scratch, &zero);
+	if (!st)
+		return 0;
+	long len = bpf_get_stack(ctx, st->ips, sizeof(st->ips), flags);
+	if (len <= 0)
+		return 0;
+	__u32 n = len / sizeof(__u64);
+	__u64 h = 0xcbf29ce484222325ULL;
+	for (__u32 i = 0; i < FLAMEBPF_MAX_DEPTH; i++) {
+		if (i >= n) {
+			st->ips[i] = 0; /* the tail left over from the previous use */
+			continue;
+		}
+		h = (h ^ st->ips[i]) * 0x100000001b3ULL;
+	}
+	if (h == 0)
+		h = 1;
+	if (bpf_map_lookup_elem(overflow_stacks, &h))
+		return h;
+	if (bpf_map_update_elem(overflow_stacks, &h, st, BPF_NOEXIST) == 0)
+		return h;
+	/* Another CPU may have stored the same stack in between. */
+	if (bpf_map_lookup_elem(overflow_stacks, &h))
+		return h;
+	return 0;
+}
+
+static __always_inline __s32 stack_id(struct bpf_perf_event_data *ctx, void *stacks, void *overflow_stacks,
+				       __u64 flags, __u64 *hash)
+{
+	__s32 id = bpf_get_stackid(ctx, stacks, flags);
+	*hash = 0;
+	if (id == -FLAMEBPF_EEXIST) {
+		*hash = keep_overflowed(ctx, overflow_stacks, flags);
+		count(*hash ? STAT_STACK_OVERFLOWED : STAT_STACK_LOST);
+	} else if (id < 0 && id != -FLAMEBPF_EFAULT) {
+		/* -ENOMEM: the stack map's free list is empty. */
+		count(STAT_STACK_LOST);
+	}
+	return id;
+}
+
+/* Adds the sample to one map set; inlined twice, so each copy sees constant maps. */
+static __always_inline void record_in(struct bpf_perf_event_data *ctx, struct sample_key *key, void *stacks,
+				      void *overflow_stacks, void *counts)
+{
+	key->kernel_stack_id = stack_id(ctx, stacks, overflow_stacks, 0, &key->kernel_stack_hash);
+	if (key->kernel_stack_id == -FLAMEBPF_EFAULT)
+		count(STAT_KERNEL_STACK_ABSENT);
+
+	key->user_stack_id = stack_id(ctx, stacks, overflow_stacks, BPF_F_USER_STACK, &key->user_stack_hash);
+	if (key->user_stack_id == -FLAMEBPF_EFAULT)
+		count(current_is_kthread() ? STAT_USER_STACK_KTHREAD : STAT_USER_STACK_FAULT);
+
+	__u64 period = ctx->sample_period;
+	struct sample_value *val = bpf_map_lookup_elem(counts, key);
+	if (!val) {
+		struct sample_value init = {};
+		/* EEXIST: another CPU added the key in between, which is fine */
+		bpf_map_update_elem(counts, key, &init, BPF_NOEXIST);
+		val = bpf_map_lookup_elem(counts, key);
+		if (!val) {
+			count(STAT_COUNTS_FULL);
+			return;
+		}
+	}
+	__sync_fetch_and_add(&val->samples, 1);
+	__sync_fetch_and_add(&val->weight, period);
+}
+
+/* Adds the sample to the active map set. */
+static __always_inline void record(struct bpf_perf_event_data *ctx, struct sample_key *key)
+{
+	if (active_set)
+		record_in(ctx, key, &stacks1, &overflow1, &counts1);
+	else
+		record_in(ctx, key, &stacks0, &overflow0, &counts0);
+}
+
+#endif

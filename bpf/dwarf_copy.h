@@ -1,0 +1,106 @@
+/* SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause) */
+/*
+ * `--call-graph dwarf`: instead of aggregating, each sample is sent to userspace as
+ * one record (struct dwarf_sample, profile.h) holding the user registers, the
+ * kernel stack and a copy of the top of the user stack, which userspace unwinds
+ * with the objects' call frame information (src/capture/dwarf.rs).
+ */
+#ifndef FLAMEBPF_DWARF_COPY_H
+#define FLAMEBPF_DWARF_COPY_H
+
+const volatile __u32 stack_bytes = FLAMEBPF_MAX_STACK_BYTES; /* user stack to copy */
+const volatile __u64 ring_wakeup_bytes = 1 << 20;            /* wake the reader past this */
+
+/* Names the record type in BTF, so the skeleton generates it for Rust. */
+struct dwarf_sample *dwarf_sample_type = 0;
+
+/* samples: one dwarf_sample per sample, written in place by send_stack_copy(),
+ * read by userspace in arrival order. Size: --ringbuf-size (a power of two);
+ * a sample that finds no room is counted in STAT_RINGBUF_FULL. */
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 4096); /* resized by userspace */
+} samples SEC(".maps");
+
+/* Fills in the user registers: those of the sample, or, when the sample hit the
+ * kernel, the user state saved at kernel entry. */
+static __always_inline void user_regs(struct bpf_perf_event_data *ctx, struct dwarf_sample *rec)
+{
+	if ((ctx->regs.cs & 3) == 3) {
+		rec->ip = ctx->regs.rip;
+		rec->sp = ctx->regs.rsp;
+		rec->bp = ctx->regs.rbp;
+	} else {
+		struct pt_regs___k *regs = (void *)bpf_task_pt_regs(bpf_get_current_task_btf());
+		rec->ip = BPF_CORE_READ(regs, ip);
+		rec->sp = BPF_CORE_READ(regs, sp);
+		rec->bp = BPF_CORE_READ(regs, bp);
+	}
+}
+
+/* Copies up to `copy` bytes of the user stack from rec->sp. A read that runs past
+ * the end of the stack mapping fails whole: shorter copies are tried until one
+ * fits. */
+static __always_inline void copy_user_stack(struct dwarf_sample *rec, __u32 copy)
+{
+	__u32 len = copy;
+	for (int i = 0; i < 8; i++) {
+		if (len > copy)
+			len = copy;
+		if (len == 0)
+			break;
+		if (bpf_probe_read_user(rec->stack, len, (void *)rec->sp) == 0) {
+			rec->stack_len = len;
+			break;
+		}
+		len >>= 1;
+	}
+	if (rec->stack_len == 0)
+		count(STAT_STACK_COPY_FAILED);
+}
+
+/* Sends one sample's record. */
+static __always_inline void send_stack_copy(struct bpf_perf_event_data *ctx, __u32 tgid, __u32 tid,
+					    const char *comm)
+{
+	/* The record is written in place in the ring buffer: no staging copy. Its
+	 * size is a constant to the verifier, since .rodata is frozen at load. */
+	__u32 copy = stack_bytes;
+	if (copy > FLAMEBPF_MAX_STACK_BYTES)
+		copy = FLAMEBPF_MAX_STACK_BYTES;
+	struct dwarf_sample *rec =
+		bpf_ringbuf_reserve(&samples, __builtin_offsetof(struct dwarf_sample, stack) + copy, 0);
+	if (!rec) {
+		count(STAT_RINGBUF_FULL);
+		return;
+	}
+	rec->time = bpf_ktime_get_ns();
+	rec->period = ctx->sample_period;
+	rec->pid = tgid;
+	rec->tid = tid;
+	rec->cpu = bpf_get_smp_processor_id();
+	__builtin_memcpy(rec->comm, comm, FLAMEBPF_COMM_LEN);
+
+	long klen = bpf_get_stack(ctx, rec->kernel_ips, sizeof(rec->kernel_ips), 0);
+	rec->kernel_len = klen > 0 ? klen : 0;
+	if (klen <= 0)
+		count(STAT_KERNEL_STACK_ABSENT);
+
+	rec->user_regs = 0;
+	rec->stack_len = 0;
+	rec->ip = rec->sp = rec->bp = 0;
+	if (current_is_kthread()) {
+		count(STAT_USER_STACK_KTHREAD);
+	} else {
+		user_regs(ctx, rec);
+		rec->user_regs = 1;
+		copy_user_stack(rec, copy);
+	}
+
+	/* Waking the reader is an interrupt of its own: only once a good part of the
+	 * buffer waits; the reader also looks every tick. */
+	__u64 waiting = bpf_ringbuf_query(&samples, BPF_RB_AVAIL_DATA);
+	bpf_ringbuf_submit(rec, waiting > ring_wakeup_bytes ? BPF_RB_FORCE_WAKEUP : BPF_RB_NO_WAKEUP);
+}
+
+#endif

@@ -1,0 +1,113 @@
+//! `flamebpf continuous`: checks the options, starts the endpoint and the capture,
+//! and hands them to the [`crate::daemon`] until SIGINT/SIGTERM or the command's
+//! exit.
+
+use std::sync::mpsc;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{bail, Result};
+use symbolizer::symbolize::Symbolizer;
+
+use crate::capture::setup::{Filters, CONTINUOUS};
+use crate::capture::skel::limits::COMM_LEN;
+use crate::capture::target::Target;
+use crate::capture::{sampling, session, Plan, Session};
+use crate::cli::ContinuousArgs;
+use crate::daemon::http::{self, Ask};
+use crate::daemon::metrics::Metrics;
+use crate::daemon::{Daemon, StoreConfig};
+use crate::output::summary::Accounting;
+
+/// Runs the daemon; returns the command's exit status (0 without one).
+pub fn run(args: ContinuousArgs) -> Result<i32> {
+    let plan = Plan::check(&args.sampling, CONTINUOUS)?;
+    let all = args.pid.is_empty() && args.command.is_empty();
+    let target = Target::from_args(&args.pid, all, &args.command)?;
+    let filters = check_filters(&args)?;
+    let (setup, note) = plan.clone().setup(target.clone(), filters, args.verbose)?;
+    if let Some(note) = note {
+        eprintln!("flamebpf: {note}");
+    }
+    session::raise_fd_limit();
+
+    let metrics = Arc::new(Metrics::default());
+    let asks = listen(&args, &metrics)?;
+    if let Err(e) = std::fs::create_dir_all(&args.dir) {
+        // Not fatal: the store is retried every window, and failures are counted.
+        eprintln!(
+            "flamebpf: cannot create the store {}: {}",
+            args.dir.display(),
+            session::io_reason(&e)
+        );
+    }
+    let symbolizer = Symbolizer::new(plan.symbolize_options());
+    symbolizer.warm_kernel();
+    let stop = session::stop_flag()?;
+    let session = Session::start(&setup)?;
+    let store = StoreConfig {
+        dir: args.dir.clone(),
+        retain: args.retain,
+        max_disk: args.max_disk,
+        window: Duration::from_secs_f64(args.window),
+    };
+    let meta = sampling::meta(&setup.sampling, &target);
+    let mut daemon = Daemon::start(session, symbolizer, metrics, meta, store, args.verbose)?;
+    let child_status = daemon.run(&stop, &asks)?;
+    let done = daemon.finish(child_status.is_some())?;
+
+    let accounting = Accounting {
+        stats: done.stats,
+        lost_records: done.lost_records,
+        unwound: None,
+    };
+    let failures = match done.window_failures {
+        0 => String::new(),
+        n => format!(" ({n} could not be written)"),
+    };
+    eprintln!(
+        "flamebpf: {} samples in {} windows written to {}{failures}; {}",
+        done.stats[crate::capture::Stat::STAT_SAMPLES],
+        done.windows_written,
+        args.dir.display(),
+        accounting.classes_and_losses()
+    );
+    Ok(child_status.filter(|&c| c != 0).unwrap_or(0))
+}
+
+/// The filters only the daemon has, checked before anything starts.
+fn check_filters(args: &ContinuousArgs) -> Result<Filters> {
+    if let Some(comm) = &args.comm {
+        if comm.is_empty() || comm.len() > COMM_LEN - 1 {
+            bail!(
+                "--comm {comm:?}: command names are 1 to {} bytes long",
+                COMM_LEN - 1
+            );
+        }
+    }
+    if let Some(cg) = &args.cgroup {
+        if !cg.is_dir() {
+            bail!("--cgroup {}: no such directory (give a cgroup v2 directory, e.g. under /sys/fs/cgroup)", cg.display());
+        }
+    }
+    Ok(Filters {
+        comm: args.comm.clone(),
+        cgroup: args.cgroup.clone(),
+    })
+}
+
+/// Starts the endpoint when --listen asks for it; the receiver gets its profile
+/// requests (and never any without it).
+fn listen(args: &ContinuousArgs, metrics: &Arc<Metrics>) -> Result<mpsc::Receiver<Ask>> {
+    let (asks_tx, asks) = mpsc::channel::<Ask>();
+    if let Some(addr) = args.listen {
+        let bound = http::serve(addr, Arc::clone(metrics), args.dir.clone(), asks_tx)?;
+        if !bound.ip().is_loopback() {
+            eprintln!("flamebpf: warning: {bound} is not a loopback address: whoever reaches it can read every profile");
+        }
+        if args.verbose {
+            eprintln!("flamebpf: serving on http://{bound}");
+        }
+    }
+    Ok(asks)
+}

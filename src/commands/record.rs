@@ -1,0 +1,200 @@
+//! `flamebpf record`: check everything, start tracking and sampling, wait for the
+//! end (duration, Ctrl-C/SIGTERM, or the command's exit), then symbolize and write.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant, SystemTime};
+
+use anyhow::{Context, Result};
+use flamegraphs::Meta;
+
+use crate::capture::dwarf::DwarfCapture;
+use crate::capture::gated::Gated;
+use crate::capture::setup::{Filters, RECORD};
+use crate::capture::target::Target;
+use crate::capture::{sampling, session, tracking, Plan, RawProfile, Session, Stat};
+use crate::cli::RecordArgs;
+use crate::output::progress::Progress;
+use crate::output::summary::{Accounting, Summary};
+use crate::output::{self, Output};
+use crate::symbolize;
+
+/// How often the capture loop wakes when nothing else wakes it: tracking records are
+/// read (and objects opened) with this latency at worst; a quarter-full ring, the
+/// command's exit and signals wake it at once.
+const TICK: Duration = Duration::from_millis(100);
+
+/// Runs a capture; returns the process exit code.
+pub fn run(args: RecordArgs) -> Result<i32> {
+    // Everything that can be refused is refused before any event is opened.
+    let plan = Plan::check(&args.sampling, RECORD)?;
+    let outputs = output::plan(&args.out.output, args.out.format.map(Into::into))?;
+    output::preflight(&outputs)?;
+    let target = Target::from_args(&args.pid, args.all_cpus, &args.command)?;
+    let (setup, precise_note) =
+        plan.clone()
+            .setup(target.clone(), Filters::default(), args.verbose)?;
+    if let Some(note) = precise_note {
+        eprintln!("flamebpf: {note}");
+    }
+    session::raise_fd_limit();
+    // Reads kallsyms on its own thread while the capture is set up and runs.
+    let symbolizer = symbolize::Worker::start(plan.symbolize_options());
+    let stop = session::stop_flag()?;
+    let mut session = Session::start(&setup)?;
+    let mut dwarf = plan.dwarf().then(DwarfCapture::new);
+    session.go()?;
+    let started_wall = SystemTime::now();
+    let sampled = sample(&args, &target, &mut session, dwarf.as_mut(), &stop)?;
+
+    session.sampler.disable()?;
+    sampled.progress.finish();
+    session.tracking.process(true);
+    let drained = session.sampler.drain().context("reading the BPF maps")?;
+    if let Some(d) = dwarf.as_mut() {
+        d.push(session.sampler.take_records()?);
+        d.process(&session.tracking.tracker, None);
+    }
+    if let Some(c) = session.child.as_ref() {
+        if sampled.child_status.is_none() {
+            // The capture ended first (duration, Ctrl-C, SIGTERM): like perf, end
+            // the command too rather than leave it running unprofiled.
+            c.terminate(Duration::from_secs(2));
+        }
+    }
+
+    let meta = Meta {
+        start: started_wall,
+        duration: sampled.elapsed,
+        ..sampling::meta(&setup.sampling, &target)
+    };
+    let (raw, unwound) = match dwarf {
+        Some(d) => {
+            let stats = d.unwind_stats();
+            (d.raw, Some(stats))
+        }
+        None => {
+            let mut raw = RawProfile::default();
+            raw.add(&drained);
+            (raw, None)
+        }
+    };
+    let summary = Summary {
+        accounting: Accounting {
+            stats: drained.stats,
+            lost_records: session.tracking.tracker.lost_records(),
+            unwound,
+        },
+        processes: raw.processes(),
+        stacks: raw.stacks(),
+    };
+    write(&args, &outputs, symbolizer, raw, &mut session, meta)?;
+    if !args.quiet || summary.accounting.has_losses() {
+        eprintln!("{}", summary.line());
+    }
+    match sampled.child_status {
+        Some(code) if code != 0 => {
+            if !args.quiet {
+                eprintln!("flamebpf: the command exited with status {code}");
+            }
+            Ok(code)
+        }
+        _ => Ok(0),
+    }
+}
+
+/// How the sampling loop ended.
+struct Sampled {
+    elapsed: Duration,
+    child_status: Option<i32>,
+    progress: Progress,
+}
+
+/// Samples until the duration is up, a signal comes, the command exits or every
+/// target process is gone; meanwhile applies tracking records and (DWARF mode)
+/// unwinds the samples whose address spaces are known.
+fn sample(
+    args: &RecordArgs,
+    target: &Target,
+    session: &mut Session,
+    mut dwarf: Option<&mut DwarfCapture>,
+    stop: &AtomicBool,
+) -> Result<Sampled> {
+    let started = Instant::now();
+    let duration = args.duration.map(Duration::from_secs_f64);
+    let mut progress = Progress::new(args.quiet || session.child.is_some(), duration);
+    let fds = session.wake_fds()?;
+    let mut child_status = None;
+    loop {
+        let elapsed = started.elapsed();
+        if stop.load(Ordering::Relaxed) || duration.is_some_and(|d| elapsed >= d) {
+            break;
+        }
+        if let Some(code) = session.child.as_ref().and_then(Gated::try_wait) {
+            child_status = Some(code);
+            break;
+        }
+        if let Target::Pids(pids) = target {
+            if pids.iter().all(|&p| !process_exists(p)) {
+                break; // nothing left to profile, as with perf record -p
+            }
+        }
+        let applied = session.tracking.process(false);
+        if let Some(d) = dwarf.as_deref_mut() {
+            d.push(session.sampler.take_records()?);
+            d.process(&session.tracking.tracker, Some(applied));
+        }
+        let sampler = &session.sampler;
+        progress.update(elapsed, || {
+            sampler.stats().map(|s| s[Stat::STAT_SAMPLES]).unwrap_or(0)
+        });
+        let wait = duration.map_or(TICK, |d| d.saturating_sub(elapsed).min(TICK));
+        tracking::wait(&fds, wait.as_millis().max(1) as i32)
+            .context("waiting for tracking records")?;
+    }
+    Ok(Sampled {
+        elapsed: started.elapsed(),
+        child_status,
+        progress,
+    })
+}
+
+/// Names the profile's addresses and writes every output.
+fn write(
+    args: &RecordArgs,
+    outputs: &[Output],
+    symbolizer: symbolize::Worker,
+    raw: RawProfile,
+    session: &mut Session,
+    meta: Meta,
+) -> Result<()> {
+    let tracker = &mut session.tracking.tracker;
+    let jit_warnings = tracker.perf_maps.warnings().to_vec();
+    let symbolizing = Instant::now();
+    let (profile, sym_stats) = symbolizer.build(raw, std::mem::take(tracker), meta);
+    for w in &jit_warnings {
+        eprintln!("flamebpf: {w}");
+    }
+    if args.verbose {
+        eprintln!(
+            "flamebpf: named {} user and {} kernel addresses in {} ms",
+            sym_stats.user_addrs,
+            sym_stats.kernel_addrs,
+            symbolizing.elapsed().as_millis()
+        );
+        for failure in &sym_stats.object_failures {
+            eprintln!("flamebpf: no symbols from {failure}");
+        }
+    }
+    output::write_all(outputs, &profile, &output::write_options(&args.out))
+}
+
+/// Whether `pid` still runs: a zombie (exited, not yet reaped by its parent) does not.
+fn process_exists(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| {
+            s.rsplit_once(')')
+                .map(|(_, rest)| rest.trim_start().starts_with('Z'))
+        })
+        .is_some_and(|zombie| !zombie)
+}

@@ -1,0 +1,313 @@
+//! The continuous daemon: always-on, low-rate sampling into a local store of
+//! windows, with retention, bounded memory, and an optional pprof endpoint.
+//!
+//! In: a started [`Session`] with two map sets. Every second the BPF program is
+//! switched to its other map set and the set it left is read and emptied: no sample
+//! is lost or counted twice at the switch. The seconds add up to windows; each
+//! window is symbolized and written to the [`store`] as one gzipped pprof file.
+//! Requests to /debug/pprof/profile ([`http`]) collect the seconds that follow
+//! them. Out: the store's files, [`metrics`], and the accounting of the run.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use anyhow::{Context, Result};
+use flamegraphs::{Meta, Profile};
+use symbolizer::symbolize::Symbolizer;
+
+use crate::capture::gated::Gated;
+use crate::capture::sampler::FLIP_GRACE;
+use crate::capture::{tracking, RawProfile, Session, Stats};
+use crate::symbolize;
+
+pub mod http;
+pub mod merge;
+pub mod metrics;
+pub mod store;
+
+use http::Ask;
+use metrics::Metrics;
+
+/// How often the map sets are switched and read.
+const DRAIN_EVERY: Duration = Duration::from_secs(1);
+/// How long the loop sleeps when nothing wakes it.
+const TICK: Duration = Duration::from_millis(100);
+/// Objects whose symbols stay cached between windows.
+const MAX_CACHED_OBJECTS: usize = 64;
+
+/// A /debug/pprof/profile request being filled.
+struct Subscription {
+    until: Instant,
+    start: SystemTime,
+    raw: RawProfile,
+    reply: mpsc::Sender<Result<Vec<u8>, String>>,
+}
+
+/// Where windows go and how long they stay.
+#[derive(Debug, Clone)]
+pub struct StoreConfig {
+    /// The store's directory.
+    pub dir: std::path::PathBuf,
+    /// Windows older than this are deleted.
+    pub retain: Duration,
+    /// The store is kept under this many bytes.
+    pub max_disk: u64,
+    /// Seconds per window.
+    pub window: Duration,
+}
+
+/// The daemon's state between ticks.
+pub struct Daemon {
+    session: Session,
+    symbolizer: Symbolizer,
+    metrics: Arc<Metrics>,
+    meta: Meta,
+    store: StoreConfig,
+    verbose: bool,
+    last_stats: Stats,
+    /// Samples of the current window so far.
+    window: RawProfile,
+    window_start: SystemTime,
+    /// When the last drain switched sets (CLOCK_MONOTONIC): every sample of a
+    /// process that exited before then has been read out of the maps.
+    last_drain: u64,
+    subscriptions: Vec<Subscription>,
+    total: Stats,
+}
+
+impl Daemon {
+    /// Switches map sets, reads and empties the one that stopped filling.
+    fn drain(&mut self) -> Result<()> {
+        let now_mono = tracking::monotonic_ns();
+        let old = self.session.sampler.flip();
+        std::thread::sleep(FLIP_GRACE);
+        let drained = self
+            .session
+            .sampler
+            .drain_set(old, true)
+            .context("reading the BPF maps")?;
+        let delta = drained.stats - self.last_stats;
+        self.last_stats = drained.stats;
+        self.metrics.add_stats(delta);
+        self.total += delta;
+        let mut tick = RawProfile::default();
+        tick.add(&drained);
+        for s in &mut self.subscriptions {
+            s.raw.merge(&tick);
+        }
+        self.window.merge(&tick);
+        self.session.tracking.process(false);
+        self.metrics.lost_records.store(
+            self.session.tracking.tracker.lost_records(),
+            Ordering::Relaxed,
+        );
+        self.last_drain = now_mono;
+        Ok(())
+    }
+
+    /// After a window is written, processes that exited before its last drain have
+    /// no samples left anywhere but in requests still open: forget them and close the
+    /// objects nothing else maps, so memory stays flat however many processes come
+    /// and go.
+    fn forget(&mut self) {
+        if !self.subscriptions.is_empty() {
+            return; // an open request may hold their samples; the next window will do
+        }
+        for path in self
+            .session
+            .tracking
+            .tracker
+            .forget_exited_before(self.last_drain)
+        {
+            self.symbolizer.evict(&path);
+        }
+    }
+
+    fn profile(&self, raw: &RawProfile, start: SystemTime, end: SystemTime) -> Profile {
+        let meta = Meta {
+            start,
+            duration: end.duration_since(start).unwrap_or(Duration::ZERO),
+            ..self.meta.clone()
+        };
+        let (profile, stats) =
+            symbolize::build(raw, &self.session.tracking.tracker, &self.symbolizer, meta);
+        self.metrics
+            .symbolization_failures
+            .fetch_add(stats.object_failures.len() as u64, Ordering::Relaxed);
+        profile
+    }
+
+    /// Symbolizes and writes the current window, then applies retention.
+    fn write_window(&mut self) {
+        let end = SystemTime::now();
+        let raw = std::mem::take(&mut self.window);
+        let profile = self.profile(&raw, self.window_start, end);
+        let mut bytes = Vec::new();
+        let written = flamegraphs::pprof::write(&profile, &mut bytes)
+            .map_err(anyhow::Error::from)
+            .and_then(|()| {
+                std::fs::create_dir_all(&self.store.dir)
+                    .with_context(|| format!("creating {}", self.store.dir.display()))?;
+                store::write(&self.store.dir, self.window_start, end, &bytes)
+            });
+        match written {
+            Ok(path) => {
+                self.metrics.windows_written.fetch_add(1, Ordering::Relaxed);
+                if self.verbose {
+                    eprintln!(
+                        "flamebpf: wrote {} ({} samples, {} bytes)",
+                        path.display(),
+                        profile.total_samples(),
+                        bytes.len()
+                    );
+                }
+            }
+            Err(e) => {
+                // once per window, as the store may come back (disk freed, remounted)
+                self.metrics.window_failures.fetch_add(1, Ordering::Relaxed);
+                eprintln!("flamebpf: window not written: {e:#}");
+            }
+        }
+        if let Ok(bytes) =
+            store::enforce(&self.store.dir, end, self.store.retain, self.store.max_disk)
+        {
+            self.metrics.store_bytes.store(bytes, Ordering::Relaxed);
+        }
+        self.window_start = end;
+        self.forget();
+        self.symbolizer.next_round(MAX_CACHED_OBJECTS);
+        self.symbolizer.release_parsed();
+    }
+
+    /// Answers the requests whose time is up (all of them with `all`).
+    fn answer(&mut self, all: bool) {
+        let now = Instant::now();
+        let (due, waiting): (Vec<_>, Vec<_>) = std::mem::take(&mut self.subscriptions)
+            .into_iter()
+            .partition(|s| all || s.until <= now);
+        self.subscriptions = waiting;
+        for s in due {
+            let profile = self.profile(&s.raw, s.start, SystemTime::now());
+            let mut bytes = Vec::new();
+            let result = flamegraphs::pprof::write(&profile, &mut bytes)
+                .map(|()| bytes)
+                .map_err(|e| e.to_string());
+            let _ = s.reply.send(result);
+        }
+    }
+    /// Starts sampling: the first window begins now.
+    pub fn start(
+        mut session: Session,
+        symbolizer: Symbolizer,
+        metrics: Arc<Metrics>,
+        meta: Meta,
+        store: StoreConfig,
+        verbose: bool,
+    ) -> Result<Daemon> {
+        let last_stats = session.sampler.stats()?;
+        session.go()?;
+        Ok(Daemon {
+            session,
+            symbolizer,
+            metrics,
+            meta,
+            store,
+            verbose,
+            last_stats,
+            window: RawProfile::default(),
+            window_start: SystemTime::now(),
+            last_drain: tracking::monotonic_ns(),
+            subscriptions: Vec::new(),
+            total: Stats::default(),
+        })
+    }
+
+    /// Runs until `stop` turns true or the command exits; returns the command's exit
+    /// status when it ended the run.
+    pub fn run(&mut self, stop: &AtomicBool, asks: &mpsc::Receiver<Ask>) -> Result<Option<i32>> {
+        let mut next_drain = Instant::now() + DRAIN_EVERY;
+        let mut window_end = Instant::now() + self.store.window;
+        let fds = self.session.wake_fds()?;
+        loop {
+            if stop.load(Ordering::Relaxed) {
+                return Ok(None);
+            }
+            if let Some(code) = self.session.child.as_ref().and_then(Gated::try_wait) {
+                return Ok(Some(code));
+            }
+            if self.take_requests(asks)? {
+                next_drain = Instant::now() + DRAIN_EVERY;
+            }
+            self.session.tracking.process(false);
+            let now = Instant::now();
+            // A window ends with a drain, so it holds exactly the seconds before it.
+            if now >= next_drain || now >= window_end {
+                self.drain()?;
+                next_drain = now + DRAIN_EVERY;
+                self.answer(false);
+            }
+            if now >= window_end {
+                self.write_window();
+                window_end = now + self.store.window;
+            }
+            let next = next_drain.min(window_end);
+            let wait = next.saturating_duration_since(Instant::now()).min(TICK);
+            tracking::wait(&fds, wait.as_millis().max(1) as i32)
+                .context("waiting for tracking records")?;
+        }
+    }
+
+    /// Opens a subscription per new profile request; true when it drained.
+    fn take_requests(&mut self, asks: &mpsc::Receiver<Ask>) -> Result<bool> {
+        let mut drained = false;
+        while let Ok(Ask::Profile { seconds, reply }) = asks.try_recv() {
+            // Start the request on a fresh set, so it holds no sample from before it.
+            self.drain()?;
+            drained = true;
+            self.subscriptions.push(Subscription {
+                until: Instant::now() + Duration::from_secs(seconds),
+                start: SystemTime::now(),
+                raw: RawProfile::default(),
+                reply,
+            });
+        }
+        Ok(drained)
+    }
+
+    /// Writes the last (partial) window and answers open requests with what they
+    /// have; ends the command if it still runs (`ended_by_command`: it already
+    /// exited). Returns the run's counters and the windows written.
+    pub fn finish(mut self, ended_by_command: bool) -> Result<Finished> {
+        self.drain()?;
+        self.session.tracking.process(true);
+        self.session.sampler.disable()?;
+        self.answer(true);
+        self.write_window();
+        if let Some(c) = self.session.child.as_ref() {
+            if !ended_by_command {
+                c.terminate(Duration::from_secs(2));
+            }
+        }
+        Ok(Finished {
+            stats: self.total,
+            lost_records: self.session.tracking.tracker.lost_records(),
+            windows_written: self.metrics.windows_written.load(Ordering::Relaxed),
+            window_failures: self.metrics.window_failures.load(Ordering::Relaxed),
+        })
+    }
+}
+
+/// What a finished run reports.
+#[derive(Debug, Clone, Copy)]
+pub struct Finished {
+    /// The BPF program's counters over the run.
+    pub stats: Stats,
+    /// Tracking records the kernel dropped.
+    pub lost_records: u64,
+    /// Windows written to the store.
+    pub windows_written: u64,
+    /// Windows that could not be written.
+    pub window_failures: u64,
+}
