@@ -1,7 +1,7 @@
 //! The adapter where capture, symbolization and output meet: turns the drained BPF
 //! maps into a [`Profile`], naming each address once however many stacks hold it.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::mpsc;
 use std::thread::JoinHandle;
 
@@ -93,7 +93,9 @@ fn classify(tracker: &Tracker, pid: u32, addr: u64) -> UserAddr {
     }
 }
 
-/// Builds the profile of a capture.
+/// Builds the profile of a capture: every unique address is named once (kernel
+/// addresses in one kallsyms batch, user addresses in one batch per object), then
+/// the stacks are put together from the named locations.
 pub fn build(
     raw: &RawProfile,
     tracker: &Tracker,
@@ -102,10 +104,39 @@ pub fn build(
 ) -> (Profile, SymbolizeStats) {
     let mut profile = Profile::new(meta);
     let mut stats = SymbolizeStats::default();
+    let (user_addrs, kernel_addrs) = unique_addresses(raw, tracker);
+    stats.user_addrs = user_addrs.len();
+    stats.kernel_addrs = kernel_addrs.len();
+    let kernel = name_kernel(&mut profile, symbolizer, kernel_addrs);
+    let named = name_user(&mut profile, tracker, symbolizer, &user_addrs, &mut stats);
+    let names = Names {
+        user_addrs,
+        named,
+        kernel,
+    };
+    let stacks = assemble_stacks(&mut profile, raw, &names);
+    push_samples(&mut profile, raw, &stacks);
+    (profile, stats)
+}
 
-    // Unique addresses: user ones per process (address spaces differ), kernel ones global.
+/// Every address named, by where it was found.
+struct Names {
+    /// User addresses per process (address spaces differ).
+    user_addrs: HashMap<(u32, u64), UserAddr>,
+    /// The location of each (object, offset).
+    named: HashMap<Resolved, LocationId>,
+    /// The location of each kernel address.
+    kernel: HashMap<u64, LocationId>,
+}
+
+/// The unique addresses of a capture: user ones per process, classified (object,
+/// JIT or unknown), and kernel ones.
+fn unique_addresses(
+    raw: &RawProfile,
+    tracker: &Tracker,
+) -> (HashMap<(u32, u64), UserAddr>, Vec<u64>) {
     let mut user_addrs: HashMap<(u32, u64), UserAddr> = HashMap::new();
-    let mut kernel_addrs: HashMap<u64, LocationId> = HashMap::new();
+    let mut kernel_addrs: HashSet<u64> = HashSet::new();
     for c in raw.samples.keys() {
         if let RawStack::Ips(ips) = &c.user {
             for (i, &ip) in ips.iter().enumerate() {
@@ -116,16 +147,18 @@ pub fn build(
             }
         }
         if let RawStack::Ips(ips) = &c.kernel {
-            for (i, &ip) in ips.iter().enumerate() {
-                kernel_addrs.entry(lookup_addr(ip, i)).or_insert(0);
-            }
+            kernel_addrs.extend(ips.iter().enumerate().map(|(i, &ip)| lookup_addr(ip, i)));
         }
     }
-    stats.user_addrs = user_addrs.len();
-    stats.kernel_addrs = kernel_addrs.len();
+    (user_addrs, kernel_addrs.into_iter().collect())
+}
 
-    // Kernel: one kallsyms batch.
-    let kaddrs: Vec<u64> = kernel_addrs.keys().copied().collect();
+/// Names the kernel addresses in one kallsyms batch.
+fn name_kernel(
+    profile: &mut Profile,
+    symbolizer: &Symbolizer,
+    kaddrs: Vec<u64>,
+) -> HashMap<u64, LocationId> {
     let ksyms = if kaddrs.is_empty() {
         Ok(Vec::new())
     } else {
@@ -136,18 +169,29 @@ pub fn build(
         path: "[kernel.kallsyms]".into(),
         build_id: None,
     });
+    let mut locations = HashMap::with_capacity(kaddrs.len());
     for (addr, syms) in kaddrs.iter().zip(ksyms) {
-        let frames = intern_symbols(&mut profile, &syms, FrameKind::Kernel)
+        let frames = intern_symbols(profile, &syms, FrameKind::Kernel)
             .unwrap_or_else(|| vec![profile.intern(Frame::named("[unknown]", FrameKind::Kernel))]);
         let location = profile.intern_location(Location {
             mapping: Some(kernel_mapping),
             address: *addr,
             frames,
         });
-        kernel_addrs.insert(*addr, location);
+        locations.insert(*addr, location);
     }
+    locations
+}
 
-    // User: one batch per object, shared by every process that maps it.
+/// Names the user addresses that fall in objects: one batch per object, shared by
+/// every process that maps it.
+fn name_user(
+    profile: &mut Profile,
+    tracker: &Tracker,
+    symbolizer: &Symbolizer,
+    user_addrs: &HashMap<(u32, u64), UserAddr>,
+    stats: &mut SymbolizeStats,
+) -> HashMap<Resolved, LocationId> {
     let mut per_object: HashMap<ObjectId, Vec<u64>> = HashMap::new();
     for addr in user_addrs.values() {
         if let UserAddr::Object(r) = addr {
@@ -165,55 +209,54 @@ pub fn build(
                 build_id: obj.build_id.clone(),
             })
         });
+        let none = || vec![Frames::from([]); offsets.len()];
         let syms: Vec<Frames> = match (obj.kind, obj.read_path()) {
-            (ObjectKind::File, Some(path)) => {
-                symbolizer.object(&path, &offsets).unwrap_or_else(|e| {
-                    stats.object_failures.push(e.to_string());
-                    vec![Frames::from([]); offsets.len()]
-                })
-            }
-            (ObjectKind::Vdso, _) => symbolizer.vdso(&offsets).unwrap_or_else(|e| {
-                stats.object_failures.push(e.to_string());
-                vec![Frames::from([]); offsets.len()]
-            }),
-            _ => vec![Frames::from([]); offsets.len()],
-        };
+            (ObjectKind::File, Some(path)) => symbolizer.object(&path, &offsets),
+            (ObjectKind::Vdso, _) => symbolizer.vdso(&offsets),
+            _ => Ok(none()),
+        }
+        .unwrap_or_else(|e| {
+            stats.object_failures.push(e.to_string());
+            none()
+        });
         for (offset, syms) in offsets.iter().zip(syms) {
-            let frames =
-                intern_symbols(&mut profile, &syms, FrameKind::User).unwrap_or_else(|| {
-                    let name = match obj.kind {
-                        ObjectKind::Anonymous => "[unknown]".to_string(),
-                        _ => format!("{}+{:#x}", obj.short_name(), offset),
-                    };
-                    vec![profile.intern(Frame::named(name, FrameKind::User))]
-                });
+            let frames = intern_symbols(profile, &syms, FrameKind::User).unwrap_or_else(|| {
+                let name = match obj.kind {
+                    ObjectKind::Anonymous => "[unknown]".to_string(),
+                    _ => format!("{}+{:#x}", obj.short_name(), offset),
+                };
+                vec![profile.intern(Frame::named(name, FrameKind::User))]
+            });
             let location = profile.intern_location(Location {
                 mapping,
                 address: *offset,
                 frames,
             });
-            named.insert(
-                Resolved {
-                    object,
-                    offset: *offset,
-                },
-                location,
-            );
+            let offset = *offset;
+            named.insert(Resolved { object, offset }, location);
         }
     }
+    named
+}
+
+/// Each distinct (thread, stacks) as a list of locations, root first.
+fn assemble_stacks<'a>(
+    profile: &mut Profile,
+    raw: &'a RawProfile,
+    names: &Names,
+) -> HashMap<&'a RawKey, Vec<LocationId>> {
     let unknown_user = profile.intern(Frame::named("[unknown]", FrameKind::User));
     let lost_user = profile.frame_location(Frame::named("[lost stack]", FrameKind::User));
     let lost_kernel = profile.frame_location(Frame::named("[lost stack]", FrameKind::Kernel));
-
-    let mut stacks: HashMap<&RawKey, Vec<LocationId>> = HashMap::with_capacity(raw.samples.len());
+    let mut stacks = HashMap::with_capacity(raw.samples.len());
     for c in raw.samples.keys() {
         let mut stack = Vec::new();
         match &c.user {
             RawStack::Ips(ips) => {
                 for (i, &ip) in ips.iter().enumerate().rev() {
                     let a = lookup_addr(ip, i);
-                    let location = match &user_addrs[&(c.pid, a)] {
-                        UserAddr::Object(r) => named[r],
+                    let location = match &names.user_addrs[&(c.pid, a)] {
+                        UserAddr::Object(r) => names.named[r],
                         UserAddr::Jit(name) => {
                             let frame = profile.intern(Frame::named(name.clone(), FrameKind::Jit));
                             profile.intern_location(Location {
@@ -238,7 +281,7 @@ pub fn build(
         match &c.kernel {
             RawStack::Ips(ips) => {
                 for (i, &ip) in ips.iter().enumerate().rev() {
-                    stack.push(kernel_addrs[&lookup_addr(ip, i)]);
+                    stack.push(names.kernel[&lookup_addr(ip, i)]);
                 }
             }
             RawStack::Lost => stack.push(lost_kernel),
@@ -246,32 +289,36 @@ pub fn build(
         }
         stacks.insert(c, stack);
     }
-    let sample = |c: &RawKey, stack: Vec<LocationId>, count, weight| Sample {
+    stacks
+}
+
+/// The profile's samples: one per distinct key, or, in per-sample mode, one per
+/// sample in time order for the writers that show time (speedscope); the others
+/// merge equal stacks anyway.
+fn push_samples(
+    profile: &mut Profile,
+    raw: &RawProfile,
+    stacks: &HashMap<&RawKey, Vec<LocationId>>,
+) {
+    let sample = |c: &RawKey, count, weight| Sample {
         pid: c.pid,
         tid: c.tid,
         comm: c.comm.to_string(),
-        stack,
+        stack: stacks[c].clone(),
         count,
         weight,
     };
     if raw.timeline.is_empty() {
         for (c, w) in &raw.samples {
-            profile
-                .samples
-                .push(sample(c, stacks[c].clone(), w.count, w.weight));
+            profile.samples.push(sample(c, w.count, w.weight));
         }
     } else {
-        // Per-sample mode: one sample each, in time order, for the writers that
-        // show time (speedscope); the others merge equal stacks anyway.
         let mut timeline: Vec<&(u64, RawKey, u64)> = raw.timeline.iter().collect();
         timeline.sort_by_key(|(t, _, _)| *t);
         for (_, c, period) in timeline {
-            profile
-                .samples
-                .push(sample(c, stacks[c].clone(), 1, *period));
+            profile.samples.push(sample(c, 1, *period));
         }
     }
-    (profile, stats)
 }
 
 /// Interns the frames of one address (function, then inlined callees); `None` when

@@ -229,21 +229,53 @@ fn types(profile: &Profile, st: &mut Strings) -> (Vec<ValueType>, ValueType, i64
     }
 }
 
-/// Builds the pprof message of a profile.
+/// Builds the pprof message of a profile: the tables (mappings, functions,
+/// locations) first, then the samples that point into them.
 pub fn to_proto(profile: &Profile) -> PProfile {
     let mut st = Strings::new();
     let (sample_type, period_type, period) = types(profile, &mut st);
     let two_values = sample_type.len() == 2;
+    let (mapping, mapping_id) = mappings(profile, &mut st);
+    let (function, frame_function) = functions(profile, &mut st);
+    let location = locations(profile, &mapping_id, &frame_function);
+    let sample = samples(profile, two_values, &mut st);
+    let m = &profile.meta;
+    let comment = vec![st.get(&format!(
+        "flamebpf {}: {}",
+        env!("CARGO_PKG_VERSION"),
+        m.target
+    ))];
+    let default_sample_type = period_type.r#type;
+    PProfile {
+        sample_type,
+        sample,
+        mapping,
+        location,
+        function,
+        time_nanos: m
+            .start
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as i64),
+        duration_nanos: m.duration.as_nanos() as i64,
+        period_type: Some(period_type),
+        period,
+        comment,
+        default_sample_type,
+        string_table: st.table,
+    }
+}
 
-    // pprof calls the first mapping the profile's main binary: put real objects
-    // before pseudo ones such as [kernel.kallsyms].
+/// The mappings, and each profile mapping's pprof id. pprof calls the first
+/// mapping the profile's main binary: real objects go before pseudo ones such as
+/// [kernel.kallsyms].
+fn mappings(profile: &Profile, st: &mut Strings) -> (Vec<PMapping>, Vec<u64>) {
     let mut order: Vec<usize> = (0..profile.mappings().len()).collect();
     order.sort_by_key(|&i| profile.mappings()[i].path.starts_with('['));
     let mut mapping_id = vec![0u64; order.len()];
     for (pos, &i) in order.iter().enumerate() {
         mapping_id[i] = pos as u64 + 1;
     }
-    let mapping: Vec<PMapping> = order
+    let mapping = order
         .iter()
         .map(|&i| (i, &profile.mappings()[i]))
         .map(|(i, m)| PMapping {
@@ -263,12 +295,16 @@ pub fn to_proto(profile: &Profile) -> PProfile {
             has_inline_frames: true,
         })
         .collect();
+    (mapping, mapping_id)
+}
 
-    // One function per (name, file); the frame table may hold the same function
-    // more than once (with other lines or kinds).
+/// The functions, and each frame's function id. One function per (name, file);
+/// the frame table may hold the same function more than once (with other lines or
+/// kinds).
+fn functions(profile: &Profile, st: &mut Strings) -> (Vec<PFunction>, Vec<u64>) {
     let mut functions: Vec<PFunction> = Vec::new();
     let mut function_ids: HashMap<(i64, i64), u64> = HashMap::new();
-    let frame_function: Vec<u64> = profile
+    let frame_function = profile
         .frames()
         .iter()
         .map(|f| {
@@ -290,8 +326,12 @@ pub fn to_proto(profile: &Profile) -> PProfile {
             })
         })
         .collect();
+    (functions, frame_function)
+}
 
-    let location: Vec<PLocation> = profile
+/// The locations, each with its lines innermost (inlined) first, as pprof wants.
+fn locations(profile: &Profile, mapping_id: &[u64], frame_function: &[u64]) -> Vec<PLocation> {
+    profile
         .locations()
         .iter()
         .enumerate()
@@ -309,10 +349,18 @@ pub fn to_proto(profile: &Profile) -> PProfile {
                 })
                 .collect(),
         })
-        .collect();
+        .collect()
+}
 
+/// The samples with their values and pid/tid/comm labels, leaf location first.
+fn samples(profile: &Profile, two_values: bool, st: &mut Strings) -> Vec<PSample> {
     let (k_pid, k_tid, k_comm) = (st.get("pid"), st.get("tid"), st.get("comm"));
-    let sample = profile
+    let num = |key, n: u32| Label {
+        key,
+        str: 0,
+        num: i64::from(n),
+    };
+    profile
         .samples
         .iter()
         .filter(|s| s.weight > 0 || s.count > 0)
@@ -322,54 +370,18 @@ pub fn to_proto(profile: &Profile) -> PProfile {
             } else {
                 vec![s.weight as i64]
             };
+            let comm = Label {
+                key: k_comm,
+                str: st.get(&s.comm),
+                num: 0,
+            };
             PSample {
                 location_id: s.stack.iter().rev().map(|&l| u64::from(l) + 1).collect(),
                 value,
-                label: vec![
-                    Label {
-                        key: k_pid,
-                        str: 0,
-                        num: i64::from(s.pid),
-                    },
-                    Label {
-                        key: k_tid,
-                        str: 0,
-                        num: i64::from(s.tid),
-                    },
-                    Label {
-                        key: k_comm,
-                        str: st.get(&s.comm),
-                        num: 0,
-                    },
-                ],
+                label: vec![num(k_pid, s.pid), num(k_tid, s.tid), comm],
             }
         })
-        .collect();
-
-    let m = &profile.meta;
-    let comment = vec![st.get(&format!(
-        "flamebpf {}: {}",
-        env!("CARGO_PKG_VERSION"),
-        m.target
-    ))];
-    let default_sample_type = period_type.r#type;
-    PProfile {
-        sample_type,
-        sample,
-        mapping,
-        location,
-        function: functions,
-        time_nanos: m
-            .start
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos() as i64),
-        duration_nanos: m.duration.as_nanos() as i64,
-        period_type: Some(period_type),
-        period,
-        comment,
-        default_sample_type,
-        string_table: st.table,
-    }
+        .collect()
 }
 
 /// Writes the profile as gzipped protobuf.

@@ -91,10 +91,25 @@ impl std::fmt::Debug for Symbolizer {
     }
 }
 
-/// Why a whole batch could not be symbolized.
+/// Why a whole batch could not be symbolized; callers match on the kind (an
+/// object that cannot be read is worth a warning, an absent vDSO is not).
 #[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub struct Error(String);
+pub enum Error {
+    /// blazesym could not read or parse the object.
+    #[error("{}: {source}", path.display())]
+    ObjectUnreadable {
+        /// The object.
+        path: PathBuf,
+        /// blazesym's reason.
+        source: blazesym::Error,
+    },
+    /// This process has no vDSO mapped, so there is no image to read.
+    #[error("this process has no vDSO to read")]
+    NoVdso,
+    /// /proc/kallsyms lists no addresses: they are hidden from this process.
+    #[error("kernel: /proc/kallsyms lists no addresses (no privileges?)")]
+    NoKernelSymbols,
+}
 
 impl Symbolizer {
     /// A symbolizer with the given options; names are always demangled.
@@ -187,7 +202,10 @@ impl Symbolizer {
             let syms = self
                 .inner
                 .symbolize(&src, Input::FileOffset(&missing))
-                .map_err(|e| Error(format!("{}: {e}", path.display())))?;
+                .map_err(|source| Error::ObjectUnreadable {
+                    path: path.to_path_buf(),
+                    source,
+                })?;
             for (o, sym) in missing.iter().zip(syms) {
                 known.insert(*o, frames(sym));
             }
@@ -200,7 +218,7 @@ impl Symbolizer {
         let vdso = self.vdso.get_or_init(|| Vdso::load().ok());
         match vdso {
             Some(v) => self.object(&v.path(), offsets),
-            None => Err(Error("this process has no vDSO to read".into())),
+            None => Err(Error::NoVdso),
         }
     }
 
@@ -222,9 +240,7 @@ impl Symbolizer {
     pub fn kernel(&self, addrs: &[u64]) -> Result<Vec<Frames>, Error> {
         let k = self.kallsyms();
         if k.is_empty() && !addrs.is_empty() {
-            return Err(Error(
-                "kernel: /proc/kallsyms lists no addresses (no privileges?)".into(),
-            ));
+            return Err(Error::NoKernelSymbols);
         }
         Ok(addrs
             .iter()

@@ -1,56 +1,8 @@
 //! The 3:1 CPU split of testdata/split.c, as flamebpf and as perf see it.
 
-use std::process::Command;
-
-use crate::common::{capture_lock, heavy_share, record, require_bpf, workload};
-
-/// The heavy share of samples in `perf record -g` of the same workload, or `None`
-/// (with the reason printed) where perf cannot record.
-fn perf_heavy_share(split: &std::path::Path, dir: &std::path::Path) -> Option<f64> {
-    let data = dir.join("perf.data");
-    let rec = Command::new("perf")
-        .args(["record", "-q", "-g", "-F", "999", "-o"])
-        .arg(&data)
-        .arg("--")
-        .arg(split)
-        .arg("3")
-        .output();
-    match rec {
-        Ok(o) if o.status.success() => {}
-        Ok(o) => {
-            eprintln!(
-                "skipped the perf comparison: perf record failed: {}",
-                String::from_utf8_lossy(&o.stderr)
-            );
-            return None;
-        }
-        Err(e) => {
-            eprintln!("skipped the perf comparison: perf is not installed ({e})");
-            return None;
-        }
-    }
-    let script = Command::new("perf")
-        .args(["script", "-F", "comm,ip,sym", "-i"])
-        .arg(&data)
-        .output()
-        .expect("perf script runs");
-    let text = String::from_utf8_lossy(&script.stdout);
-    let (mut heavy, mut light) = (0, 0);
-    for sample in text.split("\n\n") {
-        let frames: Vec<&str> = sample
-            .lines()
-            .skip(1)
-            .filter_map(|l| l.split_whitespace().nth(1))
-            .collect();
-        if frames.contains(&"heavy") {
-            heavy += 1;
-        } else if frames.contains(&"light") {
-            light += 1;
-        }
-    }
-    eprintln!("perf: heavy {heavy}, light {light}");
-    Some(heavy_share(heavy, light))
-}
+use crate::common::{
+    capture_lock, heavy_share, perf_samples, record, require_bpf, share_containing, workload,
+};
 
 #[test]
 fn split_3_to_1_is_measured_within_3_points_and_agrees_with_perf() {
@@ -90,7 +42,13 @@ fn split_3_to_1_is_measured_within_3_points_and_agrees_with_perf() {
     assert!(svg_text.contains("heavy") && svg_text.contains("cpu-clock at 999 Hz"));
 
     let _lock = capture_lock();
-    if let Some(perf) = perf_heavy_share(&split, c.dir.path()) {
+    if let Some(perf) = perf_samples(
+        &["-g", "-F", "999"],
+        &[split.as_os_str(), "3".as_ref()],
+        c.dir.path(),
+    )
+    .map(|s| share_containing(&s, "heavy", "light"))
+    {
         assert!(
             (share - perf).abs() <= 0.03,
             "flamebpf {share:.3} vs perf {perf:.3}: more than 3 points apart"

@@ -306,3 +306,67 @@ pub fn pprof_raw_totals(raw: &str) -> Vec<u64> {
     }
     totals
 }
+
+/// `perf record` of a command with `perf_flags` (e.g. `-g -F 999`), read back with
+/// `perf script`: each sample's frame names, leaf first. `None` (with the reason
+/// printed) where perf cannot record here, so the comparison is skipped, not failed.
+pub fn perf_samples(
+    perf_flags: &[&str],
+    command: &[&std::ffi::OsStr],
+    dir: &std::path::Path,
+) -> Option<Vec<Vec<String>>> {
+    let data = dir.join("perf.data");
+    let rec = Command::new("perf")
+        .arg("record")
+        .arg("-q")
+        .args(perf_flags)
+        .arg("-o")
+        .arg(&data)
+        .arg("--")
+        .args(command)
+        .output();
+    match rec {
+        Ok(o) if o.status.success() => {}
+        Ok(o) => {
+            eprintln!(
+                "skipped the perf comparison: perf record failed: {}",
+                String::from_utf8_lossy(&o.stderr)
+            );
+            return None;
+        }
+        Err(e) => {
+            eprintln!("skipped the perf comparison: perf is not installed ({e})");
+            return None;
+        }
+    }
+    let script = Command::new("perf")
+        .args(["script", "-F", "ip,sym", "-i"])
+        .arg(&data)
+        .output()
+        .expect("perf script runs");
+    Some(
+        String::from_utf8_lossy(&script.stdout)
+            .split("\n\n")
+            .map(|s| {
+                s.lines()
+                    .filter_map(|l| l.split_whitespace().nth(1).map(str::to_string))
+                    .collect()
+            })
+            .filter(|v: &Vec<String>| !v.is_empty())
+            .collect(),
+    )
+}
+
+/// `a`'s share of the samples whose stack holds `a` or (and not `a`) `b`.
+pub fn share_containing(samples: &[Vec<String>], a: &str, b: &str) -> f64 {
+    let (mut na, mut nb) = (0, 0);
+    for frames in samples {
+        if frames.iter().any(|f| f == a) {
+            na += 1;
+        } else if frames.iter().any(|f| f == b) {
+            nb += 1;
+        }
+    }
+    eprintln!("perf: {a} {na}, {b} {nb}");
+    heavy_share(na, nb)
+}

@@ -2,9 +2,12 @@
 //! through glibc, against truth and against `perf record --call-graph dwarf`, and
 //! time order in speedscope.
 
-use std::process::Command;
+use crate::common::{
+    capture_lock, heavy_share, perf_samples, record, require_bpf, workload, Folded,
+};
 
-use crate::common::{capture_lock, heavy_share, record, require_bpf, workload, Folded};
+/// perf's own DWARF unwinding, the reference.
+const DWARF: [&str; 4] = ["--call-graph", "dwarf", "-F", "999"];
 
 const CHAIN: [&str; 4] = ["main", "level1", "level2", "level3"];
 
@@ -20,45 +23,6 @@ fn whole_chain(f: &Folded, leaf: &str) -> u64 {
         }
         next.is_none()
     })
-}
-
-/// perf's samples of a workload, each as its frame names leaf first.
-fn perf_dwarf(
-    binary: &std::path::Path,
-    args: &[&str],
-    dir: &std::path::Path,
-) -> Option<Vec<Vec<String>>> {
-    let data = dir.join("perf.data");
-    let rec = Command::new("perf")
-        .args(["record", "-q", "--call-graph", "dwarf", "-F", "999", "-o"])
-        .arg(&data)
-        .arg("--")
-        .arg(binary)
-        .args(args)
-        .output();
-    match rec {
-        Ok(o) if o.status.success() => {}
-        other => {
-            eprintln!("skipped the perf comparison: {other:?}");
-            return None;
-        }
-    }
-    let out = Command::new("perf")
-        .args(["script", "-F", "ip,sym", "-i"])
-        .arg(&data)
-        .output()
-        .ok()?;
-    Some(
-        String::from_utf8_lossy(&out.stdout)
-            .split("\n\n")
-            .map(|s| {
-                s.lines()
-                    .filter_map(|l| l.split_whitespace().nth(1).map(str::to_string))
-                    .collect()
-            })
-            .filter(|v: &Vec<String>| !v.is_empty())
-            .collect(),
-    )
 }
 
 #[test]
@@ -97,7 +61,7 @@ fn dwarf_mode_gives_whole_stacks_without_frame_pointers_and_fp_mode_does_not() {
     // perf, unwinding the same way, agrees on the split
     let dir = tempfile::tempdir().unwrap();
     let _lock = capture_lock();
-    if let Some(samples) = perf_dwarf(&omitfp, &["3"], dir.path()) {
+    if let Some(samples) = perf_samples(&DWARF, &[omitfp.as_os_str(), "3".as_ref()], dir.path()) {
         let h = samples
             .iter()
             .filter(|s| s.first().is_some_and(|l| l == "leaf_heavy"))
@@ -141,7 +105,7 @@ fn a_comparator_called_by_glibc_qsort_keeps_its_callers() {
 
     let dir = tempfile::tempdir().unwrap();
     let _lock = capture_lock();
-    if let Some(samples) = perf_dwarf(&q, &["2"], dir.path()) {
+    if let Some(samples) = perf_samples(&DWARF, &[q.as_os_str(), "2".as_ref()], dir.path()) {
         let in_cmp: Vec<&Vec<String>> = samples
             .iter()
             .filter(|s| s.first().is_some_and(|l| l == "compare_slow"))

@@ -2,10 +2,9 @@
 //! path hardware events take), weights in event units, the refusal of events this
 //! machine cannot sample, and hardware events where a PMU exists.
 
-use std::process::Command;
-
 use crate::common::{
-    capture_lock, flamebpf, heavy_share, record, require_bpf, run, workload, Folded,
+    capture_lock, flamebpf, heavy_share, perf_samples, record, require_bpf, run, share_containing,
+    workload, Folded,
 };
 
 /// Whether `flamebpf list` says this machine can sample `event`, and its line.
@@ -19,44 +18,6 @@ fn can_sample(event: &str) -> (bool, String) {
         .unwrap_or_else(|| panic!("{event} is listed: {text}"))
         .to_string();
     (line.ends_with(" yes"), line)
-}
-
-/// fault_a's share of fault_a + fault_b in `perf record -e page-faults -c 100 -g`.
-fn perf_fault_share(faults: &std::path::Path, dir: &std::path::Path) -> Option<f64> {
-    let data = dir.join("perf.data");
-    let rec = Command::new("perf")
-        .args(["record", "-q", "-g", "-e", "page-faults", "-c", "100", "-o"])
-        .arg(&data)
-        .arg("--")
-        .arg(faults)
-        .output();
-    match rec {
-        Ok(o) if o.status.success() => {}
-        other => {
-            eprintln!("skipped the perf comparison: perf record failed: {other:?}");
-            return None;
-        }
-    }
-    let script = Command::new("perf")
-        .args(["script", "-F", "ip,sym", "-i"])
-        .arg(&data)
-        .output()
-        .expect("perf script runs");
-    let text = String::from_utf8_lossy(&script.stdout);
-    let (mut a, mut b) = (0, 0);
-    for sample in text.split("\n\n") {
-        let frames: Vec<&str> = sample
-            .lines()
-            .filter_map(|l| l.split_whitespace().nth(1))
-            .collect();
-        if frames.contains(&"fault_a") {
-            a += 1;
-        } else if frames.contains(&"fault_b") {
-            b += 1;
-        }
-    }
-    eprintln!("perf: fault_a {a}, fault_b {b}");
-    Some(heavy_share(a, b))
 }
 
 #[test]
@@ -89,7 +50,13 @@ fn page_faults_every_100_split_3_to_1_weigh_100_each_and_agree_with_perf() {
     assert!(svg.contains(" page-faults, "), "tooltips count page faults");
 
     let _lock = capture_lock();
-    if let Some(perf) = perf_fault_share(&faults, c.dir.path()) {
+    if let Some(perf) = perf_samples(
+        &["-g", "-e", "page-faults", "-c", "100"],
+        &[faults.as_os_str()],
+        c.dir.path(),
+    )
+    .map(|s| share_containing(&s, "fault_a", "fault_b"))
+    {
         assert!(
             (share - perf).abs() <= 0.03,
             "flamebpf {share:.3} vs perf {perf:.3}"
