@@ -5,6 +5,17 @@
 //! Each object's CFI is evaluated once into a sorted table of rows (address range
 //! → how to find the CFA, the return address and the caller's rbp), so unwinding a
 //! frame is a binary search and two reads from the copied stack. x86-64 only.
+//!
+//! [`table::UnwindTable`] is the format being introduced for both this walker and
+//! the BPF unwinder; the walker below still uses its own rows until it moves over.
+
+mod cfi;
+mod elf;
+mod error;
+mod eval;
+pub mod table;
+
+pub use error::TableError;
 
 use std::collections::HashMap;
 use std::path::Path;
