@@ -9,12 +9,14 @@
 //! [`table::UnwindTable`] is the format being introduced for both this walker and
 //! the BPF unwinder; the walker below still uses its own rows until it moves over.
 
+pub mod cache;
 mod cfi;
 mod elf;
 mod error;
 mod eval;
 pub mod table;
 
+pub use cache::{ObjectKey, TableCache};
 pub use error::TableError;
 
 use std::collections::HashMap;
