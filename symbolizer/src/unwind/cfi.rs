@@ -1,0 +1,796 @@
+//! Evaluating an object's call frame information (`.eh_frame`, or `.debug_frame`)
+//! into [`UnwindTable`] rows: each FDE's program is run ([`super::eval`]), every
+//! row reduced to the few rules a table expresses ([`classify`]), and the FDEs
+//! laid out by address with [`CfaRule::NoInfo`] rows in the gaps between them.
+//!
+//! Speed matters (librustc_driver has 100k FDEs and 1.2M rows, and a build
+//! should stay under 100 ms): a first pass reads the FDE headers only and sorts
+//! them by address (BOLT leaves them out of order), each CIE is parsed and
+//! evaluated once, and the second pass runs every FDE straight into the table,
+//! so no intermediate rows are stored.
+
+use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
+
+use gimli::{
+    BaseAddresses, CieOrFde, CommonInformationEntry, EndianSlice, LittleEndian, UnwindOffset,
+    UnwindSection, X86_64,
+};
+
+use super::error::TableError;
+use super::eval::{Cfa, Evaluator, Factors, Rule, State};
+use super::table::{
+    Assembler, CfaRule, LoadSegment, RbpRule, UnwindTable, SIGNAL_RBP, SIGNAL_RIP, SIGNAL_RSP,
+};
+
+type Reader<'a> = EndianSlice<'a, LittleEndian>;
+
+/// The CFI sections of an object, as found in its ELF file.
+#[derive(Debug, Default, Clone, Copy)]
+pub(super) struct CfiSections<'a> {
+    /// `.eh_frame`: bytes and address.
+    pub eh_frame: Option<(&'a [u8], u64)>,
+    /// Address of `.eh_frame_hdr` (for pointers encoded relative to it).
+    pub eh_frame_hdr: Option<u64>,
+    /// `.debug_frame` bytes.
+    pub debug_frame: Option<&'a [u8]>,
+    /// Address of `.text` (for text-relative pointers).
+    pub text: Option<u64>,
+    /// Address of `.got` (for data-relative pointers).
+    pub got: Option<u64>,
+}
+
+const UNSUPPORTED: (CfaRule, RbpRule) = (CfaRule::Unsupported, RbpRule::Same);
+
+/// Builds the table of an object from its CFI sections: `.eh_frame`, or
+/// `.debug_frame` when `.eh_frame` describes no code. FDEs whose start lies
+/// outside every executable segment are left out (`.debug_frame` keeps FDEs of
+/// functions the linker discarded, at address 0); with no executable segment
+/// (a hand-made object) all are kept.
+pub(super) fn build(
+    sections: &CfiSections<'_>,
+    segments: Vec<LoadSegment>,
+) -> Result<UnwindTable, TableError> {
+    let code: Vec<(u64, u64)> = segments
+        .iter()
+        .filter(|s| s.executable)
+        .map(|s| (s.vaddr, s.vaddr.saturating_add(s.file_size)))
+        .collect();
+    let in_code = |addr: u64| code.is_empty() || code.iter().any(|&(s, e)| s <= addr && addr < e);
+    let mut bases = BaseAddresses::default();
+    if let Some(text) = sections.text {
+        bases = bases.set_text(text);
+    }
+    if let Some(got) = sections.got {
+        bases = bases.set_got(got);
+    }
+    if let Some((bytes, addr)) = sections.eh_frame {
+        let mut section = gimli::EhFrame::new(bytes, LittleEndian);
+        section.set_address_size(8);
+        let mut bases = bases.clone().set_eh_frame(addr);
+        if let Some(hdr) = sections.eh_frame_hdr {
+            bases = bases.set_eh_frame_hdr(hdr);
+        }
+        // an estimate from the objects measured (5 to 8 bytes of .eh_frame a row)
+        let rows = bytes.len() / 5;
+        match table_of(&section, &bases, &in_code, rows, &segments) {
+            Err(TableError::NoCfi) => {}
+            r => return r,
+        }
+    }
+    if let Some(bytes) = sections.debug_frame {
+        let mut section = gimli::DebugFrame::new(bytes, LittleEndian);
+        section.set_address_size(8);
+        return table_of(&section, &bases, &in_code, bytes.len() / 5, &segments);
+    }
+    Err(TableError::NoCfi)
+}
+
+/// Hashes section offsets (few CIEs, looked up once per FDE): SipHash's
+/// resistance to chosen keys buys nothing here and cost 5% of a build.
+#[derive(Debug, Default, Clone, Copy)]
+struct OffsetHasher(u64);
+
+impl Hasher for OffsetHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0.rotate_left(5) ^ u64::from(b)).wrapping_mul(0x517c_c1b7_2722_0a95);
+        }
+    }
+
+    fn write_usize(&mut self, n: usize) {
+        self.0 = (n as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    }
+}
+
+/// Each CIE, parsed, with the rules its initial instructions set, by offset.
+type Cies<'a> =
+    HashMap<usize, (CommonInformationEntry<Reader<'a>>, State), BuildHasherDefault<OffsetHasher>>;
+
+/// The CIE at `offset`, from `cies` or parsed, evaluated and added to it.
+fn cie<'a, S>(
+    cies: &mut Cies<'a>,
+    eval: &mut Evaluator,
+    section: &S,
+    bases: &BaseAddresses,
+    offset: usize,
+) -> gimli::Result<(CommonInformationEntry<Reader<'a>>, State)>
+where
+    S: UnwindSection<Reader<'a>>,
+    S::Offset: UnwindOffset<usize>,
+{
+    if let Some(c) = cies.get(&offset) {
+        return Ok(c.clone());
+    }
+    let c = section.cie_from_offset(bases, S::Offset::from(offset))?;
+    let mut state = State::NONE;
+    let factors = Factors {
+        code: c.code_alignment_factor(),
+        data: c.data_alignment_factor(),
+    };
+    let program = c.instructions(section, bases);
+    if eval
+        .run(program, 0, factors, &State::NONE, &mut state, |_, _| {})
+        .is_err()
+    {
+        state = State::NONE;
+    }
+    cies.insert(offset, (c.clone(), state));
+    Ok((c, state))
+}
+
+/// The offsets of the FDEs of `section` that describe code, by address. Not
+/// from `.eh_frame_hdr`'s search table, which takes no less time to read than
+/// the FDE headers and may leave FDEs out: BOLT's libLLVM lists a zero-length
+/// FDE where the section also has the real one.
+fn scan<'a, S>(
+    section: &S,
+    bases: &BaseAddresses,
+    in_code: &dyn Fn(u64) -> bool,
+    cies: &mut Cies<'a>,
+    eval: &mut Evaluator,
+) -> Vec<usize>
+where
+    S: UnwindSection<Reader<'a>>,
+    S::Offset: UnwindOffset<usize>,
+{
+    let mut fdes = Vec::new();
+    let mut entries = section.entries(bases);
+    // A malformed entry ends the walk: its length cannot be trusted to find the next.
+    while let Ok(Some(entry)) = entries.next() {
+        let CieOrFde::Fde(partial) = entry else {
+            continue;
+        };
+        let offset = partial.offset();
+        let parsed = partial.parse(|s, b, o| Ok(cie(cies, eval, s, b, UnwindOffset::into(o))?.0));
+        let Ok(fde) = parsed else { continue };
+        if in_code(fde.initial_address()) {
+            fdes.push((fde.initial_address(), offset));
+        }
+    }
+    // stable: of FDEs starting together, the first in the section comes first
+    fdes.sort_by_key(|f| f.0);
+    fdes.into_iter().map(|f| f.1).collect()
+}
+
+/// The table of one CFI section. [`TableError::NoCfi`] when no FDE describes
+/// code. A NoInfo row goes where an FDE ends and the next does not
+/// start, and after the last, so that no pc takes the rule of a function it is
+/// not in.
+fn table_of<'a, S>(
+    section: &S,
+    bases: &BaseAddresses,
+    in_code: &dyn Fn(u64) -> bool,
+    rows_estimate: usize,
+    segments: &[LoadSegment],
+) -> Result<UnwindTable, TableError>
+where
+    S: UnwindSection<Reader<'a>>,
+    S::Offset: UnwindOffset<usize>,
+{
+    let mut cies: Cies<'a> = HashMap::default();
+    let mut eval = Evaluator::default();
+    let order = scan(section, bases, in_code, &mut cies, &mut eval);
+    let mut table: Option<(Assembler, u64)> = None;
+    for offset in order {
+        let mut initial = State::NONE;
+        let parsed = section.fde_from_offset(bases, S::Offset::from(offset), |s, b, o| {
+            let (c, state) = cie(&mut cies, &mut eval, s, b, UnwindOffset::into(o))?;
+            initial = state;
+            Ok(c)
+        });
+        let Ok(fde) = parsed else { continue };
+        let (start, end) = (fde.initial_address(), fde.end_address());
+        if start >= end || !in_code(start) {
+            continue;
+        }
+        let (a, last_end) = match &mut table {
+            None => {
+                let (a, last_end) = table.insert((Assembler::new(start, rows_estimate), start));
+                (a, last_end)
+            }
+            Some((a, last_end)) => {
+                // Of overlapping FDEs (broken or duplicated CFI) the first by
+                // address wins.
+                if start < *last_end {
+                    continue;
+                }
+                if start > *last_end {
+                    a.push(*last_end, CfaRule::NoInfo, RbpRule::Same);
+                }
+                (a, last_end)
+            }
+        };
+        *last_end = end;
+        let mark = a.mark();
+        let factors = Factors {
+            code: fde.cie().code_alignment_factor(),
+            data: fde.cie().data_alignment_factor(),
+        };
+        let mut state = initial;
+        let program = fde.instructions(section, bases);
+        let ran = eval.run(
+            program,
+            start,
+            factors,
+            &initial,
+            &mut state,
+            |addr, state| {
+                // rows past the end would overrun the next FDE
+                if addr < end {
+                    let (cfa, rbp) = classify(state, section);
+                    a.push(addr, cfa, rbp);
+                }
+            },
+        );
+        if ran.is_err() {
+            // A program that fails part way says nothing reliable about any of
+            // the function: one Unsupported row for it all, not a gap that would
+            // send the walker to frame pointers in code that may not keep them.
+            a.rollback(mark);
+            a.push(start, UNSUPPORTED.0, UNSUPPORTED.1);
+        }
+    }
+    let (mut a, last_end) = table.ok_or(TableError::NoCfi)?;
+    a.push(last_end, CfaRule::NoInfo, RbpRule::Same);
+    a.finish(segments.to_vec())
+}
+
+/// Reduces the columns of a row to a table rule.
+pub(super) fn classify<'a, S: UnwindSection<Reader<'a>>>(
+    state: &State,
+    section: &S,
+) -> (CfaRule, RbpRule) {
+    let State { cfa, ra, rbp } = *state;
+    if ra == Rule::Undefined {
+        return (CfaRule::EndOfStack, RbpRule::Same);
+    }
+    let ra_at_cfa = ra == Rule::Offset(-8);
+    match cfa {
+        Cfa::RegOffset(register, offset) => {
+            let Ok(offset) = i32::try_from(offset) else {
+                return UNSUPPORTED;
+            };
+            let cfa = match register {
+                X86_64::RSP => CfaRule::Rsp(offset),
+                X86_64::RBP => CfaRule::Rbp(offset),
+                _ => return UNSUPPORTED,
+            };
+            if !ra_at_cfa {
+                return UNSUPPORTED;
+            }
+            let rbp = match rbp {
+                Rule::Unset | Rule::Same => RbpRule::Same,
+                Rule::Undefined => RbpRule::Undefined,
+                Rule::Offset(n) => {
+                    let Ok(n) = i32::try_from(n) else {
+                        return UNSUPPORTED;
+                    };
+                    match cfa {
+                        // The slot is below rsp: rbp was popped already.
+                        CfaRule::Rsp(o) if i64::from(o) + i64::from(n) < 0 => RbpRule::Same,
+                        _ => RbpRule::AtCfa(n),
+                    }
+                }
+                Rule::Expr(_) | Rule::Other => return UNSUPPORTED,
+            };
+            (cfa, rbp)
+        }
+        Cfa::Expr(e) => {
+            let Ok(expr) = e.get(section) else {
+                return UNSUPPORTED;
+            };
+            let bytes = expr.0.slice();
+            if let Some(threshold) = plt_threshold(bytes) {
+                if ra_at_cfa && matches!(rbp, Rule::Unset | Rule::Same) {
+                    return (CfaRule::Plt { threshold }, RbpRule::Same);
+                }
+                return UNSUPPORTED;
+            }
+            let at_rsp_plus = |rule: Rule, want: u64| match rule {
+                Rule::Expr(e) => e
+                    .get(section)
+                    .is_ok_and(|x| rsp_plus(x.0.slice()) == Some(want)),
+                _ => false,
+            };
+            if signal_cfa(bytes) && at_rsp_plus(ra, SIGNAL_RIP) && at_rsp_plus(rbp, SIGNAL_RBP) {
+                return (CfaRule::Signal, RbpRule::Same);
+            }
+            UNSUPPORTED
+        }
+        Cfa::Invalid => UNSUPPORTED,
+    }
+}
+
+const DW_OP_BREG7: u8 = 0x77;
+const DW_OP_BREG16: u8 = 0x80;
+const DW_OP_DEREF: u8 = 0x06;
+const DW_OP_LIT0: u8 = 0x30;
+const DW_OP_LIT31: u8 = 0x4f;
+
+/// The `N` of the PLT expression GNU ld writes for `.plt`:
+/// `DW_OP_breg7 8; DW_OP_breg16 0; DW_OP_lit15; DW_OP_and; DW_OP_litN; DW_OP_ge;
+/// DW_OP_lit3; DW_OP_shl; DW_OP_plus`, that is rsp + 8 + ((rip & 15) >= N) * 8.
+pub(super) fn plt_threshold(expr: &[u8]) -> Option<u8> {
+    match *expr {
+        [DW_OP_BREG7, 0x08, DW_OP_BREG16, 0x00, 0x3f, 0x1a, lit, 0x2a, 0x33, 0x24, 0x22]
+            if (DW_OP_LIT0..=DW_OP_LIT31).contains(&lit) =>
+        {
+            Some(lit - DW_OP_LIT0)
+        }
+        _ => None,
+    }
+}
+
+/// Whether the CFA expression is glibc's `__restore_rt` one: `DW_OP_breg7
+/// SIGNAL_RSP; DW_OP_deref` (the CFA is the interrupted rsp in the ucontext).
+fn signal_cfa(expr: &[u8]) -> bool {
+    expr.split_last()
+        .is_some_and(|(&last, head)| last == DW_OP_DEREF && rsp_plus(head) == Some(SIGNAL_RSP))
+}
+
+/// `n` of an expression that is exactly `DW_OP_breg7 n` (the address rsp + n).
+fn rsp_plus(expr: &[u8]) -> Option<u64> {
+    let (&op, mut rest) = expr.split_first()?;
+    if op != DW_OP_BREG7 {
+        return None;
+    }
+    let n = sleb128(&mut rest)?;
+    if !rest.is_empty() {
+        return None;
+    }
+    u64::try_from(n).ok()
+}
+
+fn sleb128(bytes: &mut &[u8]) -> Option<i64> {
+    let mut value: i64 = 0;
+    let mut shift = 0;
+    loop {
+        let (&b, rest) = bytes.split_first()?;
+        *bytes = rest;
+        if shift >= 63 {
+            return None;
+        }
+        value |= i64::from(b & 0x7f) << shift;
+        shift += 7;
+        if b & 0x80 == 0 {
+            if shift < 64 && b & 0x40 != 0 {
+                value |= -1i64 << shift;
+            }
+            return Some(value);
+        }
+    }
+}
+
+#[cfg(test)]
+pub(super) mod tests {
+    //! Hand-assembled `.eh_frame` sections: a CIE like GCC's and FDEs with the
+    //! programs given, so the builder is tested on bytes, not on gimli's view.
+
+    use super::*;
+
+    /// DW_CFA instructions, for building FDE programs by hand.
+    pub mod op {
+        pub const NOP: u8 = 0x00;
+        pub const DEF_CFA: u8 = 0x0c;
+        pub const DEF_CFA_REGISTER: u8 = 0x0d;
+        pub const DEF_CFA_OFFSET: u8 = 0x0e;
+        pub const DEF_CFA_EXPRESSION: u8 = 0x0f;
+        pub const UNDEFINED: u8 = 0x07;
+        pub const EXPRESSION: u8 = 0x10;
+        pub const REMEMBER_STATE: u8 = 0x0a;
+        pub const RESTORE_STATE: u8 = 0x0b;
+        /// DW_CFA_advance_loc by `n` < 64.
+        pub fn advance(n: u8) -> u8 {
+            0x40 | n
+        }
+        /// DW_CFA_offset: register `r` saved at CFA + 8 * -`n`.
+        pub fn offset(r: u8) -> u8 {
+            0x80 | r
+        }
+    }
+
+    /// An `.eh_frame` with one CIE (CFA = rsp + 8, return address at CFA - 8,
+    /// absolute 8-byte addresses) and FDEs `(start, length, program)`.
+    pub fn eh_frame(fdes: &[(u64, u64, Vec<u8>)]) -> Vec<u8> {
+        let mut s = Vec::new();
+        let entry = |s: &mut Vec<u8>, body: Vec<u8>| {
+            let mut body = body;
+            while !(body.len() + 4).is_multiple_of(8) {
+                body.push(op::NOP);
+            }
+            s.extend_from_slice(&(body.len() as u32).to_le_bytes());
+            s.extend_from_slice(&body);
+        };
+        // id 0, version 1, no augmentation, code align 1, data align -8, RA r16
+        let mut cie = vec![0, 0, 0, 0, 1, 0, 1, 0x78, 16];
+        cie.extend_from_slice(&[op::DEF_CFA, 7, 8, op::offset(16), 1]);
+        entry(&mut s, cie);
+        for (start, len, program) in fdes {
+            let cie_pointer = (s.len() + 4) as u32;
+            let mut body = cie_pointer.to_le_bytes().to_vec();
+            body.extend_from_slice(&start.to_le_bytes());
+            body.extend_from_slice(&len.to_le_bytes());
+            body.extend_from_slice(program);
+            entry(&mut s, body);
+        }
+        s.extend_from_slice(&[0, 0, 0, 0]);
+        s
+    }
+
+    /// The table of a hand-made `.eh_frame` (at address 0, no segments).
+    pub fn table(fdes: &[(u64, u64, Vec<u8>)]) -> UnwindTable {
+        let bytes = eh_frame(fdes);
+        let sections = CfiSections {
+            eh_frame: Some((&bytes, 0)),
+            ..CfiSections::default()
+        };
+        build(&sections, vec![]).unwrap()
+    }
+
+    /// The PLT CFA expression with threshold `n`, as a DW_CFA_def_cfa_expression.
+    pub fn plt_program(n: u8) -> Vec<u8> {
+        vec![
+            op::DEF_CFA_EXPRESSION,
+            11,
+            0x77,
+            8,
+            0x80,
+            0,
+            0x3f,
+            0x1a,
+            0x30 + n,
+            0x2a,
+            0x33,
+            0x24,
+            0x22,
+        ]
+    }
+
+    /// glibc's `__restore_rt` program: CFA = *(rsp + 160), rbp and rip in the
+    /// ucontext at rsp.
+    pub fn signal_program() -> Vec<u8> {
+        vec![
+            op::DEF_CFA_EXPRESSION,
+            4,
+            0x77,
+            0xa0,
+            0x01,
+            0x06,
+            op::EXPRESSION,
+            6,
+            3,
+            0x77,
+            0xf8,
+            0x00,
+            op::EXPRESSION,
+            7,
+            3,
+            0x77,
+            0xa0,
+            0x01,
+            op::EXPRESSION,
+            16,
+            3,
+            0x77,
+            0xa8,
+            0x01,
+        ]
+    }
+
+    fn rules(t: &UnwindTable) -> Vec<(u64, CfaRule, RbpRule)> {
+        t.rows()
+            .iter()
+            .map(|r| (t.base() + u64::from(r.start), r.cfa, r.rbp))
+            .collect()
+    }
+
+    #[test]
+    fn sleb128_reads_what_glibc_writes() {
+        assert_eq!(sleb128(&mut &[0xa0, 0x01][..]), Some(160));
+        assert_eq!(sleb128(&mut &[0xf8, 0x00][..]), Some(120));
+        assert_eq!(sleb128(&mut &[0x78][..]), Some(-8));
+        assert_eq!(sleb128(&mut &[0x80][..]), None);
+    }
+
+    #[test]
+    fn gcc_prologue_and_epilogue_rows() {
+        use op::*;
+        // push rbp; mov rbp,rsp; ...; pop rbp; ret
+        let t = table(&[(
+            0x1000,
+            0x12,
+            vec![
+                advance(1),
+                DEF_CFA_OFFSET,
+                16,
+                offset(6),
+                2,
+                advance(3),
+                DEF_CFA_REGISTER,
+                6,
+                advance(13),
+                DEF_CFA,
+                7,
+                8,
+            ],
+        )]);
+        assert_eq!(
+            rules(&t),
+            [
+                (0x1000, CfaRule::Rsp(8), RbpRule::Same),
+                (0x1001, CfaRule::Rsp(16), RbpRule::AtCfa(-16)),
+                (0x1004, CfaRule::Rbp(16), RbpRule::AtCfa(-16)),
+                // GCC keeps "rbp at CFA-16" after pop rbp: the slot is below rsp
+                (0x1011, CfaRule::Rsp(8), RbpRule::Same),
+                (0x1012, CfaRule::NoInfo, RbpRule::Same),
+            ]
+        );
+        assert_eq!(t.raw_rows(), 5);
+    }
+
+    #[test]
+    fn gaps_between_fdes_get_no_info_and_adjacent_fdes_merge() {
+        let t = table(&[
+            (0x2000, 0x10, vec![]),
+            // listed out of order, and adjacent to the first
+            (0x1000, 0x1000, vec![]),
+            (0x3000, 0x10, vec![op::UNDEFINED, 16]),
+        ]);
+        assert_eq!(
+            rules(&t),
+            [
+                (0x1000, CfaRule::Rsp(8), RbpRule::Same),
+                (0x2010, CfaRule::NoInfo, RbpRule::Same),
+                (0x3000, CfaRule::EndOfStack, RbpRule::Same),
+                (0x3010, CfaRule::NoInfo, RbpRule::Same),
+            ]
+        );
+    }
+
+    #[test]
+    fn plt_and_signal_expressions_are_recognised_by_their_bytes() {
+        let mut other_expression = plt_program(11);
+        other_expression[7] = 0x1b; // DW_OP_div instead of DW_OP_and
+        let t = table(&[
+            (0x1000, 0x10, plt_program(11)),
+            (0x1010, 0x10, plt_program(10)),
+            (0x1020, 0x10, other_expression),
+            (0x1030, 0x10, signal_program()),
+        ]);
+        assert_eq!(
+            rules(&t),
+            [
+                (0x1000, CfaRule::Plt { threshold: 11 }, RbpRule::Same),
+                (0x1010, CfaRule::Plt { threshold: 10 }, RbpRule::Same),
+                (0x1020, CfaRule::Unsupported, RbpRule::Same),
+                (0x1030, CfaRule::Signal, RbpRule::Same),
+                (0x1040, CfaRule::NoInfo, RbpRule::Same),
+            ]
+        );
+    }
+
+    #[test]
+    fn rules_a_table_cannot_express_are_unsupported() {
+        use op::*;
+        let t = table(&[
+            // CFA in rbx
+            (0x1000, 0x10, vec![DEF_CFA_REGISTER, 3]),
+            // return address at CFA-16
+            (0x1010, 0x10, vec![offset(16), 2]),
+            // rbp given by an expression (DW_OP_breg6 0)
+            (0x1020, 0x10, vec![EXPRESSION, 6, 2, 0x76, 0]),
+            // remember/restore state around an epilogue: rows come back
+            (
+                0x1030,
+                0x10,
+                vec![
+                    advance(1),
+                    DEF_CFA_OFFSET,
+                    16,
+                    advance(1),
+                    REMEMBER_STATE,
+                    DEF_CFA_OFFSET,
+                    8,
+                    advance(1),
+                    RESTORE_STATE,
+                ],
+            ),
+        ]);
+        assert_eq!(
+            rules(&t),
+            [
+                (0x1000, CfaRule::Unsupported, RbpRule::Same),
+                (0x1030, CfaRule::Rsp(8), RbpRule::Same),
+                (0x1031, CfaRule::Rsp(16), RbpRule::Same),
+                (0x1032, CfaRule::Rsp(8), RbpRule::Same),
+                (0x1033, CfaRule::Rsp(16), RbpRule::Same),
+                (0x1040, CfaRule::NoInfo, RbpRule::Same),
+            ]
+        );
+    }
+
+    #[test]
+    fn no_fde_is_no_cfi() {
+        let bytes = eh_frame(&[]);
+        let sections = CfiSections {
+            eh_frame: Some((&bytes, 0)),
+            ..CfiSections::default()
+        };
+        assert!(matches!(build(&sections, vec![]), Err(TableError::NoCfi)));
+        assert!(matches!(
+            build(&CfiSections::default(), vec![]),
+            Err(TableError::NoCfi)
+        ));
+    }
+
+    /// The table as gimli's own evaluator sees the CFI: every FDE run with
+    /// `UnwindTable::next_row`, the rows classified and laid out as the builder
+    /// does. The reference the faster evaluator must agree with.
+    fn gimli_reference(sections: &CfiSections<'_>, segments: Vec<LoadSegment>) -> UnwindTable {
+        use gimli::{RegisterRule, UnwindContext};
+        let (bytes, addr) = sections.eh_frame.unwrap();
+        let mut section = gimli::EhFrame::new(bytes, LittleEndian);
+        section.set_address_size(8);
+        let mut bases = BaseAddresses::default().set_eh_frame(addr);
+        if let Some(hdr) = sections.eh_frame_hdr {
+            bases = bases.set_eh_frame_hdr(hdr);
+        }
+        let code: Vec<(u64, u64)> = segments
+            .iter()
+            .filter(|s| s.executable)
+            .map(|s| (s.vaddr, s.vaddr + s.file_size))
+            .collect();
+        let rule = |r: Option<RegisterRule<usize>>| match r {
+            None => Rule::Unset,
+            Some(RegisterRule::Undefined) => Rule::Undefined,
+            Some(RegisterRule::SameValue) => Rule::Same,
+            Some(RegisterRule::Offset(n)) => Rule::Offset(n),
+            Some(RegisterRule::Expression(e)) => Rule::Expr(e),
+            Some(_) => Rule::Other,
+        };
+        let mut ctx = UnwindContext::new();
+        let mut fdes = Vec::new();
+        let mut entries = section.entries(&bases);
+        while let Ok(Some(entry)) = entries.next() {
+            let CieOrFde::Fde(partial) = entry else {
+                continue;
+            };
+            let Ok(fde) = partial.parse(gimli::EhFrame::cie_from_offset) else {
+                continue;
+            };
+            let (start, end) = (fde.initial_address(), fde.end_address());
+            if start >= end || !code.iter().any(|&(s, e)| s <= start && start < e) {
+                continue;
+            }
+            let mut rows = Vec::new();
+            let ok = match fde.rows(&section, &bases, &mut ctx) {
+                Ok(mut table) => loop {
+                    match table.next_row() {
+                        Ok(Some(row)) if row.start_address() < end => {
+                            let state = State {
+                                cfa: match row.cfa() {
+                                    gimli::CfaRule::RegisterAndOffset { register, offset } => {
+                                        Cfa::RegOffset(*register, *offset)
+                                    }
+                                    gimli::CfaRule::Expression(e) => Cfa::Expr(*e),
+                                },
+                                ra: rule(row.register(X86_64::RA)),
+                                rbp: rule(row.register(X86_64::RBP)),
+                            };
+                            let (cfa, rbp) = classify(&state, &section);
+                            rows.push((row.start_address(), cfa, rbp));
+                        }
+                        Ok(Some(_)) => {}
+                        Ok(None) => break true,
+                        Err(_) => break false,
+                    }
+                },
+                Err(_) => false,
+            };
+            if !ok {
+                rows = vec![(start, UNSUPPORTED.0, UNSUPPORTED.1)];
+            }
+            fdes.push((start, end, rows));
+        }
+        fdes.sort_by_key(|f| (f.0, f.1));
+        let mut laid = Vec::new();
+        let mut last_end: Option<u64> = None;
+        for (start, end, rows) in fdes {
+            if let Some(e) = last_end {
+                if start < e {
+                    continue;
+                }
+                if start > e {
+                    laid.push((e, CfaRule::NoInfo, RbpRule::Same));
+                }
+            }
+            laid.extend(rows);
+            last_end = Some(end);
+        }
+        let end = last_end.unwrap();
+        laid.push((end, CfaRule::NoInfo, RbpRule::Same));
+        UnwindTable::from_rows(laid, segments).unwrap()
+    }
+
+    /// Equal tables, or a panic showing where they part.
+    fn assert_same(a: &UnwindTable, b: &UnwindTable, what: &str) {
+        assert_eq!(a.base(), b.base(), "{what}: base");
+        let at = |t: &UnwindTable, i: usize| {
+            t.rows()
+                .get(i)
+                .map(|r| (t.base() + u64::from(r.start), r.cfa, r.rbp))
+        };
+        if let Some(i) = (0..a.len().max(b.len())).find(|&i| at(a, i) != at(b, i)) {
+            let around = |t: &UnwindTable| {
+                (i.saturating_sub(2)..i + 3)
+                    .map(|j| at(t, j))
+                    .collect::<Vec<_>>()
+            };
+            panic!(
+                "{what}: row {i} differs:\n{:x?}\n{:x?}",
+                around(a),
+                around(b)
+            );
+        }
+    }
+
+    fn agrees_with_gimli(path: &std::path::Path) {
+        let data = std::fs::read(path).unwrap();
+        let (sections, segments) = super::super::elf::cfi_sections(&*data).unwrap();
+        let ours = build(&sections, segments.clone()).unwrap();
+        let reference = gimli_reference(&sections, segments.clone());
+        let name = path.display().to_string();
+        assert_same(&ours, &reference, &format!("{name}, gimli"));
+    }
+
+    #[test]
+    fn the_fast_evaluator_agrees_with_gimli_on_real_objects() {
+        agrees_with_gimli(&std::env::current_exe().unwrap());
+        agrees_with_gimli(std::path::Path::new("/lib/x86_64-linux-gnu/libc.so.6"));
+    }
+
+    /// The same on the biggest objects of the machine the figures in
+    /// benches/UNWIND_TABLES.md come from (slow unoptimised, so on demand:
+    /// `cargo test -p symbolizer --release -- --ignored`).
+    #[test]
+    #[ignore]
+    fn the_fast_evaluator_agrees_with_gimli_on_large_objects() {
+        let lib = "/root/.rustup/toolchains/1.95.0-x86_64-unknown-linux-gnu/lib";
+        let mut paths: Vec<std::path::PathBuf> = std::fs::read_dir(lib)
+            .map(|d| d.filter_map(|e| e.ok().map(|e| e.path())).collect())
+            .unwrap_or_default();
+        paths.retain(|p| {
+            let name = p.file_name().and_then(|n| n.to_str()).unwrap_or("");
+            name.starts_with("librustc_driver-") || name.starts_with("libLLVM.so")
+        });
+        paths.extend(["/usr/bin/node", "/usr/bin/python3.11"].map(std::path::PathBuf::from));
+        for p in paths.iter().filter(|p| p.exists()) {
+            agrees_with_gimli(p);
+        }
+    }
+}
