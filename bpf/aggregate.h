@@ -48,29 +48,10 @@ volatile __u32 active_set = 0;
 MAP_SET(0)
 MAP_SET(1)
 
-/* scratch: one stack per CPU for the overflow path, since a whole stack does not
- * fit the 512-byte BPF stack. Written and read by keep_overflowed() only. Size: 1
- * per CPU. */
-struct {
-	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__type(key, __u32);
-	__type(value, struct overflow_stack);
-	__uint(max_entries, 1);
-} scratch SEC(".maps");
-
-/* Keeps a stack whose STACK_TRACE bucket is taken: copies it with bpf_get_stack,
- * hashes it (FNV-1a over the addresses) and stores it under that hash.
- * Returns the hash, or 0 when the stack could not be kept. */
-static __always_inline __u64 keep_overflowed(struct bpf_perf_event_data *ctx, void *overflow_stacks, __u64 flags)
+/* Stores the first n addresses of the scratch stack under their hash (FNV-1a)
+ * in an overflow map. Returns the hash, or 0 when the stack could not be kept. */
+static __always_inline __u64 keep_by_hash(struct overflow_stack *st, __u32 n, void *overflow_stacks)
 {
-	__u32 zero = 0;
-	struct overflow_stack *st = bpf_map_lookup_elem(&scratch, &zero);
-	if (!st)
-		return 0;
-	long len = bpf_get_stack(ctx, st->ips, sizeof(st->ips), flags);
-	if (len <= 0)
-		return 0;
-	__u32 n = len / sizeof(__u64);
 	__u64 h = 0xcbf29ce484222325ULL;
 	for (__u32 i = 0; i < FLAMEBPF_MAX_DEPTH; i++) {
 		if (i >= n) {
@@ -91,6 +72,20 @@ static __always_inline __u64 keep_overflowed(struct bpf_perf_event_data *ctx, vo
 	return 0;
 }
 
+/* Keeps a stack whose STACK_TRACE bucket is taken: copies it with bpf_get_stack
+ * and keeps it by hash. */
+static __always_inline __u64 keep_overflowed(struct bpf_perf_event_data *ctx, void *overflow_stacks, __u64 flags)
+{
+	__u32 zero = 0;
+	struct overflow_stack *st = bpf_map_lookup_elem(&scratch, &zero);
+	if (!st)
+		return 0;
+	long len = bpf_get_stack(ctx, st->ips, sizeof(st->ips), flags);
+	if (len <= 0)
+		return 0;
+	return keep_by_hash(st, len / sizeof(__u64), overflow_stacks);
+}
+
 static __always_inline __s32 stack_id(struct bpf_perf_event_data *ctx, void *stacks, void *overflow_stacks,
 				       __u64 flags, __u64 *hash)
 {
@@ -106,6 +101,37 @@ static __always_inline __s32 stack_id(struct bpf_perf_event_data *ctx, void *sta
 	return id;
 }
 
+/* `--call-graph cfi`: unwinds the user stack with the unwind tables and keeps it
+ * by hash; returns the key's stack id (-FLAMEBPF_STACK_HASHED when kept). A
+ * process whose mappings are not known yet is walked with frame pointers by the
+ * kernel, as in fp mode, and counted. */
+static __always_inline __s32 cfi_stack(struct bpf_perf_event_data *ctx, __u32 tgid, void *stacks,
+				       void *overflow_stacks, __u64 *hash)
+{
+	*hash = 0;
+	if (current_is_kthread())
+		return -FLAMEBPF_EFAULT;
+	if (!bpf_map_lookup_elem(&process_maps, &tgid)) {
+		count(STAT_CFI_NOT_LOADED);
+		return stack_id(ctx, stacks, overflow_stacks, BPF_F_USER_STACK, hash);
+	}
+	struct user_regs r;
+	current_user_regs(ctx, &r);
+	__u32 n = unwind_user(tgid, r.ip, r.sp, r.bp);
+	__u32 zero = 0;
+	struct overflow_stack *st = bpf_map_lookup_elem(&scratch, &zero);
+	if (!st || n == 0) {
+		count(STAT_STACK_LOST);
+		return -FLAMEBPF_EEXIST;
+	}
+	*hash = keep_by_hash(st, n, overflow_stacks);
+	if (!*hash) {
+		count(STAT_STACK_LOST);
+		return -FLAMEBPF_EEXIST;
+	}
+	return -FLAMEBPF_STACK_HASHED;
+}
+
 /* Adds the sample to one map set; inlined twice, so each copy sees constant maps. */
 static __always_inline void record_in(struct bpf_perf_event_data *ctx, struct sample_key *key, void *stacks,
 				      void *overflow_stacks, void *counts)
@@ -114,7 +140,10 @@ static __always_inline void record_in(struct bpf_perf_event_data *ctx, struct sa
 	if (key->kernel_stack_id == -FLAMEBPF_EFAULT)
 		count(STAT_KERNEL_STACK_ABSENT);
 
-	key->user_stack_id = stack_id(ctx, stacks, overflow_stacks, BPF_F_USER_STACK, &key->user_stack_hash);
+	if (unwind_cfi)
+		key->user_stack_id = cfi_stack(ctx, key->pid, stacks, overflow_stacks, &key->user_stack_hash);
+	else
+		key->user_stack_id = stack_id(ctx, stacks, overflow_stacks, BPF_F_USER_STACK, &key->user_stack_hash);
 	if (key->user_stack_id == -FLAMEBPF_EFAULT)
 		count(current_is_kthread() ? STAT_USER_STACK_KTHREAD : STAT_USER_STACK_FAULT);
 

@@ -22,22 +22,6 @@ struct {
 	__uint(max_entries, 4096); /* resized by userspace */
 } samples SEC(".maps");
 
-/* Fills in the user registers: those of the sample, or, when the sample hit the
- * kernel, the user state saved at kernel entry. */
-static __always_inline void user_regs(struct bpf_perf_event_data *ctx, struct dwarf_sample *rec)
-{
-	if ((ctx->regs.cs & 3) == 3) {
-		rec->ip = ctx->regs.rip;
-		rec->sp = ctx->regs.rsp;
-		rec->bp = ctx->regs.rbp;
-	} else {
-		struct pt_regs___k *regs = (void *)bpf_task_pt_regs(bpf_get_current_task_btf());
-		rec->ip = BPF_CORE_READ(regs, ip);
-		rec->sp = BPF_CORE_READ(regs, sp);
-		rec->bp = BPF_CORE_READ(regs, bp);
-	}
-}
-
 /* Copies up to `copy` bytes of the user stack from rec->sp. A read that runs past
  * the end of the stack mapping fails whole: shorter copies are tried until one
  * fits. */
@@ -92,7 +76,11 @@ static __always_inline void send_stack_copy(struct bpf_perf_event_data *ctx, __u
 	if (current_is_kthread()) {
 		count(STAT_USER_STACK_KTHREAD);
 	} else {
-		user_regs(ctx, rec);
+		struct user_regs r;
+		current_user_regs(ctx, &r);
+		rec->ip = r.ip;
+		rec->sp = r.sp;
+		rec->bp = r.bp;
 		rec->user_regs = 1;
 		copy_user_stack(rec, copy);
 	}

@@ -24,6 +24,57 @@ struct pt_regs___k {
 	unsigned long sp;
 } __attribute__((preserve_access_index));
 
+/* What the CFI unwinder reads of a mapping: where it is, what file it maps (the
+ * device and inode the unwind tables are keyed by), and whether it is the vDSO. */
+struct super_block {
+	unsigned int s_dev;
+} __attribute__((preserve_access_index));
+
+struct inode {
+	unsigned long i_ino;
+	struct super_block *i_sb;
+} __attribute__((preserve_access_index));
+
+struct file {
+	struct inode *f_inode;
+} __attribute__((preserve_access_index));
+
+struct mm_struct {
+	struct {
+		void *vdso;
+	} context;
+} __attribute__((preserve_access_index));
+
+struct vm_area_struct {
+	unsigned long vm_start;
+	unsigned long vm_end;
+	struct mm_struct *vm_mm;
+	unsigned long vm_pgoff;
+	struct file *vm_file;
+} __attribute__((preserve_access_index));
+
+/* The user registers of the sampled task: the sample's, or, when the sample hit
+ * the kernel, the user state saved at kernel entry. */
+struct user_regs {
+	__u64 ip;
+	__u64 sp;
+	__u64 bp;
+};
+
+static __always_inline void current_user_regs(struct bpf_perf_event_data *ctx, struct user_regs *r)
+{
+	if ((ctx->regs.cs & 3) == 3) {
+		r->ip = ctx->regs.rip;
+		r->sp = ctx->regs.rsp;
+		r->bp = ctx->regs.rbp;
+	} else {
+		struct pt_regs___k *regs = (void *)bpf_task_pt_regs(bpf_get_current_task_btf());
+		r->ip = BPF_CORE_READ(regs, ip);
+		r->sp = BPF_CORE_READ(regs, sp);
+		r->bp = BPF_CORE_READ(regs, bp);
+	}
+}
+
 static __always_inline bool current_is_kthread(void)
 {
 	struct task_struct *task = (void *)bpf_get_current_task();

@@ -5,6 +5,8 @@
  *   kernel.h     the kernel types read through CO-RE
  *   stats.h      the per-class sample accounting (stats map)
  *   filters.h    which samples are the capture's (targets, cgroups, comm, idle)
+ *   scratch.h    per-CPU room for one whole stack
+ *   unwind.h     --call-graph cfi: user stacks unwound with CFI tables
  *   aggregate.h  the in-kernel aggregate: two map sets of stacks and counts
  *   dwarf_copy.h --call-graph dwarf: stack copies sent through a ring buffer
  * Shared with Rust: profile.h (structs and constants, through the skeleton).
@@ -20,11 +22,15 @@
 #include "kernel.h"
 #include "stats.h"
 #include "filters.h"
+#include "scratch.h"
+#include "unwind.h"
 #include "aggregate.h"
 #include "dwarf_copy.h"
 
 /* Names the shared constants in BTF, so the skeleton generates them for Rust. */
 enum flamebpf_limits *flamebpf_limits_type = 0;
+enum flamebpf_cfa *flamebpf_cfa_type = 0;
+enum flamebpf_mapping *flamebpf_mapping_type = 0;
 
 /* The sampler: one perf event per CPU; each overflow adds the sample of the task
  * on that CPU to the in-kernel aggregate. */
@@ -63,11 +69,17 @@ int profile_dwarf(struct bpf_perf_event_data *ctx)
 SEC("tp_btf/sched_process_fork")
 int BPF_PROG(on_fork, struct task_struct *parent, struct task_struct *child)
 {
-	if (!follow_forks)
-		return 0;
 	__u32 ptgid = parent->tgid;
 	__u32 ctgid = child->tgid;
-	if (ptgid == ctgid || !bpf_map_lookup_elem(&targets, &ptgid))
+	if (ptgid == ctgid)
+		return 0;
+	/* CFI mode: the child maps what its parent maps, from its first sample */
+	if (unwind_cfi) {
+		struct process_mappings *pm = bpf_map_lookup_elem(&process_maps, &ptgid);
+		if (pm)
+			bpf_map_update_elem(&process_maps, &ctgid, pm, BPF_ANY);
+	}
+	if (!follow_forks || !bpf_map_lookup_elem(&targets, &ptgid))
 		return 0;
 	__u8 one = 1;
 	if (bpf_map_update_elem(&targets, &ctgid, &one, BPF_ANY))
@@ -76,15 +88,27 @@ int BPF_PROG(on_fork, struct task_struct *parent, struct task_struct *child)
 }
 
 /* A pid freed by a target's exit may be reused by an unrelated process; forget it
- * when the thread group leader goes. */
+ * (and, in CFI mode, its mappings) when the thread group leader goes. */
 SEC("tp_btf/sched_process_exit")
 int BPF_PROG(on_exit, struct task_struct *task)
 {
-	if (!follow_forks)
-		return 0;
 	__u32 tgid = task->tgid;
-	if (task->pid == task->tgid)
+	if (task->pid != task->tgid)
+		return 0;
+	if (follow_forks)
 		bpf_map_delete_elem(&targets, &tgid);
+	if (unwind_cfi)
+		bpf_map_delete_elem(&process_maps, &tgid);
+	return 0;
+}
+
+/* CFI mode: an exec replaces every mapping; until userspace has read the new
+ * ones, the process is walked with frame pointers rather than with stale tables. */
+SEC("tp_btf/sched_process_exec")
+int BPF_PROG(on_exec, struct task_struct *task)
+{
+	__u32 tgid = task->tgid;
+	bpf_map_delete_elem(&process_maps, &tgid);
 	return 0;
 }
 

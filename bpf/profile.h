@@ -19,6 +19,71 @@ enum flamebpf_limits {
 	 * the stack's bucket holds another stack / there is no such stack. */
 	FLAMEBPF_EEXIST = 17,
 	FLAMEBPF_EFAULT = 14,
+	/* The stack id a key holds for a stack kept by hash in the overflow map
+	 * without a STACK_TRACE bucket (negated): user stacks unwound with CFI. */
+	FLAMEBPF_STACK_HASHED = 4095,
+	/* CFI tables: bits of a pc a page of the index covers. */
+	FLAMEBPF_INDEX_SHIFT = 12,
+	/* CFI mode: executable mappings kept per process (a power of two). */
+	FLAMEBPF_MAX_MAPPINGS = 256,
+};
+
+/* `--call-graph cfi`: how a row of an unwind table finds the caller's frame. */
+enum flamebpf_cfa {
+	CFA_NONE = 0,        /* no CFI covers this pc: step with frame pointers */
+	CFA_RSP = 1,         /* CFA = rsp + 8 * cfa_q */
+	CFA_RBP = 2,         /* CFA = rbp + 8 * cfa_q */
+	CFA_PLT = 3,         /* CFA = rsp + 8, plus 8 when (rip & 15) >= cfa_q */
+	CFA_SIGNAL = 4,      /* sigreturn trampoline: the caller's registers are in
+			      * the ucontext at rsp */
+	CFA_END = 5,         /* the outermost frame: no return address */
+	CFA_UNSUPPORTED = 6, /* a rule the unwinder does not evaluate */
+};
+
+/* One row of an object's unwind table: from `pc` up to the next row's pc.
+ * Return addresses are always at CFA - 8 on x86-64. */
+struct unwind_row {
+	__u32 pc;    /* address minus the table's base */
+	__u8 cfa;    /* enum flamebpf_cfa */
+	__s8 rbp_q;  /* the caller's rbp is saved at CFA + 8 * rbp_q; 0: unchanged */
+	__u16 cfa_q; /* CFA offset in 8-byte units (CFA_PLT: the threshold) */
+};
+
+/* How a process's executable mapping is unwound. */
+enum flamebpf_mapping {
+	MAPPING_TABLE = 1,      /* with the object's table */
+	MAPPING_NO_TABLE = 2,   /* with frame pointers: the object has no CFI */
+	MAPPING_NOT_LOADED = 3, /* with frame pointers, counted: the table is being
+				 * built, or found no room */
+};
+
+/* One page of an object's address range in `unwind_index`: the rows that can
+ * cover a pc in it are lo..=hi (relative to the object's first row). */
+struct index_entry {
+	__u32 lo;
+	__u32 hi;
+};
+
+/* One executable mapping of a process, and where its object's table lies in
+ * `unwind_rows`, with the page index over it in `unwind_index` (one entry per
+ * page p = (pc + rel) >> FLAMEBPF_INDEX_SHIFT). */
+struct exec_mapping {
+	__u64 start;
+	__u64 end;
+	__s64 rel; /* pc + rel = pc relative to the table's base */
+	__u32 rows_start;
+	__u32 rows_len;
+	__u32 index_start;
+	__u32 index_len; /* pages */
+	__u32 kind;      /* enum flamebpf_mapping */
+	__u32 pad;
+};
+
+/* A process's executable mappings, sorted by start. */
+struct process_mappings {
+	__u32 len;
+	__u32 pad;
+	struct exec_mapping m[FLAMEBPF_MAX_MAPPINGS];
 };
 
 /* A sample's identity in the counts map: who ran, and where. */
@@ -82,6 +147,15 @@ enum flamebpf_stat {
 	STAT_TARGETS_FULL,        /* a forked child could not be added to the target set */
 	STAT_RINGBUF_FULL,        /* DWARF mode: the ring buffer had no room for a sample */
 	STAT_STACK_COPY_FAILED,   /* DWARF mode: no byte of the user stack could be read */
+	/* CFI mode: each user stack walked ends in exactly one of these. */
+	STAT_CFI_COMPLETE,    /* reached the outermost frame */
+	STAT_CFI_TRUNCATED,   /* cut at FLAMEBPF_MAX_DEPTH frames */
+	STAT_CFI_NOT_LOADED,  /* stepped with frame pointers through an object whose
+			       * table was not loaded yet (or a process whose
+			       * mappings were not known yet) */
+	STAT_CFI_UNSUPPORTED, /* stopped at a rule the unwinder does not evaluate */
+	STAT_CFI_STOPPED,     /* stopped early: unreadable memory, a frame pointer
+			       * chain that led nowhere, an address no mapping covers */
 	STAT_MAX,
 };
 

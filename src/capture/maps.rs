@@ -8,7 +8,7 @@ use std::os::fd::{AsFd, AsRawFd};
 use anyhow::{Context, Result};
 use libbpf_rs::{MapCore, MapFlags, MapMut};
 
-use super::skel::limits::{EEXIST, EFAULT};
+use super::skel::limits::{EEXIST, EFAULT, STACK_HASHED};
 use super::skel::types::{overflow_stack, sample_key, sample_value};
 use super::stats::Stats;
 
@@ -30,7 +30,7 @@ impl StackRef {
     fn from_key(id: i32, hash: u64) -> StackRef {
         match id {
             id if id >= 0 => StackRef::Id(id as u32),
-            id if id == -EEXIST && hash != 0 => StackRef::Overflow(hash),
+            id if (id == -EEXIST || id == -STACK_HASHED) && hash != 0 => StackRef::Overflow(hash),
             id if id == -EFAULT => StackRef::Absent,
             _ => StackRef::Lost,
         }
@@ -230,6 +230,7 @@ mod tests {
         assert_eq!(StackRef::from_key(5, 0), StackRef::Id(5));
         assert_eq!(StackRef::from_key(-EEXIST, 99), StackRef::Overflow(99));
         assert_eq!(StackRef::from_key(-EEXIST, 0), StackRef::Lost);
+        assert_eq!(StackRef::from_key(-STACK_HASHED, 7), StackRef::Overflow(7));
         assert_eq!(StackRef::from_key(-EFAULT, 0), StackRef::Absent);
         assert_eq!(StackRef::from_key(-12, 0), StackRef::Lost);
     }

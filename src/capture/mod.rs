@@ -28,6 +28,7 @@ pub mod skel;
 pub mod stats;
 pub mod target;
 pub mod tracking;
+pub mod unwind;
 
 pub use raw::RawProfile;
 pub use session::Session;

@@ -45,6 +45,8 @@ pub struct Config {
     /// DWARF mode: (bytes of user stack to copy, ring buffer bytes). The sample
     /// records go through the ring buffer; the stack and counts maps stay unused.
     pub dwarf: Option<(u32, u32)>,
+    /// CFI mode: rows of unwind table the kernel holds.
+    pub cfi: Option<u32>,
 }
 
 /// The loaded program with its attachments.
@@ -128,16 +130,30 @@ fn open_and_load(config: &Config, no_prealloc: bool) -> Result<ProfileSkel<'stat
         }
         None => rodata.stack_bytes = 0,
     }
+    // CFI mode keeps user stacks by hash in the overflow maps, beside the kernel
+    // stacks that collide: give them the room the STACK_TRACE map had.
+    let overflow_scale = if config.cfi.is_some() { 2 } else { 1 };
+    let (rows, index) = match config.cfi {
+        Some(rows) => {
+            rodata.unwind_cfi = true;
+            (rows, (rows / 8).max(1024))
+        }
+        None => (1, 1),
+    };
+    open.maps.unwind_rows.set_max_entries(rows)?;
+    open.maps.unwind_index.set_max_entries(index)?;
     open.progs.profile.set_autoload(config.dwarf.is_none());
     open.progs
         .profile_dwarf
         .set_autoload(config.dwarf.is_some());
     let m = &mut open.maps;
     m.stacks0.set_max_entries(stack)?;
-    m.overflow0.set_max_entries(stack)?;
+    m.overflow0
+        .set_max_entries(stack.saturating_mul(overflow_scale))?;
     m.counts0.set_max_entries(counts)?;
     m.stacks1.set_max_entries(stack1)?;
-    m.overflow1.set_max_entries(stack1)?;
+    m.overflow1
+        .set_max_entries(stack1.saturating_mul(overflow_scale))?;
     m.counts1.set_max_entries(counts1)?;
     if no_prealloc {
         for map in [
@@ -149,8 +165,10 @@ fn open_and_load(config: &Config, no_prealloc: bool) -> Result<ProfileSkel<'stat
             map.set_map_flags(BPF_F_NO_PREALLOC)?;
         }
     }
-    open.progs.on_fork.set_autoload(config.follow_forks);
-    open.progs.on_exit.set_autoload(config.follow_forks);
+    let tasks = config.follow_forks || config.cfi.is_some();
+    open.progs.on_fork.set_autoload(tasks);
+    open.progs.on_exit.set_autoload(tasks);
+    open.progs.on_exec.set_autoload(config.cfi.is_some());
     Ok(open.load()?)
 }
 
@@ -187,8 +205,18 @@ impl Sampler {
         })
     }
 
-    /// Attaches the fork and exit tracepoints that keep the target set up to date.
-    pub fn attach_task_tracepoints(&mut self) -> Result<()> {
+    /// Attaches the task tracepoints: fork and exit keep the target set up to date,
+    /// and, in CFI mode, fork, exec and exit keep the per-process mappings right.
+    pub fn attach_task_tracepoints(&mut self, cfi: bool) -> Result<()> {
+        if cfi {
+            self.links.push(
+                self.skel
+                    .progs
+                    .on_exec
+                    .attach()
+                    .context("attaching to sched_process_exec")?,
+            );
+        }
         self.links.push(
             self.skel
                 .progs
@@ -269,6 +297,18 @@ impl Sampler {
             ring.consume().context("reading the sample ring buffer")?;
         }
         Ok(std::mem::take(&mut *self.records.borrow_mut()))
+    }
+
+    /// CFI mode: the unwind table maps (rows, page index, process mappings).
+    pub fn unwind_maps(
+        &self,
+    ) -> (
+        &libbpf_rs::MapMut<'static>,
+        &libbpf_rs::MapMut<'static>,
+        &libbpf_rs::MapMut<'static>,
+    ) {
+        let m = &self.skel.maps;
+        (&m.unwind_rows, &m.unwind_index, &m.process_maps)
     }
 
     /// Adds a process to the target set.

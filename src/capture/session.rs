@@ -7,11 +7,13 @@ use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::path::PathBuf;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 
 use super::sampler::{self, Sampler};
 use super::setup::Setup;
+use super::unwind::Tables;
 use crate::capture::gated::Gated;
 use crate::capture::perf;
 use crate::capture::target::Target;
@@ -25,9 +27,16 @@ pub struct Session {
     pub sampler: Sampler,
     /// The command, for `-- COMMAND`.
     pub child: Option<Gated>,
+    /// CFI mode: the unwind tables in the kernel.
+    pub tables: Option<Tables>,
     exit_fd: Option<OwnedFd>,
     program: Option<PathBuf>,
 }
+
+/// How long the start waits for the tables of processes that already run (`-p`,
+/// `-a`), so a short capture of them is unwound whole from its first sample;
+/// tables that take longer arrive while sampling runs.
+const TABLES_AT_START: Duration = Duration::from_secs(2);
 
 /// Installs the SIGINT/SIGTERM handlers; the flag turns true on either.
 pub fn stop_flag() -> Result<Arc<AtomicBool>> {
@@ -57,10 +66,11 @@ impl Session {
             // the daemon leaves itself out; a single capture shows itself, as perf does
             exclude_self: setup.two_sets,
             dwarf: setup.dwarf,
+            cfi: setup.cfi,
         };
         let mut sampler = Sampler::load(&config).map_err(|e| load_error(e, setup.verbose))?;
-        if follow_forks {
-            sampler.attach_task_tracepoints()?;
+        if follow_forks || setup.cfi.is_some() {
+            sampler.attach_task_tracepoints(setup.cfi.is_some())?;
         }
         for &cpu in &setup.cpus {
             let name = &setup.sampling.event.name;
@@ -94,13 +104,51 @@ impl Session {
             }
         }
         let exit_fd = child.as_ref().and_then(Gated::exit_fd);
-        Ok(Session {
+        let tables = match setup.cfi {
+            Some(_) => {
+                let (rows, index, _) = sampler.unwind_maps();
+                Some(Tables::new(rows, index)?)
+            }
+            None => None,
+        };
+        let mut session = Session {
             tracking,
             sampler,
             child,
+            tables,
             exit_fd,
             program,
-        })
+        };
+        let wait = (!matches!(setup.target, Target::Command { .. })).then_some(TABLES_AT_START);
+        session.refresh_tables(wait)?;
+        Ok(session)
+    }
+
+    /// Applies the tracking records that arrived (all of them with `all`) and
+    /// loads the unwind tables of the objects they brought. Returns the time up to
+    /// which records were applied.
+    pub fn follow(&mut self, all: bool) -> Result<u64> {
+        let applied = self.tracking.process(all);
+        self.refresh_tables(None)?;
+        Ok(applied)
+    }
+
+    /// CFI mode: asks for the tables of new objects and installs those built,
+    /// waiting up to `wait` for all of them.
+    fn refresh_tables(&mut self, wait: Option<Duration>) -> Result<()> {
+        if let Some(t) = self.tables.as_mut() {
+            let (_, _, processes) = self.sampler.unwind_maps();
+            t.sync(&mut self.tracking.tracker, processes, wait)?;
+        }
+        Ok(())
+    }
+
+    /// CFI mode: removes the tables of objects no process that is still known
+    /// maps.
+    pub fn evict_tables(&mut self) {
+        if let Some(t) = self.tables.as_mut() {
+            t.evict(&self.tracking.tracker);
+        }
     }
 
     /// Starts sampling and lets the command exec.

@@ -61,6 +61,7 @@ pub struct Plan {
     counts_map_size: u32,
     two_sets: bool,
     dwarf: Option<(u32, u32)>,
+    cfi: Option<u32>,
     inlined: bool,
     debug_dirs: Vec<PathBuf>,
 }
@@ -87,6 +88,8 @@ pub struct Setup {
     pub two_sets: bool,
     /// DWARF mode: (stack bytes, ring buffer bytes).
     pub dwarf: Option<(u32, u32)>,
+    /// CFI mode: rows of unwind table the kernel holds.
+    pub cfi: Option<u32>,
     /// Show the verifier log on a load failure.
     pub verbose: bool,
 }
@@ -116,8 +119,9 @@ impl Plan {
                 bail!("--debug-dir {}: no such directory", dir.display());
             }
         }
+        let cfi = (args.call_graph == CallGraph::Cfi).then_some(args.unwind_rows);
         let dwarf = match args.call_graph {
-            CallGraph::Fp => None,
+            CallGraph::Fp | CallGraph::Cfi => None,
             CallGraph::Dwarf { .. } if !defaults.dwarf_allowed => {
                 bail!("--call-graph dwarf is for record: it sends every sample to userspace")
             }
@@ -134,6 +138,7 @@ impl Plan {
             counts_map_size: args.counts_map_size.unwrap_or(defaults.counts_map_size),
             two_sets: defaults.two_sets,
             dwarf,
+            cfi,
             inlined: !args.no_inline,
             debug_dirs: args.debug_dir.clone(),
         })
@@ -176,6 +181,7 @@ impl Plan {
             cgroup: filters.cgroup,
             two_sets: self.two_sets,
             dwarf: self.dwarf,
+            cfi: self.cfi,
             verbose,
         };
         Ok((setup, note))

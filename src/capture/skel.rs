@@ -16,6 +16,13 @@ pub mod limits {
     pub const MAX_STACK_BYTES: u32 = L::FLAMEBPF_MAX_STACK_BYTES.0 as u32;
     /// Bytes of a command name.
     pub const COMM_LEN: usize = L::FLAMEBPF_COMM_LEN.0 as usize;
+    /// Executable mappings the kernel keeps per process in CFI mode.
+    pub const MAX_MAPPINGS: usize = L::FLAMEBPF_MAX_MAPPINGS.0 as usize;
+    /// Bits of a pc one entry of an unwind table's page index covers.
+    pub const INDEX_SHIFT: u32 = L::FLAMEBPF_INDEX_SHIFT.0 as u32;
+    /// The stack id (negated) of a stack kept by hash without a STACK_TRACE
+    /// bucket: user stacks unwound with CFI.
+    pub const STACK_HASHED: i32 = L::FLAMEBPF_STACK_HASHED.0 as i32;
     /// The errno bpf_get_stackid returns (negated) when a stack's bucket holds
     /// another stack.
     pub const EEXIST: i32 = L::FLAMEBPF_EEXIST.0 as i32;

@@ -174,12 +174,24 @@ pub struct SamplingArgs {
     #[arg(long)]
     pub precise: bool,
 
-    /// How user stacks are walked: fp (frame pointers, in the kernel) or
-    /// dwarf[,STACK_BYTES] (record only: a copy of the top STACK_BYTES of the stack,
-    /// default 16384, at most 65528, unwound in userspace with the objects' DWARF
-    /// call frame information: whole stacks for code built without frame pointers).
-    #[arg(long, value_name = "MODE", default_value = "fp", value_parser = parse_call_graph)]
+    /// How user stacks are walked:
+    ///   cfi (default): in the kernel, with unwind tables flamebpf builds from each
+    ///     object's call frame information (.eh_frame): whole stacks for code built
+    ///     without frame pointers (most of a Linux system), aggregated in the
+    ///     kernel; frame pointers for code without it (JIT code).
+    ///   fp: frame pointers, in the kernel: the cheapest, whole only for code built
+    ///     with frame pointers.
+    ///   dwarf[,STACK_BYTES] (record only): perf's method, a copy of the top
+    ///     STACK_BYTES of the stack (default 16384, at most 65528) sent to
+    ///     userspace and unwound there; a cross-check.
+    #[arg(long, value_name = "MODE", default_value = "cfi", value_parser = parse_call_graph, verbatim_doc_comment)]
     pub call_graph: CallGraph,
+
+    /// CFI mode: rows of unwind table the kernel holds (8 bytes each), for every
+    /// object in use together; an object that finds no room is walked with frame
+    /// pointers and counted in the summary.
+    #[arg(long, value_name = "ROWS", default_value_t = 4 << 20, value_parser = clap::value_parser!(u32).range(1024..=(1 << 28)))]
+    pub unwind_rows: u32,
 
     /// DWARF mode: the ring buffer that carries samples to userspace (rounded up to
     /// a power of two); raise it when the summary reports samples lost to it.

@@ -41,6 +41,9 @@ pub fn parse_format(s: &str) -> Result<FormatArg, String> {
 /// How user stacks are walked.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CallGraph {
+    /// Unwind tables built from each object's call frame information, walked in
+    /// the kernel; frame pointers where an object has none.
+    Cfi,
     /// Frame pointers, walked in the kernel.
     Fp,
     /// A copy of the top of the user stack, unwound with DWARF CFI in userspace.
@@ -53,9 +56,10 @@ pub enum CallGraph {
 /// The most stack a sample may copy (perf's limit too), from bpf/profile.h.
 pub const MAX_STACK_BYTES: u32 = crate::capture::skel::limits::MAX_STACK_BYTES;
 
-/// `fp`, `dwarf` or `dwarf,BYTES`, as perf spells them.
+/// `cfi`, `fp`, `dwarf` or `dwarf,BYTES` (the last three as perf spells them).
 pub fn parse_call_graph(s: &str) -> Result<CallGraph, String> {
     match s.split_once(',') {
+        None if s == "cfi" => Ok(CallGraph::Cfi),
         None if s == "fp" => Ok(CallGraph::Fp),
         None if s == "dwarf" => Ok(CallGraph::Dwarf { stack_bytes: 16384 }),
         Some(("dwarf", n)) => match n.parse::<u32>() {
@@ -66,7 +70,7 @@ pub fn parse_call_graph(s: &str) -> Result<CallGraph, String> {
                 "{s:?}: the stack copy is a multiple of 8 bytes from 8 to {MAX_STACK_BYTES}"
             )),
         },
-        _ => Err(format!("{s:?}: use fp, dwarf or dwarf,STACK_BYTES")),
+        _ => Err(format!("{s:?}: use cfi, fp, dwarf or dwarf,STACK_BYTES")),
     }
 }
 
@@ -141,6 +145,7 @@ mod tests {
     #[test]
     fn call_graph_modes() {
         assert_eq!(parse_call_graph("fp"), Ok(CallGraph::Fp));
+        assert_eq!(parse_call_graph("cfi"), Ok(CallGraph::Cfi));
         assert_eq!(
             parse_call_graph("dwarf"),
             Ok(CallGraph::Dwarf { stack_bytes: 16384 })

@@ -48,7 +48,7 @@ pub fn run(args: RecordArgs) -> Result<i32> {
 
     session.sampler.disable()?;
     sampled.progress.finish();
-    session.tracking.process(true);
+    session.follow(true)?;
     let drained = session.sampler.drain().context("reading the BPF maps")?;
     if let Some(d) = dwarf.as_mut() {
         d.push(session.sampler.take_records()?);
@@ -138,7 +138,7 @@ fn sample(
                 break; // nothing left to profile, as with perf record -p
             }
         }
-        let applied = session.tracking.process(false);
+        let applied = session.follow(false)?;
         if let Some(d) = dwarf.as_deref_mut() {
             d.push(session.sampler.take_records()?);
             d.process(&session.tracking.tracker, Some(applied));

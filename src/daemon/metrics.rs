@@ -77,6 +77,21 @@ impl Metrics {
             ],
         );
         metric(
+            "flamebpf_user_stacks_total",
+            "counter",
+            "User stacks unwound in the kernel (--call-graph cfi), by how the walk ended.",
+            &[
+                (r#"{end="complete"}"#, st(Stat::STAT_CFI_COMPLETE)),
+                (r#"{end="depth_limit"}"#, st(Stat::STAT_CFI_TRUNCATED)),
+                (r#"{end="table_not_loaded"}"#, st(Stat::STAT_CFI_NOT_LOADED)),
+                (
+                    r#"{end="unsupported_rule"}"#,
+                    st(Stat::STAT_CFI_UNSUPPORTED),
+                ),
+                (r#"{end="stopped"}"#, st(Stat::STAT_CFI_STOPPED)),
+            ],
+        );
+        metric(
             "flamebpf_windows_written_total",
             "counter",
             "Windows written to the store.",

@@ -98,7 +98,7 @@ impl Daemon {
             s.raw.merge(&tick);
         }
         self.window.merge(&tick);
-        self.session.tracking.process(false);
+        self.session.follow(false)?;
         self.metrics.lost_records.store(
             self.session.tracking.tracker.lost_records(),
             Ordering::Relaxed,
@@ -123,6 +123,7 @@ impl Daemon {
         {
             self.symbolizer.evict(&path);
         }
+        self.session.evict_tables();
     }
 
     fn profile(&self, raw: &RawProfile, start: SystemTime, end: SystemTime) -> Profile {
@@ -240,7 +241,7 @@ impl Daemon {
             if self.take_requests(asks)? {
                 next_drain = Instant::now() + DRAIN_EVERY;
             }
-            self.session.tracking.process(false);
+            self.session.follow(false)?;
             let now = Instant::now();
             // A window ends with a drain, so it holds exactly the seconds before it.
             if now >= next_drain || now >= window_end {
@@ -281,7 +282,7 @@ impl Daemon {
     /// exited). Returns the run's counters and the windows written.
     pub fn finish(mut self, ended_by_command: bool) -> Result<Finished> {
         self.drain()?;
-        self.session.tracking.process(true);
+        self.session.follow(true)?;
         self.session.sampler.disable()?;
         self.answer(true);
         self.write_window();

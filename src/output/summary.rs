@@ -68,6 +68,23 @@ impl Accounting {
             s[Stat::STAT_USER_STACK_KTHREAD],
             s[Stat::STAT_USER_STACK_FAULT]
         );
+        let walked = s[Stat::STAT_CFI_COMPLETE]
+            + s[Stat::STAT_CFI_TRUNCATED]
+            + s[Stat::STAT_CFI_NOT_LOADED]
+            + s[Stat::STAT_CFI_UNSUPPORTED]
+            + s[Stat::STAT_CFI_STOPPED];
+        if walked > 0 {
+            line.push_str(&format!(
+                "; user stacks unwound whole {}, cut at {} frames {}, through objects whose table was not loaded yet {} \
+                 (frame pointers there), stopped at a rule the unwinder does not evaluate {}, stopped early {}",
+                s[Stat::STAT_CFI_COMPLETE],
+                crate::capture::skel::limits::MAX_DEPTH,
+                s[Stat::STAT_CFI_TRUNCATED],
+                s[Stat::STAT_CFI_NOT_LOADED],
+                s[Stat::STAT_CFI_UNSUPPORTED],
+                s[Stat::STAT_CFI_STOPPED],
+            ));
+        }
         if let Some(u) = &self.unwound {
             line.push_str(&format!(
                 "; user stacks unwound whole {}, cut short by the copy size {} (raise STACK_BYTES: --call-graph dwarf,BYTES), \
@@ -147,6 +164,33 @@ mod tests {
             "flamebpf: 1 sample, 1 process, 1 unique stack; 1 in user mode, 0 of kernel threads, \
              0 with an unreadable user stack; nothing lost"
         );
+    }
+
+    #[test]
+    fn cfi_walks_are_accounted_by_how_they_ended() {
+        let a = Accounting {
+            stats: Stats::default()
+                .with(Stat::STAT_SAMPLES, 10)
+                .with(Stat::STAT_CFI_COMPLETE, 6)
+                .with(Stat::STAT_CFI_TRUNCATED, 1)
+                .with(Stat::STAT_CFI_NOT_LOADED, 1)
+                .with(Stat::STAT_CFI_UNSUPPORTED, 1)
+                .with(Stat::STAT_CFI_STOPPED, 1),
+            ..Accounting::default()
+        };
+        let line = a.classes_and_losses();
+        for part in [
+            "unwound whole 6",
+            "cut at 127 frames 1",
+            "not loaded yet 1",
+            "does not evaluate 1",
+            "stopped early 1",
+        ] {
+            assert!(line.contains(part), "{part} missing from {line}");
+        }
+        assert!(!Accounting::default()
+            .classes_and_losses()
+            .contains("unwound"));
     }
 
     #[test]

@@ -174,6 +174,16 @@ impl MappingHistory {
             .collect()
     }
 
+    /// The mappings of `pid`'s current address space (its newest generation),
+    /// by start address; empty for an unknown process.
+    pub fn current(&self, pid: u32) -> Vec<Mapping> {
+        self.procs
+            .get(&pid)
+            .and_then(|p| p.generations.last())
+            .map(|g| g.maps.values().copied().collect())
+            .unwrap_or_default()
+    }
+
     /// Whether anything is known about `pid`.
     pub fn knows(&self, pid: u32) -> bool {
         self.procs.contains_key(&pid)

@@ -52,6 +52,12 @@ impl Object {
         }
     }
 
+    /// The opened file's (st_dev, st_ino): which file this is, whatever path
+    /// names it. `None` when it could not be opened.
+    pub fn identity(&self) -> Option<(u64, u64)> {
+        self.identity
+    }
+
     /// Whether the file could be opened while the process lived.
     pub fn is_open(&self) -> bool {
         self.file.is_some()

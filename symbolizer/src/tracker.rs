@@ -23,6 +23,8 @@ pub struct Tracker {
     pub perf_maps: PerfMaps,
     /// Processes with anonymous executable memory: where JIT code can be.
     jit_pids: BTreeSet<u32>,
+    /// Processes whose address space changed since [`Tracker::take_changed`].
+    changed: BTreeSet<u32>,
     lost_records: u64,
 }
 
@@ -34,6 +36,7 @@ impl Tracker {
             objects: ObjectStore::new(),
             perf_maps: PerfMaps::new(),
             jit_pids: BTreeSet::new(),
+            changed: BTreeSet::new(),
             lost_records: 0,
         }
     }
@@ -49,13 +52,23 @@ impl Tracker {
                 let id = self.objects.observe(m.pid, m.start, end, &m.path, &m.file);
                 self.history.map(m.pid, m.start, m.len, m.pgoff, id);
                 self.note_object(m.pid, id);
+                self.changed.insert(m.pid);
             }
-            Record::Comm(c) if c.exec => self.history.exec(c.pid, c.time),
+            Record::Comm(c) if c.exec => {
+                self.history.exec(c.pid, c.time);
+                self.changed.insert(c.pid);
+            }
             Record::Comm(_) => {}
-            Record::Fork(t) => self.history.fork(t.ppid, t.pid, t.time),
+            Record::Fork(t) => {
+                self.history.fork(t.ppid, t.pid, t.time);
+                if t.ppid != t.pid {
+                    self.changed.insert(t.pid);
+                }
+            }
             Record::Exit(t) => {
                 if t.pid == t.tid {
                     self.history.exit(t.pid, t.time);
+                    self.changed.insert(t.pid);
                 }
             }
             Record::Lost { lost, .. } => self.lost_records += lost,
@@ -123,7 +136,15 @@ impl Tracker {
                 },
             );
         }
+        self.changed.insert(pid);
         Ok(())
+    }
+
+    /// The processes whose address space changed (mapped, exec'd, forked, exited,
+    /// snapshotted) since the last call, for whoever mirrors address spaces
+    /// elsewhere (the BPF unwinder's per-process tables).
+    pub fn take_changed(&mut self) -> BTreeSet<u32> {
+        std::mem::take(&mut self.changed)
     }
 
     /// Snapshots every process in /proc; processes that vanish meanwhile are skipped.

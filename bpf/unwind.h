@@ -1,0 +1,263 @@
+/* SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause) */
+/*
+ * `--call-graph cfi` (the default): user stacks unwound in the kernel with tables
+ * built in userspace from each object's call frame information (.eh_frame,
+ * .debug_frame), and with frame pointers where an object has none (JIT code) or
+ * its table is not loaded yet.
+ *
+ * For each frame: a binary search in the process's executable mappings
+ * (`process_maps`, written by userspace from the tracking records; a forked child
+ * gets a copy of its parent's at once, an exec drops them) finds the mapping and
+ * its object's table, the page index narrows the rows to a few, a binary search
+ * finds the row, and the row gives the CFA, the return address (CFA - 8) and the
+ * caller's rbp. (bpf_find_vma cannot serve here: with interrupts off it works
+ * once per interrupt, and a stack crosses several objects.)
+ */
+#ifndef FLAMEBPF_UNWIND_H
+#define FLAMEBPF_UNWIND_H
+
+const volatile bool unwind_cfi = false; /* user stacks by CFI instead of bpf_get_stackid */
+
+/* unwind_rows: the rows of every loaded object, each object's in one range.
+ * Written by userspace through a mmap of the map (src/capture/unwind.rs), read
+ * by find_row(). Size: --unwind-rows; an object that finds no room is left out
+ * and its frames are stepped with frame pointers (STAT_CFI_NOT_LOADED). */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(map_flags, BPF_F_MMAPABLE);
+	__type(key, __u32);
+	__type(value, struct unwind_row);
+	__uint(max_entries, 1); /* resized by userspace */
+} unwind_rows SEC(".maps");
+
+/* unwind_index: per object, for each page of its address range, the rows that
+ * can cover a pc in it (struct index_entry). Same writer and reader; sized with
+ * unwind_rows (an eighth of it). */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(map_flags, BPF_F_MMAPABLE);
+	__type(key, __u32);
+	__type(value, struct index_entry);
+	__uint(max_entries, 1); /* resized by userspace */
+} unwind_index SEC(".maps");
+
+/* process_maps: each process's executable mappings with their tables. Written
+ * by userspace (src/capture/unwind.rs) when a process's mappings or tables
+ * change, copied by on_fork to a new child, dropped by on_exec and by userspace
+ * at exit; read by every walk. Size: 16384 processes (about 12 KiB each, taken
+ * as they come); a process without an entry is walked with frame pointers
+ * (STAT_CFI_NOT_LOADED). */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__type(key, __u32); /* tgid */
+	__type(value, struct process_mappings);
+	__uint(max_entries, 16384);
+} process_maps SEC(".maps");
+
+/* The state of one walk, on the program's stack. */
+struct walk {
+	__u64 pc;
+	__u64 sp;
+	__u64 bp;
+	__u32 tgid;
+	__u32 n;        /* frames recorded */
+	__u8 exact;     /* pc is not a return address (the leaf, or after a signal) */
+	__u8 outcome;   /* the STAT_CFI_* class once the walk ended, 0 while it goes */
+	__u8 fell_back; /* a frame was stepped with frame pointers for want of a table */
+	__u8 found;     /* `m` below holds the mapping of the last frame */
+	struct exec_mapping m;
+};
+
+/* 1 when a <= b, as a number rather than a branch: both below 2^63. Binary
+ * searches built on it have no data-dependent branches, so the verifier walks
+ * each once instead of every path through it (which exceeds its limit). */
+static __always_inline __u64 at_or_below(__u64 a, __u64 b)
+{
+	__u64 le = ((b - a) >> 63) ^ 1;
+	asm volatile("" : "+r"(le)); /* keep it arithmetic: no select, no branch */
+	return le;
+}
+
+/* Makes w->m the mapping that holds `pc` (w->found = 0 when none does: anonymous
+ * memory such as JIT code, or an address nothing maps). */
+static __always_inline void enter_mapping(struct walk *w, __u64 pc)
+{
+	if (w->found && pc >= w->m.start && pc < w->m.end)
+		return;
+	w->found = 0;
+	struct process_mappings *pm = bpf_map_lookup_elem(&process_maps, &w->tgid);
+	if (!pm)
+		return;
+	__u32 n = pm->len;
+	if (n == 0 || n > FLAMEBPF_MAX_MAPPINGS)
+		return;
+	/* the last mapping that starts at or below pc: m[base] while n > 1 */
+	__u32 base = 0;
+	for (int k = 0; k < 9; k++) {
+		__u32 half = n / 2;
+		__u64 start = pm->m[(base + half) & (FLAMEBPF_MAX_MAPPINGS - 1)].start;
+		base += at_or_below(start, pc) * half;
+		n -= half;
+	}
+	struct exec_mapping *m = &pm->m[base & (FLAMEBPF_MAX_MAPPINGS - 1)];
+	if (pc < m->start || pc >= m->end)
+		return;
+	w->m = *m;
+	w->found = 1;
+}
+
+/* The row that covers `pc` in the current mapping's table; CFA_NONE when none. */
+static __always_inline void find_row(struct walk *w, __u64 pc, struct unwind_row *row)
+{
+	row->cfa = CFA_NONE;
+	__s64 rel = (__s64)pc + w->m.rel;
+	if (rel < 0 || rel > 0xffffffffLL)
+		return;
+	__u32 page = (__u64)rel >> FLAMEBPF_INDEX_SHIFT;
+	if (page >= w->m.index_len)
+		return;
+	__u32 at = w->m.index_start + page;
+	struct index_entry *e = bpf_map_lookup_elem(&unwind_index, &at);
+	if (!e)
+		return;
+	__u32 lo = e->lo, hi = e->hi;
+	if (hi < lo || hi >= w->m.rows_len)
+		return;
+	/* the last row at or below rel among rows lo..=hi; a page holds at most
+	 * 4096 rows, so 13 halvings leave one */
+	__u32 base = w->m.rows_start + lo;
+	__u32 n = hi - lo + 1;
+	for (int k = 0; k < 13; k++) {
+		__u32 half = n / 2;
+		__u32 idx = base + half;
+		struct unwind_row *r = bpf_map_lookup_elem(&unwind_rows, &idx);
+		if (!r)
+			return;
+		base += at_or_below(r->pc, (__u64)rel) * half;
+		n -= half;
+	}
+	struct unwind_row *r = bpf_map_lookup_elem(&unwind_rows, &base);
+	if (r && r->pc <= (__u64)rel)
+		*row = *r;
+}
+
+static __always_inline bool read_u64(__u64 *dst, __u64 addr)
+{
+	return bpf_probe_read_user(dst, sizeof(*dst), (void *)addr) == 0;
+}
+
+/* One frame: records the pc, finds the caller's pc, sp and bp. Returns 1 to end
+ * the walk, with w->outcome set. */
+static long unwind_step(__u32 i, struct walk *w)
+{
+	__u32 zero = 0;
+	struct overflow_stack *st = bpf_map_lookup_elem(&scratch, &zero);
+	if (!st) {
+		w->outcome = STAT_CFI_STOPPED;
+		return 1;
+	}
+	__u32 n = w->n;
+	if (n >= FLAMEBPF_MAX_DEPTH) {
+		w->outcome = STAT_CFI_TRUNCATED;
+		return 1;
+	}
+	st->ips[n] = w->pc;
+	w->n = n + 1;
+
+	__u64 lookup = w->exact ? w->pc : w->pc - 1;
+	enter_mapping(w, lookup);
+	struct unwind_row row = {};
+	if (w->found) {
+		if (w->m.kind == MAPPING_TABLE)
+			find_row(w, lookup, &row);
+		else if (w->m.kind == MAPPING_NOT_LOADED)
+			w->fell_back = 1;
+	}
+
+	__u64 cfa, ra, bp = w->bp;
+	switch (row.cfa) {
+	case CFA_END:
+		w->outcome = STAT_CFI_COMPLETE;
+		return 1;
+	case CFA_UNSUPPORTED:
+		w->outcome = STAT_CFI_UNSUPPORTED;
+		return 1;
+	case CFA_SIGNAL: {
+		/* the ucontext at rsp: uc_mcontext.gregs rbp, rsp, rip */
+		__u64 sp;
+		if (!read_u64(&bp, w->sp + 120) || !read_u64(&sp, w->sp + 160) ||
+		    !read_u64(&ra, w->sp + 168)) {
+			w->outcome = STAT_CFI_STOPPED;
+			return 1;
+		}
+		w->pc = ra;
+		w->sp = sp;
+		w->bp = bp;
+		w->exact = 1;
+		return 0;
+	}
+	case CFA_RSP:
+		cfa = w->sp + (__u64)row.cfa_q * 8;
+		break;
+	case CFA_RBP:
+		cfa = w->bp + (__u64)row.cfa_q * 8;
+		break;
+	case CFA_PLT:
+		cfa = w->sp + 8 + ((w->pc & 15) >= row.cfa_q ? 8 : 0);
+		break;
+	default:
+		/* frame pointers: rbp points at the saved rbp, the return address above */
+		if (w->bp == 0) {
+			w->outcome = STAT_CFI_COMPLETE;
+			return 1;
+		}
+		if (w->bp < w->sp || !read_u64(&bp, w->bp)) {
+			w->outcome = STAT_CFI_STOPPED;
+			return 1;
+		}
+		cfa = w->bp + 16;
+		break;
+	}
+	if (!read_u64(&ra, cfa - 8)) {
+		w->outcome = STAT_CFI_STOPPED;
+		return 1;
+	}
+	if (row.rbp_q != 0 && !read_u64(&bp, cfa + (__s64)row.rbp_q * 8)) {
+		w->outcome = STAT_CFI_STOPPED;
+		return 1;
+	}
+	/* the stack grows down: a caller's frame lies above its callee's */
+	if (cfa <= w->sp) {
+		w->outcome = STAT_CFI_STOPPED;
+		return 1;
+	}
+	if (ra == 0) {
+		w->outcome = STAT_CFI_COMPLETE;
+		return 1;
+	}
+	w->pc = ra;
+	w->sp = cfa;
+	w->bp = bp;
+	w->exact = 0;
+	return 0;
+}
+
+/* Unwinds the current task's user stack from (ip, sp, bp) into the scratch
+ * stack; returns the number of frames, and counts how the walk ended. */
+static __always_inline __u32 unwind_user(__u32 tgid, __u64 ip, __u64 sp, __u64 bp)
+{
+	struct walk w = {};
+	w.tgid = tgid;
+	w.pc = ip;
+	w.sp = sp;
+	w.bp = bp;
+	w.exact = 1;
+	bpf_loop(FLAMEBPF_MAX_DEPTH + 1, unwind_step, &w, 0);
+	__u8 outcome = w.outcome ? w.outcome : STAT_CFI_TRUNCATED;
+	if (w.fell_back && outcome != STAT_CFI_UNSUPPORTED)
+		outcome = STAT_CFI_NOT_LOADED;
+	count(outcome);
+	return w.n;
+}
+
+#endif

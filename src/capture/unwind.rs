@@ -1,0 +1,629 @@
+//! `--call-graph cfi`: the tables the BPF unwinder (bpf/unwind.h) reads.
+//!
+//! In: the objects and address spaces the tracker follows. Each object (every
+//! executable file a target maps, and the vDSO) is built into an unwind table from
+//! its call frame information (symbolizer::unwind, on a worker thread, shared by
+//! build id or file identity), encoded into 8-byte rows plus a page index and
+//! copied into the mmap'd `unwind_rows` and `unwind_index` arrays. Each process's
+//! executable mappings, each with where its object's table lies, go to
+//! `process_maps`, rewritten when the process maps, execs or exits and when a table
+//! it waits for arrives (a forked child gets its parent's in BPF, at once).
+//! Out: tables in the kernel, and the counts of what was loaded and left out.
+//! Objects no process maps any more are removed (the daemon asks each window).
+
+use std::collections::{HashMap, HashSet};
+use std::os::fd::{AsFd, AsRawFd};
+use std::path::PathBuf;
+use std::sync::{mpsc, Arc};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use libbpf_rs::MapCore;
+use symbolizer::objects::ObjectKind;
+use symbolizer::unwind::{
+    CfaRule, ObjectKey, RbpRule, TableCache, TableError, UnwindRow, UnwindTable,
+};
+use symbolizer::{ObjectId, Tracker};
+
+use super::skel::limits::{INDEX_SHIFT, MAX_MAPPINGS};
+use super::skel::types::{
+    exec_mapping, flamebpf_cfa, flamebpf_mapping, index_entry, process_mappings, unwind_row,
+};
+
+/// Encodes one row for the BPF unwinder; rules whose numbers do not fit the
+/// encoding become `CFA_UNSUPPORTED` (counted when a walk meets one).
+pub fn encode(row: &UnwindRow) -> unwind_row {
+    let eighths = |off: i32| (off >= 0 && off % 8 == 0).then(|| u16::try_from(off / 8).ok())?;
+    let (cfa, cfa_q) = match row.cfa {
+        CfaRule::Rsp(off) => eighths(off).map_or((flamebpf_cfa::CFA_UNSUPPORTED, 0), |q| {
+            (flamebpf_cfa::CFA_RSP, q)
+        }),
+        CfaRule::Rbp(off) => eighths(off).map_or((flamebpf_cfa::CFA_UNSUPPORTED, 0), |q| {
+            (flamebpf_cfa::CFA_RBP, q)
+        }),
+        CfaRule::Plt { threshold } => (flamebpf_cfa::CFA_PLT, u16::from(threshold)),
+        CfaRule::Signal => (flamebpf_cfa::CFA_SIGNAL, 0),
+        CfaRule::EndOfStack => (flamebpf_cfa::CFA_END, 0),
+        CfaRule::NoInfo => (flamebpf_cfa::CFA_NONE, 0),
+        CfaRule::Unsupported => (flamebpf_cfa::CFA_UNSUPPORTED, 0),
+    };
+    let rbp_q = match row.rbp {
+        RbpRule::Same | RbpRule::Undefined => Some(0),
+        RbpRule::AtCfa(off) if off % 8 == 0 && off != 0 => i8::try_from(off / 8).ok(),
+        RbpRule::AtCfa(_) => None,
+    };
+    let (cfa, cfa_q, rbp_q) = match rbp_q {
+        Some(q) => (cfa, cfa_q, q),
+        None => (flamebpf_cfa::CFA_UNSUPPORTED, 0, 0),
+    };
+    unwind_row {
+        pc: row.start,
+        cfa: cfa.0 as u8,
+        rbp_q,
+        cfa_q,
+    }
+}
+
+/// The page index of a table: for each page p of its span, the rows that can
+/// cover a pc in it: from the last row at or below the page's first address to
+/// the last row at or below the next page's.
+pub fn page_index(rows: &[UnwindRow], span: u64) -> Vec<index_entry> {
+    let pages = (span >> INDEX_SHIFT) + 1;
+    let last_at_or_below = |at: u64| {
+        let i = rows.partition_point(|r| u64::from(r.start) <= at);
+        i.saturating_sub(1) as u32
+    };
+    (0..pages)
+        .map(|p| index_entry {
+            lo: last_at_or_below(p << INDEX_SHIFT),
+            hi: last_at_or_below((p + 1) << INDEX_SHIFT),
+        })
+        .collect()
+}
+
+/// `file offset + delta = address relative to the table's base` for the object's
+/// code; `None` when the object has no executable segment.
+fn delta(table: &UnwindTable) -> Option<i64> {
+    let seg = table.segments().iter().find(|s| s.executable)?;
+    Some(seg.vaddr as i64 - seg.file_offset as i64 - table.base() as i64)
+}
+
+/// The span of addresses the table must cover: to the end of its last executable
+/// segment.
+fn span(table: &UnwindTable) -> u64 {
+    let end = table
+        .segments()
+        .iter()
+        .filter(|s| s.executable)
+        .map(|s| s.vaddr.saturating_add(s.file_size))
+        .max()
+        .unwrap_or(0);
+    let last_row = table.rows().last().map_or(0, |r| u64::from(r.start));
+    end.saturating_sub(table.base()).max(last_row)
+}
+
+/// First-fit ranges of a fixed-size array, freed ranges merged with neighbours.
+#[derive(Debug)]
+struct Space {
+    free: Vec<(u32, u32)>, // (start, len), sorted by start
+}
+
+impl Space {
+    fn new(len: u32) -> Space {
+        Space {
+            free: vec![(0, len)],
+        }
+    }
+
+    fn take(&mut self, len: u32) -> Option<u32> {
+        let i = self.free.iter().position(|&(_, l)| l >= len)?;
+        let (start, l) = self.free[i];
+        if l == len {
+            self.free.remove(i);
+        } else {
+            self.free[i] = (start + len, l - len);
+        }
+        Some(start)
+    }
+
+    fn give(&mut self, start: u32, len: u32) {
+        let i = self.free.partition_point(|&(s, _)| s < start);
+        self.free.insert(i, (start, len));
+        if i + 1 < self.free.len() && self.free[i].0 + self.free[i].1 == self.free[i + 1].0 {
+            self.free[i].1 += self.free[i + 1].1;
+            self.free.remove(i + 1);
+        }
+        if i > 0 && self.free[i - 1].0 + self.free[i - 1].1 == self.free[i].0 {
+            self.free[i - 1].1 += self.free[i].1;
+            self.free.remove(i);
+        }
+    }
+}
+
+/// A BPF array map mapped into this process: writes are seen by the program.
+struct Mapped<T> {
+    ptr: *mut T,
+    len: usize,
+}
+
+impl<T: Copy> Mapped<T> {
+    fn new(map: &libbpf_rs::MapMut<'_>) -> Result<Mapped<T>> {
+        let len = map.max_entries() as usize;
+        // an array map lays its values out 8-byte aligned: T must be that stride
+        let size = std::mem::size_of::<T>();
+        if map.value_size() as usize != size || !size.is_multiple_of(8) {
+            anyhow::bail!("an unwind map's values are not {size}-byte records");
+        }
+        let bytes = (len * size).next_multiple_of(4096);
+        // SAFETY: a shared mapping of a BPF_F_MMAPABLE array map's descriptor, of
+        // the map's size; unmapped in Drop.
+        let ptr = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                bytes,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED,
+                map.as_fd().as_raw_fd(),
+                0,
+            )
+        };
+        if ptr == libc::MAP_FAILED {
+            return Err(std::io::Error::last_os_error()).context("mapping an unwind table map");
+        }
+        Ok(Mapped {
+            ptr: ptr.cast(),
+            len,
+        })
+    }
+
+    fn write(&mut self, at: u32, values: &[T]) {
+        let at = at as usize;
+        assert!(
+            at + values.len() <= self.len,
+            "a range the Space handed out"
+        );
+        // SAFETY: in bounds (checked above) of a live mapping of `len` elements.
+        unsafe { std::ptr::copy_nonoverlapping(values.as_ptr(), self.ptr.add(at), values.len()) };
+    }
+}
+
+impl<T> Drop for Mapped<T> {
+    fn drop(&mut self) {
+        let bytes = (self.len * std::mem::size_of::<T>()).next_multiple_of(4096);
+        // SAFETY: the mapping made in new().
+        unsafe { libc::munmap(self.ptr.cast(), bytes) };
+    }
+}
+
+/// An object's table in the kernel.
+#[derive(Debug, Clone, Copy)]
+struct Loaded {
+    rows: (u32, u32),
+    /// Rows of the table (the range holds at least one).
+    len: u32,
+    index: (u32, u32),
+    /// File offset + delta = address relative to the table's base.
+    delta: i64,
+}
+
+/// What the unwinder can do with an object's code.
+#[derive(Debug, Clone, Copy)]
+enum State {
+    Table(Loaded),
+    /// No call frame information, or unreadable: frame pointers.
+    NoTable,
+    /// Being built, or no room was left: frame pointers, counted.
+    NotLoaded,
+}
+
+/// A table the worker built, or why it could not.
+struct Built {
+    key: ObjectKey,
+    result: Result<Arc<UnwindTable>, TableError>,
+    took: Duration,
+}
+
+/// What the tables amount to, for the summary and /metrics.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TableStats {
+    /// Objects whose tables are in the kernel now.
+    pub objects: u64,
+    /// Processes whose mappings are in the kernel now.
+    pub processes: u64,
+    /// Processes with more executable mappings than the kernel keeps per process.
+    pub too_many_mappings: u64,
+    /// Rows in the kernel now.
+    pub rows: u64,
+    /// Objects without call frame information (stepped with frame pointers).
+    pub without_cfi: u64,
+    /// Objects whose table did not fit `--unwind-rows` (frame pointers, counted).
+    pub no_room: u64,
+    /// Objects that could not be read.
+    pub unreadable: u64,
+    /// Tables built (not taken from the cache), and the slowest build.
+    pub built: u64,
+    /// The slowest build, in milliseconds.
+    pub slowest_build_ms: u64,
+}
+
+/// The unwind tables of a capture.
+pub struct Tables {
+    rows: Mapped<unwind_row>,
+    index: Mapped<index_entry>,
+    row_space: Space,
+    index_space: Space,
+    /// Each object's table key; objects without one (anonymous) are absent.
+    keys: HashMap<ObjectId, ObjectKey>,
+    /// What each table key amounts to in the kernel.
+    states: HashMap<ObjectKey, State>,
+    /// The processes whose entry names each table key, to rewrite when it changes.
+    users: HashMap<ObjectKey, HashSet<u32>>,
+    /// Every object below this id has been looked at.
+    seen_up_to: u32,
+    jobs: mpsc::Sender<(ObjectKey, PathBuf)>,
+    done: mpsc::Receiver<Built>,
+    /// Processes to write again.
+    dirty: HashSet<u32>,
+    /// Processes with an entry in the kernel.
+    written: HashSet<u32>,
+    /// Counts so far.
+    pub stats: TableStats,
+}
+
+impl Tables {
+    /// Maps the program's table arrays and starts the worker that builds tables.
+    pub fn new(rows: &libbpf_rs::MapMut<'_>, index: &libbpf_rs::MapMut<'_>) -> Result<Tables> {
+        let rows = Mapped::<unwind_row>::new(rows)?;
+        let index = Mapped::<index_entry>::new(index)?;
+        let (jobs, job_rx) = mpsc::channel::<(ObjectKey, PathBuf)>();
+        let (done_tx, done) = mpsc::channel();
+        std::thread::Builder::new()
+            .name("flamebpf-tables".into())
+            .spawn(move || {
+                let mut cache = TableCache::new();
+                for (key, path) in job_rx {
+                    let started = Instant::now();
+                    let result = cache.get_or_build(&key, || UnwindTable::load(&path));
+                    let built = Built {
+                        key,
+                        result,
+                        took: started.elapsed(),
+                    };
+                    if done_tx.send(built).is_err() {
+                        break;
+                    }
+                    // the kernel holds its own copy of the rows
+                    cache.evict_unused();
+                }
+            })
+            .context("starting the unwind table worker")?;
+        Ok(Tables {
+            row_space: Space::new(rows.len as u32),
+            index_space: Space::new(index.len as u32),
+            rows,
+            index,
+            keys: HashMap::new(),
+            states: HashMap::new(),
+            users: HashMap::new(),
+            seen_up_to: 0,
+            jobs,
+            done,
+            dirty: HashSet::new(),
+            written: HashSet::new(),
+            stats: TableStats::default(),
+        })
+    }
+
+    /// Brings the kernel up to date with the tracker: asks for the tables of new
+    /// objects, installs the tables built since, and writes the entries of the
+    /// processes that changed. With `wait`, first waits up to that long for every
+    /// table asked for.
+    pub fn sync(
+        &mut self,
+        tracker: &mut Tracker,
+        processes: &libbpf_rs::MapMut<'_>,
+        wait: Option<Duration>,
+    ) -> Result<()> {
+        self.request_new(tracker);
+        self.dirty.extend(tracker.take_changed());
+        self.install(wait);
+        for pid in std::mem::take(&mut self.dirty) {
+            self.write_process(pid, tracker, processes)?;
+        }
+        Ok(())
+    }
+
+    /// Sends the objects the tracker found since the last call to the worker.
+    fn request_new(&mut self, tracker: &Tracker) {
+        let total = tracker.objects.len() as u32;
+        for raw in self.seen_up_to..total {
+            let id = ObjectId(raw);
+            let obj = tracker.objects.get(id);
+            let request = match obj.kind {
+                ObjectKind::Anonymous => None,
+                ObjectKind::Vdso => symbolizer::vdso::Vdso::load().ok().and_then(|v| {
+                    let path = v.path();
+                    Some((ObjectKey::of_file(&path).ok()?, path))
+                }),
+                ObjectKind::File => obj.read_path().and_then(|path| {
+                    let key = match &obj.build_id {
+                        Some(b) if !b.is_empty() => ObjectKey::BuildId(b.clone()),
+                        _ => ObjectKey::of_file(&path).ok()?,
+                    };
+                    Some((key, path))
+                }),
+            };
+            let Some((key, path)) = request else {
+                continue;
+            };
+            self.keys.insert(id, key.clone());
+            if !self.states.contains_key(&key) && self.jobs.send((key.clone(), path)).is_ok() {
+                self.states.insert(key, State::NotLoaded);
+            }
+        }
+        self.seen_up_to = total;
+    }
+
+    /// Copies the tables the worker finished into the kernel.
+    fn install(&mut self, wait: Option<Duration>) {
+        let deadline = wait.map(|w| Instant::now() + w);
+        loop {
+            let waiting = self.states.values().any(|s| matches!(s, State::NotLoaded));
+            let built = match deadline {
+                Some(d) if waiting => {
+                    match self
+                        .done
+                        .recv_timeout(d.saturating_duration_since(Instant::now()))
+                    {
+                        Ok(b) => b,
+                        Err(_) => return,
+                    }
+                }
+                _ => match self.done.try_recv() {
+                    Ok(b) => b,
+                    Err(_) => return,
+                },
+            };
+            let ms = built.took.as_millis() as u64;
+            self.stats.slowest_build_ms = self.stats.slowest_build_ms.max(ms);
+            let state = match built.result {
+                Ok(table) => {
+                    self.stats.built += 1;
+                    self.put(&table).map_or(State::NotLoaded, State::Table)
+                }
+                Err(TableError::NoCfi) => {
+                    self.stats.without_cfi += 1;
+                    State::NoTable
+                }
+                Err(_) => {
+                    self.stats.unreadable += 1;
+                    State::NoTable
+                }
+            };
+            if let Some(pids) = self.users.get(&built.key) {
+                self.dirty.extend(pids);
+            }
+            self.states.insert(built.key, state);
+        }
+    }
+
+    /// Copies one table into the arrays; `None` when it does not fit.
+    fn put(&mut self, table: &UnwindTable) -> Option<Loaded> {
+        let rows: Vec<unwind_row> = table.rows().iter().map(encode).collect();
+        let index = page_index(table.rows(), span(table));
+        let (Ok(nrows), Ok(nindex)) = (u32::try_from(rows.len()), u32::try_from(index.len()))
+        else {
+            self.stats.no_room += 1;
+            return None;
+        };
+        let Some(rows_at) = self.row_space.take(nrows.max(1)) else {
+            self.stats.no_room += 1;
+            return None;
+        };
+        let Some(index_at) = self.index_space.take(nindex) else {
+            self.row_space.give(rows_at, nrows.max(1));
+            self.stats.no_room += 1;
+            return None;
+        };
+        self.rows.write(rows_at, &rows);
+        self.index.write(index_at, &index);
+        self.stats.objects += 1;
+        self.stats.rows += u64::from(nrows);
+        Some(Loaded {
+            rows: (rows_at, nrows.max(1)),
+            len: nrows,
+            index: (index_at, nindex),
+            delta: delta(table).unwrap_or(0),
+        })
+    }
+
+    /// Writes (or, once it exited, removes) one process's entry.
+    fn write_process(
+        &mut self,
+        pid: u32,
+        tracker: &Tracker,
+        processes: &libbpf_rs::MapMut<'_>,
+    ) -> Result<()> {
+        if tracker.history.has_exited(pid) || !tracker.history.knows(pid) {
+            if self.written.remove(&pid) {
+                let _ = processes.delete(&pid.to_ne_bytes());
+                self.stats.processes -= 1;
+            }
+            return Ok(());
+        }
+        // SAFETY: a repr(C) struct of integers, all zeros is a valid value.
+        let mut entry: process_mappings = unsafe { std::mem::zeroed() };
+        let mut len = 0;
+        for m in tracker.history.current(pid) {
+            let Some(key) = self.keys.get(&m.object) else {
+                continue; // anonymous memory: not listed, walked with frame pointers
+            };
+            self.users.entry(key.clone()).or_default().insert(pid);
+            if len == MAX_MAPPINGS {
+                self.stats.too_many_mappings += 1;
+                break;
+            }
+            let state = self.states.get(key).copied().unwrap_or(State::NotLoaded);
+            entry.m[len] = mapping_entry(m.start, m.end, m.pgoff, state);
+            len += 1;
+        }
+        entry.len = len as u32;
+        processes
+            .update(
+                &pid.to_ne_bytes(),
+                as_bytes(&entry),
+                libbpf_rs::MapFlags::ANY,
+            )
+            .with_context(|| format!("writing the mappings of pid {pid}"))?;
+        if self.written.insert(pid) {
+            self.stats.processes += 1;
+        }
+        Ok(())
+    }
+
+    /// Frees the tables no process the tracker still knows maps.
+    pub fn evict(&mut self, tracker: &Tracker) {
+        let in_use: HashSet<&ObjectKey> = tracker
+            .history
+            .objects_in_use()
+            .iter()
+            .filter_map(|id| self.keys.get(id))
+            .collect();
+        let gone: Vec<ObjectKey> = self
+            .states
+            .keys()
+            .filter(|k| !in_use.contains(k))
+            .cloned()
+            .collect();
+        for key in gone {
+            self.users.remove(&key);
+            if let Some(State::Table(l)) = self.states.remove(&key) {
+                self.row_space.give(l.rows.0, l.rows.1);
+                self.index_space.give(l.index.0, l.index.1);
+                self.stats.objects -= 1;
+                self.stats.rows -= u64::from(l.len);
+            }
+        }
+        let known: HashSet<ObjectId> = tracker.history.objects_in_use();
+        self.keys.retain(|id, _| known.contains(id));
+        self.written.retain(|pid| tracker.history.knows(*pid));
+    }
+}
+
+/// One mapping as the BPF side reads it.
+fn mapping_entry(start: u64, end: u64, pgoff: u64, state: State) -> exec_mapping {
+    // SAFETY: a repr(C) struct of integers, all zeros is a valid value.
+    let mut e: exec_mapping = unsafe { std::mem::zeroed() };
+    e.start = start;
+    e.end = end;
+    match state {
+        State::Table(l) => {
+            e.kind = flamebpf_mapping::MAPPING_TABLE.0;
+            // pc - start + pgoff is the file offset; + delta, relative to the base
+            e.rel = (pgoff as i64)
+                .wrapping_sub(start as i64)
+                .wrapping_add(l.delta);
+            e.rows_start = l.rows.0;
+            e.rows_len = l.len;
+            e.index_start = l.index.0;
+            e.index_len = l.index.1;
+        }
+        State::NoTable => e.kind = flamebpf_mapping::MAPPING_NO_TABLE.0,
+        State::NotLoaded => e.kind = flamebpf_mapping::MAPPING_NOT_LOADED.0,
+    }
+    e
+}
+
+fn as_bytes<T>(v: &T) -> &[u8] {
+    // SAFETY: T is a repr(C) struct of integers from the skeleton, read as bytes.
+    unsafe { std::slice::from_raw_parts((v as *const T).cast::<u8>(), std::mem::size_of::<T>()) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(start: u32, cfa: CfaRule, rbp: RbpRule) -> UnwindRow {
+        UnwindRow { start, cfa, rbp }
+    }
+
+    #[test]
+    fn rows_encode_in_eighths_and_refuse_what_does_not_fit() {
+        let r = encode(&row(0x10, CfaRule::Rsp(8), RbpRule::Same));
+        assert_eq!((r.pc, r.cfa, r.cfa_q, r.rbp_q), (0x10, 1, 1, 0));
+        let r = encode(&row(0, CfaRule::Rbp(16), RbpRule::AtCfa(-16)));
+        assert_eq!((r.cfa, r.cfa_q, r.rbp_q), (2, 2, -2));
+        let r = encode(&row(0, CfaRule::Plt { threshold: 11 }, RbpRule::Same));
+        assert_eq!((r.cfa, r.cfa_q), (3, 11));
+        for odd in [
+            row(0, CfaRule::Rsp(12), RbpRule::Same),
+            row(0, CfaRule::Rsp(-8), RbpRule::Same),
+            row(0, CfaRule::Rsp(8 << 16), RbpRule::Same),
+            row(0, CfaRule::Rbp(16), RbpRule::AtCfa(-12)),
+            row(0, CfaRule::Rbp(16), RbpRule::AtCfa(-8 * 200)),
+        ] {
+            assert_eq!(
+                encode(&odd).cfa,
+                flamebpf_cfa::CFA_UNSUPPORTED.0 as u8,
+                "{odd:?}"
+            );
+        }
+        assert_eq!(
+            encode(&row(0, CfaRule::EndOfStack, RbpRule::Undefined)).cfa,
+            5
+        );
+        assert_eq!(encode(&row(0, CfaRule::Signal, RbpRule::Same)).cfa, 4);
+        assert_eq!(encode(&row(0, CfaRule::NoInfo, RbpRule::Same)).cfa, 0);
+    }
+
+    #[test]
+    fn the_page_index_brackets_every_pc() {
+        let rows: Vec<UnwindRow> = [0u32, 0x10, 0x900, 0x1000, 0x1008, 0x2ff0, 0x3800]
+            .iter()
+            .map(|&s| row(s, CfaRule::Rsp(8), RbpRule::Same))
+            .collect();
+        let index = page_index(&rows, 0x3900);
+        assert_eq!(index.len(), 4);
+        for pc in (0..0x3900u32).step_by(7) {
+            let want = rows.partition_point(|r| r.start <= pc) - 1;
+            let p = (pc >> INDEX_SHIFT) as usize;
+            let (lo, hi) = (index[p].lo as usize, index[p].hi as usize);
+            assert!(
+                lo <= want && want <= hi,
+                "pc {pc:#x}: row {want} not in {lo}..={hi}"
+            );
+        }
+    }
+
+    #[test]
+    fn space_is_reused_and_merged() {
+        let mut s = Space::new(100);
+        let a = s.take(40).unwrap();
+        let b = s.take(40).unwrap();
+        assert_eq!((a, b), (0, 40));
+        assert!(s.take(40).is_none());
+        s.give(a, 40);
+        s.give(b, 40);
+        assert_eq!(s.take(100), Some(0), "freed neighbours merge");
+    }
+
+    #[test]
+    fn mapping_entries_turn_pcs_into_table_offsets() {
+        let l = Loaded {
+            rows: (100, 10),
+            len: 10,
+            index: (7, 3),
+            delta: -0x1000,
+        };
+        // code at file offset 0x1000 (vaddr 0x1000 - 0x1000 + base) mapped at 0x7f0000001000
+        let e = mapping_entry(0x7f00_0000_1000, 0x7f00_0000_3000, 0x1000, State::Table(l));
+        assert_eq!(0x7f00_0000_1234i64.wrapping_add(e.rel), 0x234);
+        assert_eq!(
+            (e.rows_start, e.rows_len, e.index_start, e.index_len),
+            (100, 10, 7, 3)
+        );
+        assert_eq!(e.kind, flamebpf_mapping::MAPPING_TABLE.0);
+        let e = mapping_entry(1, 2, 0, State::NotLoaded);
+        assert_eq!(e.kind, flamebpf_mapping::MAPPING_NOT_LOADED.0);
+    }
+}
