@@ -771,7 +771,7 @@ pub(super) mod tests {
     #[test]
     fn the_fast_evaluator_agrees_with_gimli_on_real_objects() {
         agrees_with_gimli(&std::env::current_exe().unwrap());
-        agrees_with_gimli(std::path::Path::new("/lib/x86_64-linux-gnu/libc.so.6"));
+        agrees_with_gimli(&super::super::tests_real::our_libc());
     }
 
     /// The same on the biggest objects of the machine the figures in

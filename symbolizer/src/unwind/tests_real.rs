@@ -10,7 +10,7 @@ use object::{Object, ObjectSection, ObjectSymbol};
 use super::*;
 
 /// The libc this process runs with, as /proc/self/maps names it.
-fn our_libc() -> PathBuf {
+pub(super) fn our_libc() -> PathBuf {
     let maps = crate::procmaps::read(std::process::id()).unwrap();
     let m = maps
         .iter()
@@ -276,7 +276,8 @@ static IN_HANDLER: Mutex<Option<(Regs, Vec<u8>)>> = Mutex::new(None);
 extern "C" fn on_sigusr1(_: libc::c_int) {
     let snapshot = snapshot_here(128 * 1024);
     // raise() runs the handler on this thread, between two of its instructions,
-    // nowhere near the lock: try_lock cannot meet it held by the same thread.
+    // nowhere near the lock or the allocator: neither is re-entered, and
+    // try_lock cannot meet the lock held by this thread.
     if let Ok(mut slot) = IN_HANDLER.try_lock() {
         *slot = Some(snapshot);
     }

@@ -34,7 +34,7 @@ pub struct Unwinder {
     cache: TableCache,
     /// The unwinding outcomes so far.
     pub stats: UnwindStats,
-    vdso: Option<Option<(Vdso, Arc<UnwindTable>)>>,
+    vdso: Option<Option<(Vdso, UnwindTable)>>,
 }
 
 impl Unwinder {
@@ -56,7 +56,9 @@ impl Unwinder {
         self.cache.evict_unused()
     }
 
-    fn table(&mut self, tracker: &Tracker, object: ObjectId) -> Option<Arc<UnwindTable>> {
+    /// The table of `object`, built (or found in the cache) the first time.
+    /// A reference, not an `Arc`: a frame costs no reference count.
+    fn table(&mut self, tracker: &Tracker, object: ObjectId) -> Option<&UnwindTable> {
         let obj = tracker.objects.get(object);
         match obj.kind {
             ObjectKind::Anonymous => None,
@@ -64,25 +66,23 @@ impl Unwinder {
                 let v = self.vdso.get_or_insert_with(|| {
                     let vdso = Vdso::load().ok()?;
                     let table = UnwindTable::load(&vdso.path()).ok()?;
-                    Some((vdso, Arc::new(table)))
+                    Some((vdso, table))
                 });
-                v.as_ref().map(|(_, t)| Arc::clone(t))
+                v.as_ref().map(|(_, t)| t)
             }
             ObjectKind::File => {
-                if let Some(t) = self.by_object.get(&object) {
-                    return t.clone();
-                }
-                let table = obj.read_path().and_then(|path| {
-                    let key = match &obj.build_id {
-                        Some(id) => ObjectKey::BuildId(id.clone()),
-                        None => ObjectKey::of_file(&path).ok()?,
-                    };
-                    self.cache
-                        .get_or_build(&key, || UnwindTable::load(&path))
-                        .ok()
-                });
-                self.by_object.insert(object, table.clone());
-                table
+                let cache = &mut self.cache;
+                self.by_object
+                    .entry(object)
+                    .or_insert_with(|| {
+                        let path = obj.read_path()?;
+                        let key = match &obj.build_id {
+                            Some(id) => ObjectKey::BuildId(id.clone()),
+                            None => ObjectKey::of_file(&path).ok()?,
+                        };
+                        cache.get_or_build(&key, || UnwindTable::load(&path)).ok()
+                    })
+                    .as_deref()
             }
         }
     }
