@@ -52,7 +52,8 @@ impl Session {
     /// Opens tracking, loads and attaches the sampler, puts the targets in place
     /// and forks the command (held at its gate). Nothing is sampled yet.
     pub fn start(setup: &Setup) -> Result<Session> {
-        let mut tracking = Tracking::start(&setup.cpus).map_err(|e| event_error(e, "tracking"))?;
+        let mut tracking = Tracking::start(&setup.cpus, setup.cfi.is_some())
+            .map_err(|e| event_error(e, "tracking"))?;
         let follow_forks = matches!(setup.target, Target::Command { .. });
         let config = sampler::Config {
             filter_pids: matches!(setup.target, Target::Pids(_) | Target::Command { .. }),
@@ -119,8 +120,11 @@ impl Session {
             exit_fd,
             program,
         };
-        let wait = (!matches!(setup.target, Target::Command { .. })).then_some(TABLES_AT_START);
-        session.refresh_tables(wait)?;
+        if let (Some(t), Target::Command { program, .. }) = (session.tables.as_mut(), &setup.target)
+        {
+            t.prewarm(&prewarm_paths(program));
+        }
+        session.refresh_tables(Some(TABLES_AT_START))?;
         Ok(session)
     }
 
@@ -169,8 +173,29 @@ impl Session {
         let mut fds = self.tracking.fds();
         fds.extend(self.exit_fd.as_ref().map(|fd| fd.as_raw_fd()));
         fds.extend(self.sampler.ring_fd()?);
+        fds.extend(self.tables.as_ref().map(Tables::wake_fd));
         Ok(fds)
     }
+}
+
+/// The files a command's first moments run: its program, and the libraries this
+/// process maps (the C library, the dynamic loader), which nearly every program
+/// maps too; not flamebpf's own binary.
+fn prewarm_paths(program: &std::path::Path) -> Vec<PathBuf> {
+    let own = std::fs::read_link("/proc/self/exe").ok();
+    let mut paths = vec![program.to_path_buf()];
+    if let Ok(maps) = symbolizer::procmaps::read(std::process::id()) {
+        for m in maps
+            .into_iter()
+            .filter(|m| m.exec && m.path.starts_with('/'))
+        {
+            let p = PathBuf::from(&m.path);
+            if Some(&p) != own.as_ref() && !paths.contains(&p) {
+                paths.push(p);
+            }
+        }
+    }
+    paths
 }
 
 /// Many processes map many objects, each kept open until the end: lift the soft

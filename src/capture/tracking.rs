@@ -40,11 +40,15 @@ pub fn monotonic_ns() -> u64 {
 }
 
 impl Tracking {
-    /// Opens and starts tracking on `cpus`.
-    pub fn start(cpus: &[u32]) -> Result<Tracking> {
+    /// Opens and starts tracking on `cpus`. With `eager`, every record wakes the
+    /// reader (CFI mode: a new process is unwound by frame pointers until its
+    /// mappings reach the kernel, so they should get there within a millisecond,
+    /// not a tick); otherwise a quarter-full ring does.
+    pub fn start(cpus: &[u32], eager: bool) -> Result<Tracking> {
         let mut rings = Vec::with_capacity(cpus.len());
+        let wakeup = if eager { 1 } else { WAKEUP_BYTES };
         for &cpu in cpus {
-            let fd = perf::open_tracking(cpu, WAKEUP_BYTES)
+            let fd = perf::open_tracking(cpu, wakeup)
                 .with_context(|| format!("opening the tracking event on CPU {cpu}"))?;
             rings.push(
                 Ring::new(fd, DATA_PAGES)

@@ -252,8 +252,9 @@ pub struct Tables {
     index: Mapped<index_entry>,
     row_space: Space,
     index_space: Space,
-    /// Each object's table key; objects without one (anonymous) are absent.
-    keys: HashMap<ObjectId, ObjectKey>,
+    /// Each object's table key and where to read it; objects without one
+    /// (anonymous memory) are absent.
+    keys: HashMap<ObjectId, (ObjectKey, PathBuf)>,
     /// What each table key amounts to in the kernel.
     states: HashMap<ObjectKey, State>,
     /// The processes whose entry names each table key, to rewrite when it changes.
@@ -262,10 +263,14 @@ pub struct Tables {
     seen_up_to: u32,
     jobs: mpsc::Sender<(ObjectKey, PathBuf)>,
     done: mpsc::Receiver<Built>,
+    /// Readable when the worker has finished a table: wakes the capture loop.
+    ready: Arc<std::os::fd::OwnedFd>,
     /// Processes to write again.
     dirty: HashSet<u32>,
     /// Processes with an entry in the kernel.
     written: HashSet<u32>,
+    /// This process's copy of the vDSO, which every process maps.
+    vdso: Option<symbolizer::vdso::Vdso>,
     /// Counts so far.
     pub stats: TableStats,
 }
@@ -277,6 +282,15 @@ impl Tables {
         let index = Mapped::<index_entry>::new(index)?;
         let (jobs, job_rx) = mpsc::channel::<(ObjectKey, PathBuf)>();
         let (done_tx, done) = mpsc::channel();
+        // SAFETY: eventfd with valid flags; the result is checked.
+        let efd = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) };
+        if efd < 0 {
+            return Err(std::io::Error::last_os_error()).context("creating an eventfd");
+        }
+        // SAFETY: a new descriptor nothing else owns.
+        let ready =
+            Arc::new(unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(efd) });
+        let signal = Arc::clone(&ready);
         std::thread::Builder::new()
             .name("flamebpf-tables".into())
             .spawn(move || {
@@ -292,6 +306,9 @@ impl Tables {
                     if done_tx.send(built).is_err() {
                         break;
                     }
+                    let one = 1u64.to_ne_bytes();
+                    // SAFETY: an 8-byte write to the eventfd signal keeps open.
+                    unsafe { libc::write(signal.as_raw_fd(), one.as_ptr().cast(), 8) };
                     // the kernel holds its own copy of the rows
                     cache.evict_unused();
                 }
@@ -308,8 +325,10 @@ impl Tables {
             seen_up_to: 0,
             jobs,
             done,
+            ready,
             dirty: HashSet::new(),
             written: HashSet::new(),
+            vdso: None,
             stats: TableStats::default(),
         })
     }
@@ -328,7 +347,10 @@ impl Tables {
         self.dirty.extend(tracker.take_changed());
         self.install(wait);
         for pid in std::mem::take(&mut self.dirty) {
-            self.write_process(pid, tracker, processes)?;
+            // flamebpf itself: only the command's child runs its image, until exec
+            if pid != std::process::id() {
+                self.write_process(pid, tracker, processes)?;
+            }
         }
         Ok(())
     }
@@ -341,31 +363,59 @@ impl Tables {
             let obj = tracker.objects.get(id);
             let request = match obj.kind {
                 ObjectKind::Anonymous => None,
-                ObjectKind::Vdso => symbolizer::vdso::Vdso::load().ok().and_then(|v| {
-                    let path = v.path();
-                    Some((ObjectKey::of_file(&path).ok()?, path))
-                }),
-                ObjectKind::File => obj.read_path().and_then(|path| {
-                    let key = match &obj.build_id {
-                        Some(b) if !b.is_empty() => ObjectKey::BuildId(b.clone()),
-                        _ => ObjectKey::of_file(&path).ok()?,
-                    };
-                    Some((key, path))
-                }),
+                ObjectKind::Vdso => {
+                    if self.vdso.is_none() {
+                        self.vdso = symbolizer::vdso::Vdso::load().ok();
+                    }
+                    // the image lives in a memfd that self.vdso keeps open
+                    self.vdso.as_ref().and_then(|v| {
+                        let path = v.path();
+                        Some((ObjectKey::of_file(&path).ok()?, path))
+                    })
+                }
+                // by file identity, not build id: mmap records carry a build id only
+                // when the kernel finds it in memory, and prewarm() has none
+                ObjectKind::File => obj
+                    .read_path()
+                    .and_then(|path| Some((ObjectKey::of_file(&path).ok()?, path))),
             };
             let Some((key, path)) = request else {
                 continue;
             };
-            self.keys.insert(id, key.clone());
-            if !self.states.contains_key(&key) && self.jobs.send((key.clone(), path)).is_ok() {
-                self.states.insert(key, State::NotLoaded);
-            }
+            self.keys.insert(id, (key, path));
         }
         self.seen_up_to = total;
     }
 
+    /// Asks for the tables of files that processes are about to map (the
+    /// command's program, the C library), before any does.
+    pub fn prewarm(&mut self, paths: &[PathBuf]) {
+        for path in paths {
+            if let Ok(key) = ObjectKey::of_file(path) {
+                self.request(&key, path);
+            }
+        }
+    }
+
+    /// Asks the worker for an object's table the first time a process needs it.
+    fn request(&mut self, key: &ObjectKey, path: &std::path::Path) {
+        if !self.states.contains_key(key)
+            && self.jobs.send((key.clone(), path.to_path_buf())).is_ok()
+        {
+            self.states.insert(key.clone(), State::NotLoaded);
+        }
+    }
+
+    /// A descriptor that turns readable when a table is ready to install.
+    pub fn wake_fd(&self) -> std::os::fd::RawFd {
+        self.ready.as_raw_fd()
+    }
+
     /// Copies the tables the worker finished into the kernel.
     fn install(&mut self, wait: Option<Duration>) {
+        let mut count = [0u8; 8];
+        // SAFETY: an 8-byte read from the nonblocking eventfd: resets its count.
+        unsafe { libc::read(self.ready.as_raw_fd(), count.as_mut_ptr().cast(), 8) };
         let deadline = wait.map(|w| Instant::now() + w);
         loop {
             let waiting = self.states.values().any(|s| matches!(s, State::NotLoaded));
@@ -455,9 +505,11 @@ impl Tables {
         let mut entry: process_mappings = unsafe { std::mem::zeroed() };
         let mut len = 0;
         for m in tracker.history.current(pid) {
-            let Some(key) = self.keys.get(&m.object) else {
+            let Some((key, path)) = self.keys.get(&m.object).cloned() else {
                 continue; // anonymous memory: not listed, walked with frame pointers
             };
+            self.request(&key, &path);
+            let key = &key;
             self.users.entry(key.clone()).or_default().insert(pid);
             if len == MAX_MAPPINGS {
                 self.stats.too_many_mappings += 1;
@@ -487,7 +539,7 @@ impl Tables {
             .history
             .objects_in_use()
             .iter()
-            .filter_map(|id| self.keys.get(id))
+            .filter_map(|id| self.keys.get(id).map(|(k, _)| k))
             .collect();
         let gone: Vec<ObjectKey> = self
             .states
