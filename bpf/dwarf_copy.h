@@ -22,11 +22,22 @@ struct {
 	__uint(max_entries, 4096); /* resized by userspace */
 } samples SEC(".maps");
 
-/* Copies up to `copy` bytes of the user stack from rec->sp. A read that runs past
- * the end of the stack mapping fails whole: shorter copies are tried until one
- * fits. */
+static long stack_end(struct task_struct *task, struct vm_area_struct *vma, __u64 *end)
+{
+	*end = vma->vm_end;
+	return 0;
+}
+
+/* Copies up to `copy` bytes of the user stack from rec->sp, no further than the
+ * end of the mapping that holds it (as perf does): a read that runs past that end
+ * fails whole. Where the mapping cannot be looked up (bpf_find_vma works once per
+ * interrupt), shorter copies are tried until one fits. */
 static __always_inline void copy_user_stack(struct dwarf_sample *rec, __u32 copy)
 {
+	__u64 end = 0;
+	if (bpf_find_vma(bpf_get_current_task_btf(), rec->sp, stack_end, &end, 0) == 0 && end > rec->sp &&
+	    end - rec->sp < copy)
+		copy = end - rec->sp;
 	__u32 len = copy;
 	for (int i = 0; i < 8; i++) {
 		if (len > copy)

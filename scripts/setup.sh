@@ -8,9 +8,11 @@ export DEBIAN_FRONTEND=noninteractive
 # gcc/g++ build the testdata workloads; linux-perf is the reference the tests compare
 # against; util-linux brings setpriv/unshare for the privilege and namespace tests;
 # chromium (driven by playwright-core) opens the speedscope and SVG outputs and
-# golang-go brings `go tool pprof`, the real clients the output tests use.
+# golang-go brings `go tool pprof`, the real clients the output tests use; Debian's
+# own python3, xz and sqlite3 (built without frame pointers) are what the unwinding
+# tests profile.
 packages=(clang llvm libelf-dev zlib1g-dev pkg-config make gcc g++ libc6-dev linux-libc-dev
-          linux-perf util-linux procps binutils chromium golang-go)
+          linux-perf util-linux procps binutils chromium golang-go python3 xz-utils sqlite3)
 command -v node >/dev/null 2>&1 || packages+=(nodejs npm)
 # The benchmarks also read per-program BPF run times with bpftool.
 if [[ "${FLAMEBPF_SETUP_BENCH:-0}" == 1 ]]; then

@@ -25,6 +25,11 @@ pub struct DwarfCapture {
     /// Everything unwound so far.
     pub raw: RawProfile,
     malformed: u64,
+    /// Bytes each sample asked to copy.
+    stack_bytes: u32,
+    /// Stacks the unwinder found cut short whose copy had reached the end of the
+    /// stack mapping: a bigger copy would not help, so they are failures.
+    at_stack_end: u64,
 }
 
 fn header(record: &[u8]) -> Option<dwarf_sample> {
@@ -38,9 +43,12 @@ fn header(record: &[u8]) -> Option<dwarf_sample> {
 }
 
 impl DwarfCapture {
-    /// A capture with nothing yet.
-    pub fn new() -> DwarfCapture {
-        DwarfCapture::default()
+    /// A capture with nothing yet, of samples that copy `stack_bytes` each.
+    pub fn new(stack_bytes: u32) -> DwarfCapture {
+        DwarfCapture {
+            stack_bytes,
+            ..DwarfCapture::default()
+        }
     }
 
     /// Queues records from the ring buffer.
@@ -84,8 +92,11 @@ impl DwarfCapture {
                     sp: h.sp,
                     bp: h.bp,
                 };
-                let (frames, _end): (Vec<u64>, End) =
+                let (frames, end): (Vec<u64>, End) =
                     self.unwinder.unwind(tracker, h.pid, h.time, regs, stack);
+                if end == End::CutShort && h.stack_len < self.stack_bytes {
+                    self.at_stack_end += 1;
+                }
                 RawStack::Ips(frames.into())
             };
             let key = RawKey {
@@ -102,7 +113,8 @@ impl DwarfCapture {
     /// How unwinding went; a record too short to read counts as a failure.
     pub fn unwind_stats(&self) -> UnwindStats {
         let mut s = self.unwinder.stats;
-        s.failed += self.malformed;
+        s.failed += self.malformed + self.at_stack_end;
+        s.cut_short -= self.at_stack_end;
         s
     }
 }

@@ -144,9 +144,9 @@ impl Plan {
         })
     }
 
-    /// Whether samples go to userspace for DWARF unwinding.
-    pub fn dwarf(&self) -> bool {
-        self.dwarf.is_some()
+    /// DWARF mode: the bytes of stack each sample copies.
+    pub fn dwarf_stack_bytes(&self) -> Option<u32> {
+        self.dwarf.map(|(bytes, _)| bytes)
     }
 
     /// How the capture's addresses are to be named.

@@ -41,7 +41,7 @@ pub fn run(args: RecordArgs) -> Result<i32> {
     let symbolizer = symbolize::Worker::start(plan.symbolize_options());
     let stop = session::stop_flag()?;
     let mut session = Session::start(&setup)?;
-    let mut dwarf = plan.dwarf().then(DwarfCapture::new);
+    let mut dwarf = plan.dwarf_stack_bytes().map(DwarfCapture::new);
     session.go()?;
     let started_wall = SystemTime::now();
     let sampled = sample(&args, &target, &mut session, dwarf.as_mut(), &stop)?;

@@ -72,8 +72,8 @@ pub fn workload(name: &str) -> PathBuf {
     std::fs::create_dir_all(&out_dir).unwrap();
     let out = out_dir.join(name);
     let testdata = root.join("testdata");
-    // omitfp is the one workload built the way distributions build: no frame pointers
-    let c_flags: &[&str] = if name == "omitfp" {
+    // these workloads are built the way distributions build: no frame pointers
+    let c_flags: &[&str] = if ["omitfp", "prologue"].contains(&name) {
         &[
             "-O2",
             "-g",
@@ -114,6 +114,60 @@ pub fn workload(name: &str) -> PathBuf {
     assert!(status.success(), "compiling workload {name}");
     built.insert(name.to_string(), out.clone());
     out
+}
+
+/// testdata/NAME.c built as a shared library the way distributions build them
+/// (no frame pointers, CFI only), once per test run.
+pub fn shared_library(name: &str) -> PathBuf {
+    static BUILT: OnceLock<Mutex<HashMap<String, PathBuf>>> = OnceLock::new();
+    let built = BUILT.get_or_init(|| Mutex::new(HashMap::new()));
+    let mut built = built.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(p) = built.get(name) {
+        return p.clone();
+    }
+    let out_dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("workloads");
+    std::fs::create_dir_all(&out_dir).unwrap();
+    let out = out_dir.join(format!("lib{name}.so"));
+    let src = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("testdata")
+        .join(format!("{name}.c"));
+    let status = Command::new("gcc")
+        .args([
+            "-O2",
+            "-g",
+            "-fomit-frame-pointer",
+            "-fno-optimize-sibling-calls",
+            "-shared",
+            "-fPIC",
+            "-o",
+        ])
+        .arg(&out)
+        .arg(src)
+        .status()
+        .expect("the compiler runs");
+    assert!(status.success(), "compiling library {name}");
+    built.insert(name.to_string(), out.clone());
+    out
+}
+
+/// Whether a folded stack (comm first, root next) starts at a process's or a
+/// thread's outermost frame: `_start`, the libc start functions, or
+/// `start_thread`/`clone3` (a stripped binary's `_start` is `exe+0x…`, so the
+/// outermost three frames are looked at).
+pub fn reaches_outermost(stack: &[String]) -> bool {
+    const OUTERMOST: [&str; 6] = [
+        "_start",
+        "__libc_start_main",
+        "__libc_start_main_impl",
+        "__libc_start_call_main",
+        "start_thread",
+        "clone3",
+    ];
+    stack
+        .iter()
+        .skip(1)
+        .take(3)
+        .any(|f| OUTERMOST.contains(&f.as_str()))
 }
 
 /// A copy of workload `name` with every symbol and all debug information stripped.

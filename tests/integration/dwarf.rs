@@ -1,6 +1,7 @@
-//! `--call-graph dwarf`: whole stacks for code built without frame pointers and
-//! through glibc, against truth and against `perf record --call-graph dwarf`, and
-//! time order in speedscope.
+//! Whole stacks for code built without frame pointers and through glibc, in the
+//! default mode (`cfi`, unwound in the kernel) and in `--call-graph dwarf`
+//! (unwound in userspace), against truth and against `perf record --call-graph
+//! dwarf`; frame pointers cannot; time order in speedscope.
 
 use crate::common::{
     capture_lock, heavy_share, perf_samples, record, require_bpf, workload, Folded,
@@ -26,13 +27,35 @@ fn whole_chain(f: &Folded, leaf: &str) -> u64 {
 }
 
 #[test]
+fn the_default_mode_gives_whole_stacks_without_frame_pointers() {
+    require_bpf!();
+    whole_stacks_without_frame_pointers(&["-F", "999"]);
+}
+
+#[test]
 fn dwarf_mode_gives_whole_stacks_without_frame_pointers_and_fp_mode_does_not() {
     require_bpf!();
+    whole_stacks_without_frame_pointers(&["-F", "999", "--call-graph", "dwarf"]);
     let omitfp = workload("omitfp");
-    let c = record(
-        &["-F", "999", "--call-graph", "dwarf"],
-        &[omitfp.to_str().unwrap(), "3"],
+    let fp = record(
+        &["-F", "999", "--call-graph", "fp"],
+        &[omitfp.to_str().unwrap(), "1"],
+    )
+    .folded;
+    let fp_whole = whole_chain(&fp, "leaf_heavy") + whole_chain(&fp, "leaf_light");
+    assert!(
+        (fp_whole as f64) < 0.1 * fp.total() as f64,
+        "frame pointers cannot walk code built without them: {fp_whole} whole of {}",
+        fp.total()
     );
+}
+
+/// The 3-deep chain over a 3:1 split of testdata/omitfp.c, recorded with
+/// `flags`: whole in at least 90% of samples, the split within 3 points of the
+/// truth and of perf's.
+fn whole_stacks_without_frame_pointers(flags: &[&str]) {
+    let omitfp = workload("omitfp");
+    let c = record(flags, &[omitfp.to_str().unwrap(), "3"]);
     let f = &c.folded;
     let (heavy, light) = (f.with_frame("leaf_heavy"), f.with_frame("leaf_light"));
     let whole = whole_chain(f, "leaf_heavy") + whole_chain(f, "leaf_light");
@@ -48,14 +71,6 @@ fn dwarf_mode_gives_whole_stacks_without_frame_pointers_and_fp_mode_does_not() {
         c.stderr().contains("user stacks unwound whole"),
         "{}",
         c.stderr()
-    );
-
-    let fp = record(&["-F", "999"], &[omitfp.to_str().unwrap(), "1"]).folded;
-    let fp_whole = whole_chain(&fp, "leaf_heavy") + whole_chain(&fp, "leaf_light");
-    assert!(
-        (fp_whole as f64) < 0.1 * fp.total() as f64,
-        "frame pointers cannot walk code built without them: {fp_whole} whole of {}",
-        fp.total()
     );
 
     // perf, unwinding the same way, agrees on the split
@@ -81,12 +96,20 @@ fn dwarf_mode_gives_whole_stacks_without_frame_pointers_and_fp_mode_does_not() {
 #[test]
 fn a_comparator_called_by_glibc_qsort_keeps_its_callers() {
     require_bpf!();
+    comparator_keeps_its_callers(&["-F", "999"]);
+}
+
+#[test]
+fn a_comparator_called_by_glibc_qsort_keeps_its_callers_in_dwarf_mode() {
+    require_bpf!();
+    comparator_keeps_its_callers(&["-F", "999", "--call-graph", "dwarf"]);
+}
+
+/// testdata/qsortcmp.c recorded with `flags`: samples in the comparator go
+/// through qsort to sort_round and main in at least 80%, as many as perf's.
+fn comparator_keeps_its_callers(flags: &[&str]) {
     let q = workload("qsortcmp");
-    let f = record(
-        &["-F", "999", "--call-graph", "dwarf"],
-        &[q.to_str().unwrap(), "2"],
-    )
-    .folded;
+    let f = record(flags, &[q.to_str().unwrap(), "2"]).folded;
     let through = |s: &[String]| {
         let s = &s[1..]; // the comm, qsortcmp, is no frame
         let pos = |n: &str| {

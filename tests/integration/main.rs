@@ -17,3 +17,4 @@ mod outputs;
 mod stacks;
 mod symbols;
 mod system;
+mod unwind;
