@@ -122,7 +122,7 @@ impl Session {
         };
         if let (Some(t), Target::Command { program, .. }) = (session.tables.as_mut(), &setup.target)
         {
-            t.prewarm(&prewarm_paths(program));
+            t.prepare_for_command(&prewarm_paths(program));
         }
         session.refresh_tables(Some(TABLES_AT_START))?;
         Ok(session)

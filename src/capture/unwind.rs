@@ -246,6 +246,27 @@ pub struct TableStats {
     pub slowest_build_ms: u64,
 }
 
+impl TableStats {
+    /// One line for `-v`.
+    pub fn line(&self) -> String {
+        format!(
+            "unwind tables: {} objects, {} rows ({:.1} MiB) in the kernel for {} processes; \
+             {} built (slowest {} ms), {} without CFI, {} unreadable, {} without room \
+             (raise --unwind-rows), {} processes with more than {MAX_MAPPINGS} executable mappings",
+            self.objects,
+            self.rows,
+            (self.rows * 8) as f64 / (1 << 20) as f64,
+            self.processes,
+            self.built,
+            self.slowest_build_ms,
+            self.without_cfi,
+            self.unreadable,
+            self.no_room,
+            self.too_many_mappings
+        )
+    }
+}
+
 /// The unwind tables of a capture.
 pub struct Tables {
     rows: Mapped<unwind_row>,
@@ -271,6 +292,8 @@ pub struct Tables {
     written: HashSet<u32>,
     /// This process's copy of the vDSO, which every process maps.
     vdso: Option<symbolizer::vdso::Vdso>,
+    /// Leave flamebpf's own process out.
+    skip_self: bool,
     /// Counts so far.
     pub stats: TableStats,
 }
@@ -329,6 +352,7 @@ impl Tables {
             dirty: HashSet::new(),
             written: HashSet::new(),
             vdso: None,
+            skip_self: false,
             stats: TableStats::default(),
         })
     }
@@ -347,8 +371,9 @@ impl Tables {
         self.dirty.extend(tracker.take_changed());
         self.install(wait);
         for pid in std::mem::take(&mut self.dirty) {
-            // flamebpf itself: only the command's child runs its image, until exec
-            if pid != std::process::id() {
+            // flamebpf itself, when only the command's child runs its image until
+            // exec: its table would keep the worker from the command's
+            if !(self.skip_self && pid == std::process::id()) {
                 self.write_process(pid, tracker, processes)?;
             }
         }
@@ -387,9 +412,11 @@ impl Tables {
         self.seen_up_to = total;
     }
 
-    /// Asks for the tables of files that processes are about to map (the
-    /// command's program, the C library), before any does.
-    pub fn prewarm(&mut self, paths: &[PathBuf]) {
+    /// Asks for the tables of files that a command is about to map (its program,
+    /// the C library), before it does; flamebpf's own process is left out from
+    /// now on (the command runs its image only until it execs).
+    pub fn prepare_for_command(&mut self, paths: &[PathBuf]) {
+        self.skip_self = true;
         for path in paths {
             if let Ok(key) = ObjectKey::of_file(path) {
                 self.request(&key, path);

@@ -87,6 +87,11 @@ pub fn run(args: RecordArgs) -> Result<i32> {
         processes: raw.processes(),
         stacks: raw.stacks(),
     };
+    if args.verbose {
+        if let Some(t) = &session.tables {
+            eprintln!("flamebpf: {}", t.stats.line());
+        }
+    }
     write(&args, &outputs, symbolizer, raw, &mut session, meta)?;
     if !args.quiet || summary.accounting.has_losses() {
         eprintln!("{}", summary.line());
