@@ -28,29 +28,56 @@ static long stack_end(struct task_struct *task, struct vm_area_struct *vma, __u6
 	return 0;
 }
 
+/* `room` is the record's stack space: a constant to the verifier. */
+static __always_inline bool copy_len(struct dwarf_sample *rec, __u64 len, __u64 room)
+{
+	/* the compiler would drop the check below as implied, or check a copy of
+	 * len and pass another: the verifier needs the passed one checked */
+	asm volatile("" : "+r"(len));
+	if (len > room || len == 0)
+		return false;
+	asm volatile("" : "+r"(len));
+	if (len > FLAMEBPF_MAX_STACK_BYTES)
+		return false;
+	if (bpf_probe_read_user(rec->stack, len, (void *)rec->sp) != 0)
+		return false;
+	rec->stack_len = len;
+	return true;
+}
+
 /* Copies up to `copy` bytes of the user stack from rec->sp, no further than the
  * end of the mapping that holds it (as perf does): a read that runs past that end
- * fails whole. Where the mapping cannot be looked up (bpf_find_vma works once per
- * interrupt), shorter copies are tried until one fits. */
-static __always_inline void copy_user_stack(struct dwarf_sample *rec, __u32 copy)
+ * fails whole. The end comes from bpf_find_vma; where that fails (it works once
+ * per interrupt, and not while the address space is locked), the end is found by
+ * trying the page boundaries, which are the only places a mapping can end: a
+ * binary search over them, so the copy still reaches the outermost frames. */
+static __always_inline void copy_user_stack(struct dwarf_sample *rec, __u32 room)
 {
+	__u32 copy = room;
 	__u64 end = 0;
 	if (bpf_find_vma(bpf_get_current_task_btf(), rec->sp, stack_end, &end, 0) == 0 && end > rec->sp &&
 	    end - rec->sp < copy)
 		copy = end - rec->sp;
-	__u32 len = copy;
-	for (int i = 0; i < 8; i++) {
-		if (len > copy)
-			len = copy;
-		if (len == 0)
-			break;
-		if (bpf_probe_read_user(rec->stack, len, (void *)rec->sp) == 0) {
-			rec->stack_len = len;
-			break;
-		}
-		len >>= 1;
+	if (copy_len(rec, copy, room))
+		return;
+	/* bytes to the end of sp's page, then whole pages */
+	__u32 head = 4096 - (rec->sp & 4095);
+	if (head >= copy) {
+		if (!copy_len(rec, head, room))
+			count(STAT_STACK_COPY_FAILED);
+		return;
 	}
-	if (rec->stack_len == 0)
+	__u32 lo = 0, hi = (copy - head) / 4096;
+	for (int i = 0; i < 5; i++) {
+		if (lo >= hi)
+			break;
+		__u32 mid = (lo + hi + 1) / 2;
+		if (copy_len(rec, head + mid * 4096, room))
+			lo = mid;
+		else
+			hi = mid - 1;
+	}
+	if (rec->stack_len != head + lo * 4096 && !copy_len(rec, head + lo * 4096, room))
 		count(STAT_STACK_COPY_FAILED);
 }
 

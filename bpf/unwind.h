@@ -54,6 +54,24 @@ struct {
 	__uint(max_entries, 16384);
 } process_maps SEC(".maps");
 
+/* A window of the sampled stack, copied in one read: frames lie close together,
+ * so one copy serves many frames' reads, and each bpf_probe_read_user costs far
+ * more than the bytes it copies. */
+#define STACK_WINDOW 1024
+
+struct stack_window {
+	__u8 bytes[STACK_WINDOW];
+};
+
+/* stack_window: the copy of the stack around the frames being walked, per CPU.
+ * Written and read by the walk within one sample. Size: 1 per CPU. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__type(key, __u32);
+	__type(value, struct stack_window);
+	__uint(max_entries, 1);
+} stack_window SEC(".maps");
+
 /* The state of one walk, on the program's stack. */
 struct walk {
 	__u64 pc;
@@ -65,6 +83,12 @@ struct walk {
 	__u8 outcome;   /* the STAT_CFI_* class once the walk ended, 0 while it goes */
 	__u8 fell_back; /* a frame was stepped with frame pointers for want of a table */
 	__u8 found;     /* `m` below holds the mapping of the last frame */
+	__u8 have_row;  /* `row` below is the row of `row_pc` */
+	__u32 win_len;  /* bytes of the stack in stack_window, from win_base */
+	__u64 win_base;
+	__u64 val;      /* what read_stack() read */
+	__u64 row_pc;
+	struct unwind_row row;
 	struct exec_mapping m;
 };
 
@@ -78,22 +102,32 @@ static __always_inline __u64 at_or_below(__u64 a, __u64 b)
 	return le;
 }
 
+/*
+ * The walk's steps are global functions: the verifier checks each once, on its
+ * own, instead of once per path through every caller, which keeps the unwinder
+ * far from its instruction limit.
+ */
+
 /* Makes w->m the mapping that holds `pc` (w->found = 0 when none does: anonymous
  * memory such as JIT code, or an address nothing maps). */
-static __always_inline void enter_mapping(struct walk *w, __u64 pc)
+__noinline int enter_mapping(struct walk *w, __u64 pc)
 {
+	if (!w)
+		return 0;
 	if (w->found && pc >= w->m.start && pc < w->m.end)
-		return;
+		return 0;
 	w->found = 0;
 	struct process_mappings *pm = bpf_map_lookup_elem(&process_maps, &w->tgid);
 	if (!pm)
-		return;
+		return 0;
 	__u32 n = pm->len;
 	if (n == 0 || n > FLAMEBPF_MAX_MAPPINGS)
-		return;
+		return 0;
 	/* the last mapping that starts at or below pc: m[base] while n > 1 */
 	__u32 base = 0;
 	for (int k = 0; k < 9; k++) {
+		if (n <= 1)
+			break;
 		__u32 half = n / 2;
 		__u64 start = pm->m[(base + half) & (FLAMEBPF_MAX_MAPPINGS - 1)].start;
 		base += at_or_below(start, pc) * half;
@@ -101,49 +135,93 @@ static __always_inline void enter_mapping(struct walk *w, __u64 pc)
 	}
 	struct exec_mapping *m = &pm->m[base & (FLAMEBPF_MAX_MAPPINGS - 1)];
 	if (pc < m->start || pc >= m->end)
-		return;
+		return 0;
 	w->m = *m;
 	w->found = 1;
+	return 0;
 }
 
-/* The row that covers `pc` in the current mapping's table; CFA_NONE when none. */
-static __always_inline void find_row(struct walk *w, __u64 pc, struct unwind_row *row)
+/* Makes w->row the row that covers `pc` in the current mapping's table
+ * (CFA_NONE when none does). */
+__noinline int find_row(struct walk *w, __u64 pc)
 {
+	if (!w)
+		return 0;
+	struct unwind_row *row = &w->row;
 	row->cfa = CFA_NONE;
+	w->row_pc = pc;
+	w->have_row = 1;
 	__s64 rel = (__s64)pc + w->m.rel;
 	if (rel < 0 || rel > 0xffffffffLL)
-		return;
+		return 0;
 	__u32 page = (__u64)rel >> FLAMEBPF_INDEX_SHIFT;
 	if (page >= w->m.index_len)
-		return;
+		return 0;
 	__u32 at = w->m.index_start + page;
 	struct index_entry *e = bpf_map_lookup_elem(&unwind_index, &at);
 	if (!e)
-		return;
+		return 0;
 	__u32 lo = e->lo, hi = e->hi;
 	if (hi < lo || hi >= w->m.rows_len)
-		return;
+		return 0;
 	/* the last row at or below rel among rows lo..=hi; a page holds at most
 	 * 4096 rows, so 13 halvings leave one */
 	__u32 base = w->m.rows_start + lo;
 	__u32 n = hi - lo + 1;
 	for (int k = 0; k < 13; k++) {
+		if (n <= 1)
+			break;
 		__u32 half = n / 2;
 		__u32 idx = base + half;
 		struct unwind_row *r = bpf_map_lookup_elem(&unwind_rows, &idx);
 		if (!r)
-			return;
+			return 0;
 		base += at_or_below(r->pc, (__u64)rel) * half;
 		n -= half;
 	}
 	struct unwind_row *r = bpf_map_lookup_elem(&unwind_rows, &base);
 	if (r && r->pc <= (__u64)rel)
 		*row = *r;
+	return 0;
 }
 
-static __always_inline bool read_u64(__u64 *dst, __u64 addr)
+/* Reads 8 bytes of the sampled stack at `addr` into w->val, from the window when
+ * it holds them, else after copying the window anew from a little below `addr`
+ * (the reads that follow are above it, bar a saved rbp just below a return
+ * address). Returns 1 when the read succeeded. */
+__noinline int read_stack(struct walk *w, __u64 addr)
 {
-	return bpf_probe_read_user(dst, sizeof(*dst), (void *)addr) == 0;
+	if (!w)
+		return 0;
+	__u32 zero = 0;
+	struct stack_window *win = bpf_map_lookup_elem(&stack_window, &zero);
+	if (!win)
+		return 0;
+	__u64 off = addr - w->win_base;
+	if (addr < w->win_base || off + 8 > w->win_len) {
+		__u64 base = addr - 64;
+		if (bpf_probe_read_user(win->bytes, STACK_WINDOW, (void *)base) == 0) {
+			w->win_base = base;
+			w->win_len = STACK_WINDOW;
+			off = 64;
+		} else {
+			/* near the end of the stack's mapping: one read at a time */
+			w->win_len = 0;
+			return bpf_probe_read_user(&w->val, sizeof(w->val), (void *)addr) == 0;
+		}
+	}
+	if (off > STACK_WINDOW - 8)
+		return 0;
+	__builtin_memcpy(&w->val, win->bytes + off, sizeof(w->val));
+	return 1;
+}
+
+static __always_inline bool read_u64(struct walk *w, __u64 *dst, __u64 addr)
+{
+	if (!read_stack(w, addr))
+		return false;
+	*dst = w->val;
+	return true;
 }
 
 /* One frame: records the pc, finds the caller's pc, sp and bp. Returns 1 to end
@@ -168,10 +246,14 @@ static long unwind_step(__u32 i, struct walk *w)
 	enter_mapping(w, lookup);
 	struct unwind_row row = {};
 	if (w->found) {
-		if (w->m.kind == MAPPING_TABLE)
-			find_row(w, lookup, &row);
-		else if (w->m.kind == MAPPING_NOT_LOADED)
+		if (w->m.kind == MAPPING_TABLE) {
+			/* a recursion returns to the same pc frame after frame */
+			if (!w->have_row || w->row_pc != lookup)
+				find_row(w, lookup);
+			row = w->row;
+		} else if (w->m.kind == MAPPING_NOT_LOADED) {
 			w->fell_back = 1;
+		}
 	}
 
 	__u64 cfa, ra, bp = w->bp;
@@ -185,8 +267,8 @@ static long unwind_step(__u32 i, struct walk *w)
 	case CFA_SIGNAL: {
 		/* the ucontext at rsp: uc_mcontext.gregs rbp, rsp, rip */
 		__u64 sp;
-		if (!read_u64(&bp, w->sp + 120) || !read_u64(&sp, w->sp + 160) ||
-		    !read_u64(&ra, w->sp + 168)) {
+		if (!read_u64(w, &bp, w->sp + 120) || !read_u64(w, &sp, w->sp + 160) ||
+		    !read_u64(w, &ra, w->sp + 168)) {
 			w->outcome = STAT_CFI_STOPPED;
 			return 1;
 		}
@@ -211,18 +293,18 @@ static long unwind_step(__u32 i, struct walk *w)
 			w->outcome = STAT_CFI_COMPLETE;
 			return 1;
 		}
-		if (w->bp < w->sp || !read_u64(&bp, w->bp)) {
+		if (w->bp < w->sp || !read_u64(w, &bp, w->bp)) {
 			w->outcome = STAT_CFI_STOPPED;
 			return 1;
 		}
 		cfa = w->bp + 16;
 		break;
 	}
-	if (!read_u64(&ra, cfa - 8)) {
+	if (!read_u64(w, &ra, cfa - 8)) {
 		w->outcome = STAT_CFI_STOPPED;
 		return 1;
 	}
-	if (row.rbp_q != 0 && !read_u64(&bp, cfa + (__s64)row.rbp_q * 8)) {
+	if (row.rbp_q != 0 && !read_u64(w, &bp, cfa + (__s64)row.rbp_q * 8)) {
 		w->outcome = STAT_CFI_STOPPED;
 		return 1;
 	}

@@ -80,8 +80,45 @@ enum UserAddr {
     Unknown,
 }
 
-fn classify(tracker: &Tracker, pid: u32, addr: u64) -> UserAddr {
-    match tracker.resolve(pid, addr) {
+/// Which address space a stack's addresses are read in: samples aggregated in the
+/// kernel carry no time, so the newest generation that maps an address answers;
+/// timestamped samples (DWARF mode) use the one live at their time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum When {
+    Newest,
+    Generation(usize),
+}
+
+impl When {
+    fn of(raw: &RawProfile, tracker: &Tracker, pid: u32, time: u64) -> When {
+        if raw.timeline.is_empty() {
+            return When::Newest;
+        }
+        tracker
+            .history
+            .generation_at(pid, time)
+            .map_or(When::Newest, When::Generation)
+    }
+}
+
+/// Every stack of a capture with the address space it is read in.
+fn stack_instances<'a>(raw: &'a RawProfile, tracker: &Tracker) -> HashSet<(&'a RawKey, When)> {
+    if raw.timeline.is_empty() {
+        raw.samples.keys().map(|k| (k, When::Newest)).collect()
+    } else {
+        raw.timeline
+            .iter()
+            .map(|(t, k, _)| (k, When::of(raw, tracker, k.pid, *t)))
+            .collect()
+    }
+}
+
+fn classify(tracker: &Tracker, pid: u32, when: When, addr: u64) -> UserAddr {
+    let resolved = match when {
+        When::Newest => tracker.resolve(pid, addr),
+        When::Generation(g) => tracker.history.resolve_in(pid, g, addr),
+    };
+    match resolved {
         Some(r) if tracker.objects.get(r.object).kind != ObjectKind::Anonymous => {
             UserAddr::Object(r)
         }
@@ -104,7 +141,8 @@ pub fn build(
 ) -> (Profile, SymbolizeStats) {
     let mut profile = Profile::new(meta);
     let mut stats = SymbolizeStats::default();
-    let (user_addrs, kernel_addrs) = unique_addresses(raw, tracker);
+    let instances = stack_instances(raw, tracker);
+    let (user_addrs, kernel_addrs) = unique_addresses(&instances, tracker);
     stats.user_addrs = user_addrs.len();
     stats.kernel_addrs = kernel_addrs.len();
     let kernel = name_kernel(&mut profile, symbolizer, kernel_addrs);
@@ -114,36 +152,39 @@ pub fn build(
         named,
         kernel,
     };
-    let stacks = assemble_stacks(&mut profile, raw, &names);
-    push_samples(&mut profile, raw, &stacks);
+    let stacks = assemble_stacks(&mut profile, &instances, &names);
+    push_samples(&mut profile, raw, tracker, &stacks);
     (profile, stats)
 }
 
 /// Every address named, by where it was found.
 struct Names {
-    /// User addresses per process (address spaces differ).
-    user_addrs: HashMap<(u32, u64), UserAddr>,
+    /// User addresses per process and address space.
+    user_addrs: HashMap<(u32, When, u64), UserAddr>,
     /// The location of each (object, offset).
     named: HashMap<Resolved, LocationId>,
     /// The location of each kernel address.
     kernel: HashMap<u64, LocationId>,
 }
 
-/// The unique addresses of a capture: user ones per process, classified (object,
-/// JIT or unknown), and kernel ones.
+/// User addresses per process and address space, classified.
+type UserAddrs = HashMap<(u32, When, u64), UserAddr>;
+
+/// The unique addresses of a capture: user ones per process and address space,
+/// classified (object, JIT or unknown), and kernel ones.
 fn unique_addresses(
-    raw: &RawProfile,
+    instances: &HashSet<(&RawKey, When)>,
     tracker: &Tracker,
-) -> (HashMap<(u32, u64), UserAddr>, Vec<u64>) {
-    let mut user_addrs: HashMap<(u32, u64), UserAddr> = HashMap::new();
+) -> (UserAddrs, Vec<u64>) {
+    let mut user_addrs: UserAddrs = HashMap::new();
     let mut kernel_addrs: HashSet<u64> = HashSet::new();
-    for c in raw.samples.keys() {
+    for &(c, when) in instances {
         if let RawStack::Ips(ips) = &c.user {
             for (i, &ip) in ips.iter().enumerate() {
                 let a = lookup_addr(ip, i);
                 user_addrs
-                    .entry((c.pid, a))
-                    .or_insert_with(|| classify(tracker, c.pid, a));
+                    .entry((c.pid, when, a))
+                    .or_insert_with(|| classify(tracker, c.pid, when, a));
             }
         }
         if let RawStack::Ips(ips) = &c.kernel {
@@ -189,7 +230,7 @@ fn name_user(
     profile: &mut Profile,
     tracker: &Tracker,
     symbolizer: &Symbolizer,
-    user_addrs: &HashMap<(u32, u64), UserAddr>,
+    user_addrs: &UserAddrs,
     stats: &mut SymbolizeStats,
 ) -> HashMap<Resolved, LocationId> {
     let mut per_object: HashMap<ObjectId, Vec<u64>> = HashMap::new();
@@ -239,23 +280,24 @@ fn name_user(
     named
 }
 
-/// Each distinct (thread, stacks) as a list of locations, root first.
+/// Each distinct (thread, stacks, address space) as a list of locations, root
+/// first.
 fn assemble_stacks<'a>(
     profile: &mut Profile,
-    raw: &'a RawProfile,
+    instances: &HashSet<(&'a RawKey, When)>,
     names: &Names,
-) -> HashMap<&'a RawKey, Vec<LocationId>> {
+) -> HashMap<(&'a RawKey, When), Vec<LocationId>> {
     let unknown_user = profile.intern(Frame::named("[unknown]", FrameKind::User));
     let lost_user = profile.frame_location(Frame::named("[lost stack]", FrameKind::User));
     let lost_kernel = profile.frame_location(Frame::named("[lost stack]", FrameKind::Kernel));
-    let mut stacks = HashMap::with_capacity(raw.samples.len());
-    for c in raw.samples.keys() {
+    let mut stacks = HashMap::with_capacity(instances.len());
+    for &(c, when) in instances {
         let mut stack = Vec::new();
         match &c.user {
             RawStack::Ips(ips) => {
                 for (i, &ip) in ips.iter().enumerate().rev() {
                     let a = lookup_addr(ip, i);
-                    let location = match &names.user_addrs[&(c.pid, a)] {
+                    let location = match &names.user_addrs[&(c.pid, when, a)] {
                         UserAddr::Object(r) => names.named[r],
                         UserAddr::Jit(name) => {
                             let frame = profile.intern(Frame::named(name.clone(), FrameKind::Jit));
@@ -287,7 +329,7 @@ fn assemble_stacks<'a>(
             RawStack::Lost => stack.push(lost_kernel),
             RawStack::Absent => {}
         }
-        stacks.insert(c, stack);
+        stacks.insert((c, when), stack);
     }
     stacks
 }
@@ -298,25 +340,29 @@ fn assemble_stacks<'a>(
 fn push_samples(
     profile: &mut Profile,
     raw: &RawProfile,
-    stacks: &HashMap<&RawKey, Vec<LocationId>>,
+    tracker: &Tracker,
+    stacks: &HashMap<(&RawKey, When), Vec<LocationId>>,
 ) {
-    let sample = |c: &RawKey, count, weight| Sample {
+    let sample = |c: &RawKey, when, count, weight| Sample {
         pid: c.pid,
         tid: c.tid,
         comm: c.comm.to_string(),
-        stack: stacks[c].clone(),
+        stack: stacks[&(c, when)].clone(),
         count,
         weight,
     };
     if raw.timeline.is_empty() {
         for (c, w) in &raw.samples {
-            profile.samples.push(sample(c, w.count, w.weight));
+            profile
+                .samples
+                .push(sample(c, When::Newest, w.count, w.weight));
         }
     } else {
         let mut timeline: Vec<&(u64, RawKey, u64)> = raw.timeline.iter().collect();
         timeline.sort_by_key(|(t, _, _)| *t);
-        for (_, c, period) in timeline {
-            profile.samples.push(sample(c, 1, *period));
+        for (t, c, period) in timeline {
+            let when = When::of(raw, tracker, c.pid, *t);
+            profile.samples.push(sample(c, when, 1, *period));
         }
     }
 }

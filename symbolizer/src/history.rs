@@ -206,14 +206,24 @@ impl MappingHistory {
 
     /// Resolves `addr` as it was mapped at `time` (for timestamped samples).
     pub fn resolve_at(&self, pid: u32, addr: u64, time: u64) -> Option<Resolved> {
+        self.resolve_in(pid, self.generation_at(pid, time)?, addr)
+    }
+
+    /// Which of `pid`'s address spaces (its generations, one per exec, oldest
+    /// 0) was live at `time`; `None` for an unknown process.
+    pub fn generation_at(&self, pid: u32, time: u64) -> Option<usize> {
         let proc = self.procs.get(&pid)?;
-        let gen = proc
-            .generations
-            .iter()
-            .rev()
-            .find(|g| g.since <= time)
-            .or(proc.generations.first())?;
-        lookup(&gen.maps, addr)
+        Some(
+            proc.generations
+                .iter()
+                .rposition(|g| g.since <= time)
+                .unwrap_or(0),
+        )
+    }
+
+    /// Resolves `addr` in generation `gen` of `pid`'s address space.
+    pub fn resolve_in(&self, pid: u32, gen: usize, addr: u64) -> Option<Resolved> {
+        lookup(&self.procs.get(&pid)?.generations.get(gen)?.maps, addr)
     }
 }
 

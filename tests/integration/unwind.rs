@@ -301,3 +301,70 @@ fn continuous_at_its_defaults_gives_whole_stacks() {
         mine.total()
     );
 }
+
+#[test]
+fn dwarf_mode_names_each_sample_in_the_address_space_it_was_taken_in() {
+    require_bpf!();
+    // Before the exec, execer's image is mapped where omitfp's is after it: a
+    // sample named against the newest mappings would get omitfp's names.
+    let execer = workload("execer");
+    let omitfp = workload("omitfp");
+    let f = record(
+        &["-F", "999", "--call-graph", "dwarf"],
+        &[execer.to_str().unwrap(), "1", omitfp.to_str().unwrap(), "1"],
+    )
+    .folded;
+    let before = f.with_frame("before_exec");
+    let after = f.with_frame("leaf_heavy") + f.with_frame("leaf_light");
+    let whole_before = f.count(|s| s.iter().any(|x| x == "before_exec") && reaches_outermost(s));
+    eprintln!("before exec {whole_before}/{before}, after exec {after}");
+    assert!(before > 0 && after > 0, "both images named");
+    assert!(whole_before as f64 >= 0.9 * before as f64);
+}
+
+#[test]
+fn dwarf_mode_copies_a_stack_up_to_the_end_of_its_mapping() {
+    require_bpf!();
+    // Debian's sqlite3 runs with its stack's end between 8 and 16 KiB above the
+    // sampled stack pointer: a copy that halves on failure lost its outermost
+    // frames at the default 16 KiB.
+    if !debian_binary("/usr/bin/sqlite3") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let sql = dir.path().join("q.sql");
+    std::fs::write(
+        &sql,
+        "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 2000000)\n\
+         SELECT count(*), sum(x % 7), max(length(hex(x))) FROM c;\n",
+    )
+    .unwrap();
+    let c = record(
+        &["-F", "999", "--call-graph", "dwarf"],
+        &[
+            "sh",
+            "-c",
+            &format!(
+                "exec /usr/bin/sqlite3 :memory: < {} > /dev/null",
+                sql.display()
+            ),
+        ],
+    );
+    let mine = Folded(
+        c.folded
+            .0
+            .iter()
+            .filter(|(s, _)| s[0] == "sqlite3")
+            .cloned()
+            .collect(),
+    );
+    let whole = mine.count(reaches_outermost);
+    eprintln!("sqlite3 in dwarf mode: {whole} of {} whole", mine.total());
+    assert!(mine.total() > 0);
+    assert!(
+        whole as f64 >= 0.95 * mine.total() as f64,
+        "{whole} of {} whole; {}",
+        mine.total(),
+        c.stderr()
+    );
+}
