@@ -5,6 +5,7 @@ use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 
+use crate::capture::unwind::TableStats;
 use crate::capture::{Stat, Stats};
 
 /// Everything /metrics reports.
@@ -12,6 +13,8 @@ use crate::capture::{Stat, Stats};
 pub struct Metrics {
     /// The BPF program's counters over the daemon's life.
     pub stats: Mutex<Stats>,
+    /// CFI mode: the unwind tables in the kernel now.
+    pub tables: Mutex<TableStats>,
     /// Address-space records the kernel dropped.
     pub lost_records: AtomicU64,
     /// Windows written to the store.
@@ -91,6 +94,27 @@ impl Metrics {
                 (r#"{end="stopped"}"#, st(Stat::STAT_CFI_STOPPED)),
             ],
         );
+        let t = self.tables.lock().map(|t| *t).unwrap_or_default();
+        metric(
+            "flamebpf_unwind_tables",
+            "gauge",
+            "CFI mode: unwind tables in the kernel now: objects, rows (8 bytes each), processes.",
+            &[
+                (r#"{what="objects"}"#, t.objects),
+                (r#"{what="rows"}"#, t.rows),
+                (r#"{what="processes"}"#, t.processes),
+            ],
+        );
+        metric(
+            "flamebpf_unwind_tables_left_out_total",
+            "counter",
+            "CFI mode: objects walked with frame pointers for want of a table, by reason (no_room: raise --unwind-rows).",
+            &[
+                (r#"{reason="no_cfi"}"#, t.without_cfi),
+                (r#"{reason="unreadable"}"#, t.unreadable),
+                (r#"{reason="no_room"}"#, t.no_room),
+            ],
+        );
         metric(
             "flamebpf_windows_written_total",
             "counter",
@@ -132,7 +156,11 @@ mod tests {
                 .with(Stat::STAT_COUNTS_FULL, 2),
         );
         m.window_failures.fetch_add(1, Ordering::Relaxed);
+        if let Ok(mut t) = m.tables.lock() {
+            t.rows = 1234;
+        }
         let text = m.render();
+        assert!(text.contains("flamebpf_unwind_tables{what=\"rows\"} 1234\n"));
         assert!(text.contains("# TYPE flamebpf_samples_total counter\nflamebpf_samples_total 5\n"));
         assert!(text.contains("flamebpf_lost_total{class=\"counts_map\"} 2\n"));
         assert!(text.contains("flamebpf_window_write_failures_total 1\n"));

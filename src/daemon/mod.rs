@@ -104,6 +104,9 @@ impl Daemon {
             Ordering::Relaxed,
         );
         self.last_drain = now_mono;
+        if let (Some(t), Ok(mut m)) = (&self.session.tables, self.metrics.tables.lock()) {
+            *m = t.stats;
+        }
         Ok(())
     }
 
