@@ -54,16 +54,20 @@ static __always_inline __u64 keep_by_hash(struct overflow_stack *st, __u32 n, vo
 {
 	__u64 h = 0xcbf29ce484222325ULL;
 	for (__u32 i = 0; i < FLAMEBPF_MAX_DEPTH; i++) {
-		if (i >= n) {
-			st->ips[i] = 0; /* the tail left over from the previous use */
-			continue;
-		}
+		if (i >= n)
+			break;
 		h = (h ^ st->ips[i]) * 0x100000001b3ULL;
 	}
 	if (h == 0)
 		h = 1;
+	/* most samples repeat a stack already kept */
 	if (bpf_map_lookup_elem(overflow_stacks, &h))
 		return h;
+	/* a new one is stored whole: clear the tail a longer stack left */
+	for (__u32 i = 0; i < FLAMEBPF_MAX_DEPTH; i++) {
+		if (i >= n)
+			st->ips[i] = 0;
+	}
 	if (bpf_map_update_elem(overflow_stacks, &h, st, BPF_NOEXIST) == 0)
 		return h;
 	/* Another CPU may have stored the same stack in between. */
