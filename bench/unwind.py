@@ -151,7 +151,24 @@ def busy_machine(tmp):
            if m.get("name") in ("unwind_rows", "unwind_index", "process_maps")}
     tables = next((l for l in err.splitlines() if "unwind tables:" in l), "")
     summary = next((l for l in err.splitlines() if "samples," in l), "")
-    return mem, rss, tables, summary
+    return mem, rss, tables, summary, whole_shares(Path(tmp) / "busy.folded")
+
+
+OUTERMOST = {"_start", "__libc_start_main", "__libc_start_main_impl", "__libc_start_call_main",
+             "start_thread", "clone3", "clone"}
+
+
+def whole_shares(folded):
+    """Per command: samples, and the share whose stack starts at a process's or a
+    thread's outermost frame."""
+    per = {}
+    for line in folded.read_text().splitlines():
+        stack, n = line.rsplit(" ", 1)
+        frames = stack.split(";")
+        user = [f for f in frames[1:] if not f.endswith("_[k]")]
+        tot, whole = per.get(frames[0], (0, 0))
+        per[frames[0]] = (tot + int(n), whole + (int(n) if OUTERMOST & set(user[:3]) else 0))
+    return sorted(per.items(), key=lambda kv: -kv[1][0])[:8]
 
 
 def main():
@@ -168,7 +185,7 @@ def main():
         print(bpf, file=sys.stderr)
         slow = slowdown(job, a.rounds, a.runs, tmp)
         print(slow, file=sys.stderr)
-        mem, rss, tables, summary = busy_machine(tmp)
+        mem, rss, tables, summary, shares = busy_machine(tmp)
     lines = ["# Unwinding in BPF: cost", "",
              f"`bench/unwind.py --runs {a.runs} --rounds {a.rounds} --bpf-rounds {a.bpf_rounds}`, "
              f"{time.strftime('%Y-%m-%d')}, 2-vCPU VM, cpu-clock (no PMU).", "",
@@ -184,7 +201,9 @@ def main():
               "- kernel memory of the maps (bpftool memlock): " +
               ", ".join(f"{k} {v / (1 << 20):.1f} MiB" for k, v in sorted(mem.items())),
               f"- flamebpf's RSS while sampling: {rss} MiB",
-              f"- summary: {summary.removeprefix('flamebpf: ')}"]
+              f"- summary: {summary.removeprefix('flamebpf: ')}", "",
+              "| command | weight (ns) | reaching the outermost frame |", "| --- | --- | --- |"]
+    lines += [f"| {c} | {t} | {100.0 * w / t:.1f}% |" for c, (t, w) in shares if t]
     report(lines, a.out)
 
 
