@@ -1,6 +1,8 @@
 // C++ names for the symbolizer: a method of a class template in a namespace (the
-// mangled name must come out demangled) and a helper that is always inlined (it
-// must appear as a frame of its own, marked inlined). Runs for SECONDS (default 1).
+// mangled name must come out demangled), a helper that is always inlined (it
+// must appear as a frame of its own, marked inlined), two overloads of one
+// function and a function template (short names drop their parameter lists and
+// return types; --full-names keeps them). Runs for SECONDS (default 1).
 // Build: g++ -O2 -g -fno-omit-frame-pointer -fno-optimize-sibling-calls
 #include <cstdlib>
 #include <ctime>
@@ -38,6 +40,28 @@ __attribute__((noinline)) unsigned long with_inlined(unsigned long n)
 	return x;
 }
 
+namespace demo {
+__attribute__((noinline)) unsigned long burn(unsigned long n)
+{
+	unsigned long x = sink;
+	for (unsigned long i = 0; i < n; i++)
+		x = x * 6364136223846793005UL + 1;
+	keep_frame();
+	return x;
+}
+
+__attribute__((noinline)) unsigned long burn(double n)
+{
+	return burn((unsigned long)n);
+}
+
+template <typename T> __attribute__((noinline)) T twice(T n)
+{
+	keep_frame();
+	return burn(n) + burn(n);
+}
+} // namespace demo
+
 static double now()
 {
 	timespec ts;
@@ -52,6 +76,8 @@ int main(int argc, char **argv)
 	while (now() < end) {
 		sink += w.spin(1000000);
 		sink += with_inlined(1000);
+		sink += demo::burn(300000.0);
+		sink += demo::twice<unsigned long>(150000);
 	}
 	return 0;
 }

@@ -2,7 +2,7 @@
 
 use std::io::Write;
 
-use inferno::flamegraph::{self, color::Palette, Options};
+use inferno::flamegraph::{self, color::Palette, defaults, Options, TextTruncateDirection};
 
 use crate::{folded, Error, Profile};
 
@@ -45,6 +45,53 @@ pub fn subtitle(profile: &Profile) -> String {
     )
 }
 
+/// inferno's image width when none is given (its own constant is private).
+const DEFAULT_WIDTH: usize = 1200;
+
+/// `subtitle(profile)` cut to fit one line of an image `width` pixels wide: the
+/// target (a command line can be any length) is shortened to what the line leaves
+/// it and ends in `…`; what was sampled, how and how much always shows. The whole
+/// subtitle goes into the line's tooltip (see [`write`]).
+pub fn fitted_subtitle(profile: &Profile, width: usize) -> String {
+    let full = subtitle(profile);
+    // a margin of two characters at each edge
+    let fits = ((width as f64 / (defaults::FONT_SIZE as f64 * defaults::FONT_WIDTH)) as usize)
+        .saturating_sub(4);
+    let len = full.chars().count();
+    if len <= fits {
+        return full;
+    }
+    let target = &profile.meta.target;
+    let Some(rest) = full.strip_prefix(target.as_str()) else {
+        return full;
+    };
+    // at least a few characters of the target, even if the line still overflows
+    let keep = fits.saturating_sub(rest.chars().count() + 1).max(12);
+    if keep >= target.chars().count() {
+        return full;
+    }
+    let short: String = target.chars().take(keep).collect();
+    format!("{}…{rest}", short.trim_end())
+}
+
+/// Adds `tooltip` as the `<title>` of inferno's subtitle line: browsers show it on
+/// hover, and the whole subtitle stays in the file however the line was cut.
+fn with_subtitle_tooltip(svg: &str, tooltip: &str) -> String {
+    let Some(start) = svg.find("id=\"subtitle\"") else {
+        return svg.to_string();
+    };
+    let Some(end) = svg[start..].find("</text>") else {
+        return svg.to_string();
+    };
+    let at = start + end;
+    format!(
+        "{}<title>{}</title>{}",
+        &svg[..at],
+        xml_escape(tooltip),
+        &svg[at..]
+    )
+}
+
 /// What inferno calls a unit of width in its tooltips.
 fn count_name(profile: &Profile) -> String {
     match profile.meta.unit.as_str() {
@@ -69,6 +116,9 @@ fn base_options(options: &SvgOptions) -> Options<'static> {
         opts.direction = flamegraph::Direction::Inverted;
     }
     opts.deterministic = true;
+    // A label too long for its box keeps its beginning (the function's name, not
+    // the tail of a template argument), as FlameGraph does.
+    opts.text_truncate_direction = TextTruncateDirection::Right;
     opts
 }
 
@@ -114,32 +164,40 @@ pub fn write<W: Write>(
     let lines = folded::lines(profile, with_lines);
     let text: Vec<String> = lines.iter().map(|(s, c)| format!("{s} {c}")).collect();
     let mut opts = base_options(options);
-    opts.subtitle = Some(subtitle(profile));
+    let full_subtitle = subtitle(profile);
+    opts.subtitle = Some(fitted_subtitle(
+        profile,
+        options.width.unwrap_or(DEFAULT_WIDTH),
+    ));
     opts.count_name = count_name(profile);
     // The java palette colours `_[k]` kernel and `_[i]` inlined frames apart from
     // user code, and `deterministic` makes the same input give the same bytes.
     opts.colors = Palette::Multi(flamegraph::color::MultiPalette::Java);
     if lines.is_empty() {
         // inferno refuses an empty input; an empty capture still gets a (blank) graph.
-        return write_empty(&opts, out);
+        return write_empty(&opts, &full_subtitle, out);
     }
-    let mut out = std::io::BufWriter::new(out);
-    flamegraph::from_lines(&mut opts, text.iter().map(String::as_str), &mut out)
+    let mut svg = Vec::new();
+    flamegraph::from_lines(&mut opts, text.iter().map(String::as_str), &mut svg)
         .map_err(|e| Error::Svg(e.to_string()))?;
+    let svg = String::from_utf8(svg).map_err(|e| Error::Svg(e.to_string()))?;
+    let mut out = out;
+    out.write_all(with_subtitle_tooltip(&svg, &full_subtitle).as_bytes())?;
     out.flush()?;
     Ok(())
 }
 
-fn write_empty<W: Write>(opts: &Options, mut out: W) -> Result<(), Error> {
-    let width = opts.image_width.unwrap_or(1200);
+fn write_empty<W: Write>(opts: &Options, tooltip: &str, mut out: W) -> Result<(), Error> {
+    let width = opts.image_width.unwrap_or(DEFAULT_WIDTH);
     let title = xml_escape(&opts.title);
     let sub = xml_escape(opts.subtitle.as_deref().unwrap_or(""));
+    let tooltip = xml_escape(tooltip);
     write!(
         out,
         "<?xml version=\"1.0\" standalone=\"no\"?>\n\
          <svg version=\"1.1\" width=\"{width}\" height=\"80\" xmlns=\"http://www.w3.org/2000/svg\">\n\
          <text x=\"{x}\" y=\"24\" text-anchor=\"middle\" font-size=\"17\">{title}</text>\n\
-         <text x=\"{x}\" y=\"48\" text-anchor=\"middle\" font-size=\"12\">{sub}</text>\n\
+         <text x=\"{x}\" y=\"48\" text-anchor=\"middle\" font-size=\"12\">{sub}<title>{tooltip}</title></text>\n\
          <text x=\"{x}\" y=\"70\" text-anchor=\"middle\" font-size=\"12\">No samples</text>\n\
          </svg>\n",
         x = width / 2
@@ -212,6 +270,83 @@ mod tests {
             "{svg}"
         );
         assert!(svg.contains("main"));
+    }
+
+    /// The labels inferno drew in the SVG (the text of each frame's box).
+    fn labels(svg: &str) -> Vec<String> {
+        svg.split("<g><title>")
+            .skip(1)
+            .filter_map(|g| {
+                let text = g.split("<text").nth(1)?;
+                let start = text.find('>')? + 1;
+                let end = text.find("</text>")?;
+                Some(text[start..end].to_string())
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_label_that_does_not_fit_keeps_its_beginning() {
+        let long = format!(
+            "node::LoadEnvironment<{}>::run",
+            "std::function<void (node::Environment*)>, ".repeat(12)
+        );
+        let mut p = profile();
+        let main = p.frame_location(Frame::named("main", FrameKind::User));
+        let deep = p.frame_location(Frame::named(long.clone(), FrameKind::User));
+        p.samples[0].stack = vec![main, deep];
+        let mut out = Vec::new();
+        write(&p, &SvgOptions::default(), false, &mut out).unwrap();
+        let svg = String::from_utf8(out).unwrap();
+        assert!(
+            svg.contains("var truncate_text_right = true"),
+            "the script cuts on the right too"
+        );
+        let cut: Vec<String> = labels(&svg)
+            .into_iter()
+            .filter(|l| l.starts_with("node::LoadEnvironment&lt;std::function"))
+            .collect();
+        assert_eq!(cut.len(), 1, "{:?}", labels(&svg));
+        assert!(cut[0].ends_with(".."), "{}", cut[0]);
+        assert!(
+            cut[0].len() < long.len() && cut[0].len() > 100,
+            "{}",
+            cut[0]
+        );
+    }
+
+    #[test]
+    fn a_long_command_is_shortened_in_the_subtitle_and_kept_in_its_tooltip() {
+        let mut p = profile();
+        p.meta.target = format!("command ./server {}", "--option=value ".repeat(40));
+        let fitted = fitted_subtitle(&p, 1200);
+        assert!(fitted.chars().count() <= 165, "{fitted}");
+        assert!(
+            fitted.starts_with("command ./server --option=value"),
+            "{fitted}"
+        );
+        assert!(
+            fitted.ends_with("…· cpu-clock at 99 Hz · 2.5 s · 41 samples, 0.41 s on CPU")
+                || fitted.ends_with("… · cpu-clock at 99 Hz · 2.5 s · 41 samples, 0.41 s on CPU"),
+            "{fitted}"
+        );
+        let mut out = Vec::new();
+        write(&p, &SvgOptions::default(), false, &mut out).unwrap();
+        let svg = String::from_utf8(out).unwrap();
+        let subtitle = svg.split("id=\"subtitle\"").nth(1).unwrap();
+        let subtitle = &subtitle[..subtitle.find("</text>").unwrap()];
+        assert!(
+            subtitle.contains(&format!("<title>{}</title>", subtitle_of(&p))),
+            "{subtitle}"
+        );
+        // a short one is left alone
+        assert_eq!(fitted_subtitle(&profile(), 1200), subtitle_of(&profile()));
+        // a narrower image cuts more
+        assert!(fitted_subtitle(&p, 600).chars().count() < fitted.chars().count());
+    }
+
+    fn subtitle_of(p: &Profile) -> String {
+        subtitle(p)
     }
 
     #[test]

@@ -63,6 +63,7 @@ pub struct Plan {
     dwarf: Option<(u32, u32)>,
     cfi: Option<u32>,
     inlined: bool,
+    full_names: bool,
     debug_dirs: Vec<PathBuf>,
 }
 
@@ -140,6 +141,7 @@ impl Plan {
             dwarf,
             cfi,
             inlined: !args.no_inline,
+            full_names: args.full_names,
             debug_dirs: args.debug_dir.clone(),
         })
     }
@@ -153,6 +155,7 @@ impl Plan {
     pub fn symbolize_options(&self) -> SymbolizeOptions {
         SymbolizeOptions {
             inlined: self.inlined,
+            full_names: self.full_names,
             debug_info: true,
             debug_dirs: self.debug_dirs.clone(),
         }

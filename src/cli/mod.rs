@@ -218,6 +218,12 @@ pub struct SamplingArgs {
     #[arg(long)]
     pub no_inline: bool,
 
+    /// Keep whole names: C++ parameter lists and return types, Rust hashes. By
+    /// default functions are named as perf names them (`ns::Class<T>::method`),
+    /// the same in every output format.
+    #[arg(long)]
+    pub full_names: bool,
+
     /// Also look for separate debug files (.gnu_debuglink targets, .build-id/xx/…)
     /// here, before /usr/lib/debug; repeatable.
     #[arg(long, value_name = "DIR")]

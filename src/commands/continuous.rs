@@ -59,7 +59,7 @@ pub fn run(args: ContinuousArgs) -> Result<i32> {
     let accounting = Accounting {
         stats: done.stats,
         lost_records: done.lost_records,
-        unwound: None,
+        ..Accounting::default()
     };
     let failures = match done.window_failures {
         0 => String::new(),

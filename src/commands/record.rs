@@ -5,15 +5,16 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::{Context, Result};
-use flamegraphs::Meta;
+use flamegraphs::{Meta, Profile};
 
 use crate::capture::dwarf::DwarfCapture;
 use crate::capture::gated::Gated;
 use crate::capture::setup::{Filters, RECORD};
 use crate::capture::target::Target;
 use crate::capture::{sampling, session, tracking, Plan, RawProfile, Session, Stat};
-use crate::cli::RecordArgs;
+use crate::cli::{CallGraph, RecordArgs};
 use crate::output::progress::Progress;
+use crate::output::stack_ends;
 use crate::output::summary::{Accounting, Summary};
 use crate::output::{self, Output};
 use crate::symbolize;
@@ -78,11 +79,12 @@ pub fn run(args: RecordArgs) -> Result<i32> {
             (raw, None)
         }
     };
-    let summary = Summary {
+    let mut summary = Summary {
         accounting: Accounting {
             stats: drained.stats,
             lost_records: session.tracking.tracker.lost_records(),
             unwound,
+            stack_ends: None,
         },
         processes: raw.processes(),
         stacks: raw.stacks(),
@@ -92,7 +94,11 @@ pub fn run(args: RecordArgs) -> Result<i32> {
             eprintln!("flamebpf: {}", t.stats.line());
         }
     }
-    write(&args, &outputs, symbolizer, raw, &mut session, meta)?;
+    let profile = write(&args, &outputs, symbolizer, raw, &mut session, meta)?;
+    if args.sampling.call_graph == CallGraph::Fp {
+        // only this mode walks blind: cfi and dwarf count how their walks ended
+        summary.accounting.stack_ends = Some(stack_ends::count(&profile));
+    }
     if !args.quiet || summary.accounting.has_losses() {
         eprintln!("{}", summary.line());
     }
@@ -163,7 +169,7 @@ fn sample(
     })
 }
 
-/// Names the profile's addresses and writes every output.
+/// Names the profile's addresses and writes every output; returns the profile.
 fn write(
     args: &RecordArgs,
     outputs: &[Output],
@@ -171,7 +177,7 @@ fn write(
     raw: RawProfile,
     session: &mut Session,
     meta: Meta,
-) -> Result<()> {
+) -> Result<Profile> {
     let tracker = &mut session.tracking.tracker;
     let jit_warnings = tracker.perf_maps.warnings().to_vec();
     let symbolizing = Instant::now();
@@ -190,7 +196,8 @@ fn write(
             eprintln!("flamebpf: no symbols from {failure}");
         }
     }
-    output::write_all(outputs, &profile, &output::write_options(&args.out))
+    output::write_all(outputs, &profile, &output::write_options(&args.out))?;
+    Ok(profile)
 }
 
 /// Whether `pid` still runs: a zombie (exited, not yet reaped by its parent) does not.

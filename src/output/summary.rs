@@ -2,6 +2,7 @@
 //! sample that is not in the profile went, with the flag that helps.
 
 use crate::capture::{Stat, Stats};
+use crate::output::stack_ends::StackEnds;
 
 /// Where every sample went: what `record`'s summary line and the daemon's last
 /// line both report.
@@ -13,6 +14,8 @@ pub struct Accounting {
     pub lost_records: u64,
     /// DWARF mode: how unwinding went.
     pub unwound: Option<symbolizer::unwind::UnwindStats>,
+    /// Frame-pointer mode: how many user stacks reach their thread's start.
+    pub stack_ends: Option<StackEnds>,
 }
 
 /// `record`'s summary: the accounting, and the size of the profile.
@@ -94,6 +97,21 @@ impl Accounting {
                 u.failed
             ));
         }
+        if let Some(e) = self.stack_ends.filter(|e| e.user > 0) {
+            line.push_str(&format!(
+                "; user stacks that reach their thread's start (_start, start_thread) {} of {}",
+                e.user - e.broken,
+                e.user
+            ));
+            if e.broken > 0 {
+                line.push_str(&format!(
+                    ", broken {} ({:.0}%): frame pointers end in code built without them \
+                     (--call-graph cfi, the default, unwinds it)",
+                    e.broken,
+                    100.0 * e.broken as f64 / e.user as f64
+                ));
+            }
+        }
         let mut losses = Vec::new();
         if s[Stat::STAT_RINGBUF_FULL] > 0 {
             losses.push(format!(
@@ -154,6 +172,7 @@ mod tests {
                     .with(Stat::STAT_KERNEL_STACK_ABSENT, 1),
                 lost_records: 0,
                 unwound: None,
+                stack_ends: None,
             },
             processes: 1,
             stacks: 1,
@@ -194,6 +213,37 @@ mod tests {
     }
 
     #[test]
+    fn broken_frame_pointer_stacks_are_counted_with_their_share_and_remedy() {
+        let mut a = Accounting {
+            stats: Stats::default().with(Stat::STAT_SAMPLES, 200),
+            stack_ends: Some(StackEnds {
+                user: 200,
+                broken: 150,
+            }),
+            ..Accounting::default()
+        };
+        let line = a.classes_and_losses();
+        assert!(
+            line.contains("start (_start, start_thread) 50 of 200"),
+            "{line}"
+        );
+        assert!(line.contains("broken 150 (75%)"), "{line}");
+        assert!(line.contains("--call-graph cfi"), "{line}");
+        assert!(line.ends_with("; nothing lost"), "{line}");
+        a.stack_ends = Some(StackEnds {
+            user: 200,
+            broken: 0,
+        });
+        let whole = a.classes_and_losses();
+        assert!(
+            whole.contains("200 of 200") && !whole.contains("broken"),
+            "{whole}"
+        );
+        a.stack_ends = None;
+        assert!(!a.classes_and_losses().contains("thread's start"));
+    }
+
+    #[test]
     fn every_loss_class_names_its_remedy() {
         let s = Summary {
             accounting: Accounting {
@@ -204,6 +254,7 @@ mod tests {
                     .with(Stat::STAT_TARGETS_FULL, 4),
                 lost_records: 5,
                 unwound: None,
+                stack_ends: None,
             },
             processes: 2,
             stacks: 10,

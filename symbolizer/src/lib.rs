@@ -14,6 +14,7 @@
 
 pub mod history;
 pub mod kallsyms;
+pub mod names;
 pub mod objects;
 pub mod perfmap;
 pub mod procmaps;

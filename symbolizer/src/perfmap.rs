@@ -72,11 +72,36 @@ pub fn distrust(
         return None;
     }
     Some(match process_uid {
-        Some(uid) => {
-            format!("it is owned by uid {owner}, neither the process's user ({uid}) nor root")
-        }
+        Some(uid) => format!(
+            "it is owned by uid {owner}, but the process runs as uid {uid} (only maps of the \
+             process's user or root are trusted, as by perf); a leftover of an earlier process? delete it"
+        ),
         None => format!("it is owned by uid {owner}, not root, and the process's user is unknown"),
     })
+}
+
+/// When `pid` started, in seconds since the epoch: a map file older than its
+/// process was written by an earlier process that had the same pid.
+fn process_start(pid: u32) -> Option<i64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // field 22, counted after the command name (which may hold spaces)
+    let ticks: i64 = stat
+        .rsplit_once(')')?
+        .1
+        .split_whitespace()
+        .nth(19)?
+        .parse()
+        .ok()?;
+    let boot: i64 = std::fs::read_to_string("/proc/stat")
+        .ok()?
+        .lines()
+        .find_map(|l| l.strip_prefix("btime "))?
+        .trim()
+        .parse()
+        .ok()?;
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    (hz > 0).then(|| boot + ticks / hz)
 }
 
 /// The perf maps of the processes that have JIT code, read while they live and kept
@@ -88,6 +113,8 @@ pub struct PerfMaps {
     seen: HashMap<u32, (i64, u64)>,
     /// Process uids, learned while the processes were alive.
     uids: HashMap<u32, u32>,
+    /// Process start times (seconds since the epoch), learned with the uids.
+    starts: HashMap<u32, i64>,
     warned: HashMap<PathBuf, ()>,
     warnings: Vec<String>,
     dir: PathBuf,
@@ -122,11 +149,19 @@ impl PerfMaps {
         if let Some(uid) = uid {
             self.uids.insert(pid, uid);
         }
+        if let Some(start) = process_start(pid) {
+            self.starts.insert(pid, start);
+        }
     }
 
     /// Records the uid of `pid` (tests).
     pub fn set_uid(&mut self, pid: u32, uid: u32) {
         self.uids.insert(pid, uid);
+    }
+
+    /// Records when `pid` started, in seconds since the epoch (tests).
+    pub fn set_start(&mut self, pid: u32, start: i64) {
+        self.starts.insert(pid, start);
     }
 
     /// Reads (again, if it changed) the map of `pid`.
@@ -143,12 +178,25 @@ impl PerfMaps {
             return;
         }
         self.seen.insert(pid, stamp);
-        if let Some(why) = distrust(
-            meta.is_file(),
-            meta.file_type().is_symlink(),
-            meta.uid(),
-            self.uids.get(&pid).copied(),
-        ) {
+        // btime and the start are whole seconds: a second of slack
+        let stale = self
+            .starts
+            .get(&pid)
+            .is_some_and(|&start| meta.mtime() < start - 1);
+        let why = if stale {
+            Some(format!(
+                "it is older than process {pid}, so it is stale: a leftover of an earlier \
+                 process with the same pid; delete it"
+            ))
+        } else {
+            distrust(
+                meta.is_file(),
+                meta.file_type().is_symlink(),
+                meta.uid(),
+                self.uids.get(&pid).copied(),
+            )
+        };
+        if let Some(why) = why {
             self.maps.remove(&pid);
             if self.warned.insert(path.clone(), ()).is_none() {
                 self.warnings
@@ -166,6 +214,7 @@ impl PerfMaps {
         self.maps.remove(&pid);
         self.seen.remove(&pid);
         self.uids.remove(&pid);
+        self.starts.remove(&pid);
     }
 
     /// The JIT function of `pid` covering `addr`.
@@ -254,5 +303,35 @@ mod tests {
         assert_eq!(maps.resolve(2, 0x1004), None);
         assert_eq!(maps.warnings().len(), 1);
         assert!(maps.warnings()[0].contains("symbolic link"));
+    }
+
+    #[test]
+    fn a_map_older_than_its_process_is_stale_and_says_so() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut maps = PerfMaps::in_dir(dir.path());
+        // SAFETY: geteuid has no preconditions.
+        let me = unsafe { libc::geteuid() };
+        let path = dir.path().join("perf-3.map");
+        std::fs::write(&path, "1000 10 jitted\n").unwrap();
+        let written = std::fs::metadata(&path).unwrap().mtime();
+        maps.set_uid(3, me);
+        maps.set_start(3, written + 60);
+        maps.refresh(3);
+        assert_eq!(maps.resolve(3, 0x1004), None);
+        assert_eq!(maps.warnings().len(), 1);
+        assert!(
+            maps.warnings()[0].contains("stale"),
+            "{:?}",
+            maps.warnings()
+        );
+        assert!(maps.warnings()[0].contains("delete it"));
+
+        // the same file for a process that started before it was written is used
+        let mut maps = PerfMaps::in_dir(dir.path());
+        maps.set_uid(3, me);
+        maps.set_start(3, written - 60);
+        maps.refresh(3);
+        assert_eq!(maps.resolve(3, 0x1004), Some("jitted"));
+        assert!(maps.warnings().is_empty());
     }
 }

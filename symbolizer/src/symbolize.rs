@@ -38,6 +38,9 @@ pub struct Options {
     /// Directories searched for separate debug files (`.gnu_debuglink` targets and
     /// `.build-id/xx/yyyy.debug`) besides /usr/lib/debug and /lib/debug.
     pub debug_dirs: Vec<PathBuf>,
+    /// Keep C++ parameter lists and return types and Rust hashes in names
+    /// (see [`crate::names`] for the short form).
+    pub full_names: bool,
 }
 
 impl Default for Options {
@@ -46,6 +49,7 @@ impl Default for Options {
             inlined: true,
             debug_info: true,
             debug_dirs: Vec::new(),
+            full_names: false,
         }
     }
 }
@@ -112,10 +116,13 @@ pub enum Error {
 }
 
 impl Symbolizer {
-    /// A symbolizer with the given options; names are always demangled.
+    /// A symbolizer with the given options; names are always demangled, short
+    /// unless `full_names`.
     pub fn new(options: Options) -> Symbolizer {
+        // blazesym demangles only in full: it hands over the mangled names and
+        // `names::demangle` shortens them.
         let inner = symbolize::Symbolizer::builder()
-            .enable_demangling(true)
+            .enable_demangling(false)
             .enable_inlined_fns(options.inlined && options.debug_info)
             .enable_code_info(options.debug_info)
             .set_debug_dirs(Some(debug_dirs(&options.debug_dirs)))
@@ -207,7 +214,7 @@ impl Symbolizer {
                     source,
                 })?;
             for (o, sym) in missing.iter().zip(syms) {
-                known.insert(*o, frames(sym));
+                known.insert(*o, frames(sym, self.options.full_names));
             }
         }
         Ok(offsets.iter().map(|o| Rc::clone(&known[o])).collect())
@@ -267,7 +274,7 @@ fn code_location(info: Option<&symbolize::CodeInfo<'_>>) -> (Option<String>, Opt
     }
 }
 
-fn frames(sym: Symbolized<'_>) -> Frames {
+fn frames(sym: Symbolized<'_>, full_names: bool) -> Frames {
     let Symbolized::Sym(sym) = sym else {
         return Rc::from([]);
     };
@@ -277,7 +284,7 @@ fn frames(sym: Symbolized<'_>) -> Frames {
     let mut out = Vec::with_capacity(1 + sym.inlined.len());
     let (file, line) = code_location(sym.code_info.as_deref());
     out.push(Symbol {
-        name: sym.name.into_owned(),
+        name: crate::names::demangle(&sym.name, full_names).into_owned(),
         inlined: false,
         file,
         line,
@@ -285,7 +292,7 @@ fn frames(sym: Symbolized<'_>) -> Frames {
     for f in sym.inlined.iter() {
         let (file, line) = code_location(f.code_info.as_ref());
         out.push(Symbol {
-            name: f.name.to_string(),
+            name: crate::names::demangle(&f.name, full_names).into_owned(),
             inlined: true,
             file,
             line,

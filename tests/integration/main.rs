@@ -13,6 +13,7 @@ mod dwarf;
 mod errors;
 mod events;
 mod kernel;
+mod names;
 mod outputs;
 mod stacks;
 mod symbols;
