@@ -25,6 +25,7 @@ use crate::symbolize;
 pub mod http;
 pub mod merge;
 pub mod metrics;
+pub mod server;
 pub mod store;
 
 use http::Ask;
@@ -41,6 +42,8 @@ const MAX_CACHED_OBJECTS: usize = 64;
 struct Subscription {
     until: Instant,
     start: SystemTime,
+    /// CLOCK_MONOTONIC at its start: it holds no sample of a process gone before.
+    start_mono: u64,
     raw: RawProfile,
     reply: mpsc::Sender<Result<Vec<u8>, String>>,
 }
@@ -107,20 +110,18 @@ impl Daemon {
         Ok(())
     }
 
-    /// After a window is written, processes that exited before its last drain have
-    /// no samples left anywhere but in requests still open: forget them and close the
-    /// objects nothing else maps, so memory stays flat however many processes come
-    /// and go.
+    /// After a window is written, processes that exited before its last drain, and
+    /// before every open request began, have no samples left anywhere: forget them
+    /// and close the objects nothing else maps, so memory stays flat however many
+    /// processes come and go. An open request holds back only the processes that
+    /// exit during it, for at most its [`http::MAX_PROFILE_SECONDS`].
     fn forget(&mut self) {
-        if !self.subscriptions.is_empty() {
-            return; // an open request may hold their samples; the next window will do
-        }
-        for path in self
-            .session
-            .tracking
-            .tracker
-            .forget_exited_before(self.last_drain)
-        {
+        let before = self
+            .subscriptions
+            .iter()
+            .map(|s| s.start_mono)
+            .fold(self.last_drain, u64::min);
+        for path in self.session.tracking.tracker.forget_exited_before(before) {
             self.symbolizer.evict(&path);
         }
         self.session.evict_tables();
@@ -149,8 +150,8 @@ impl Daemon {
         let written = flamegraphs::pprof::write(&profile, &mut bytes)
             .map_err(anyhow::Error::from)
             .and_then(|()| {
-                std::fs::create_dir_all(&self.store.dir)
-                    .with_context(|| format!("creating {}", self.store.dir.display()))?;
+                // recreated 0700 if it went away meanwhile
+                store::prepare(&self.store.dir)?;
                 store::write(&self.store.dir, self.window_start, end, &bytes)
             });
         match written {
@@ -270,6 +271,7 @@ impl Daemon {
             self.subscriptions.push(Subscription {
                 until: Instant::now() + Duration::from_secs(seconds),
                 start: SystemTime::now(),
+                start_mono: self.last_drain,
                 raw: RawProfile::default(),
                 reply,
             });
