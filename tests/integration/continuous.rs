@@ -305,10 +305,7 @@ fn an_unwritable_store_keeps_the_daemon_sampling_and_is_counted() {
     // under the running daemon.
     std::fs::remove_dir_all(&store).unwrap();
     std::fs::write(&store, "in the way").unwrap();
-    std::thread::sleep(Duration::from_millis(3500));
-    let (_, body) = get(port, "/metrics");
-    let metrics = String::from_utf8_lossy(&body).into_owned();
-    let value = |name: &str| -> u64 {
+    let value = |metrics: &str, name: &str| -> u64 {
         metrics
             .lines()
             .find(|l| l.starts_with(name))
@@ -316,6 +313,20 @@ fn an_unwritable_store_keeps_the_daemon_sampling_and_is_counted() {
             .and_then(|v| v.parse().ok())
             .unwrap_or_else(|| panic!("{name} in {metrics}"))
     };
+    // Windows end every second once sampling runs; starting can take a while on a
+    // loaded machine, so wait for two failures rather than for a fixed time.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let metrics = loop {
+        let (_, body) = get(port, "/metrics");
+        let metrics = String::from_utf8_lossy(&body).into_owned();
+        if value(&metrics, "flamebpf_window_write_failures_total") >= 2
+            || std::time::Instant::now() > deadline
+        {
+            break metrics;
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    };
+    let value = |name: &str| value(&metrics, name);
     assert!(
         value("flamebpf_window_write_failures_total") >= 2,
         "{metrics}"
