@@ -116,11 +116,10 @@ impl Daemon {
     /// processes come and go. An open request holds back only the processes that
     /// exit during it, for at most its [`http::MAX_PROFILE_SECONDS`].
     fn forget(&mut self) {
-        let before = self
-            .subscriptions
-            .iter()
-            .map(|s| s.start_mono)
-            .fold(self.last_drain, u64::min);
+        let before = forget_horizon(
+            self.last_drain,
+            self.subscriptions.iter().map(|s| s.start_mono),
+        );
         for path in self.session.tracking.tracker.forget_exited_before(before) {
             self.symbolizer.evict(&path);
         }
@@ -302,6 +301,13 @@ impl Daemon {
     }
 }
 
+/// The time before which exited processes can be forgotten: the last drain, or
+/// the start of the oldest open request if that is earlier (it may hold samples of
+/// processes that exited since it began, never of ones gone before).
+fn forget_horizon(last_drain: u64, request_starts: impl Iterator<Item = u64>) -> u64 {
+    request_starts.fold(last_drain, u64::min)
+}
+
 /// What a finished run reports.
 #[derive(Debug, Clone, Copy)]
 pub struct Finished {
@@ -313,4 +319,18 @@ pub struct Finished {
     pub windows_written: u64,
     /// Windows that could not be written.
     pub window_failures: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_open_request_holds_back_only_what_exited_since_it_began() {
+        // before the fix, any open request (even an abandoned hour-long one)
+        // stopped every exited process from being forgotten
+        assert_eq!(forget_horizon(1000, std::iter::empty()), 1000);
+        assert_eq!(forget_horizon(1000, [700, 900].into_iter()), 700);
+        assert_eq!(forget_horizon(1000, [1000].into_iter()), 1000);
+    }
 }
