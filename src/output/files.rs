@@ -122,8 +122,10 @@ pub fn write_all(outputs: &[Output], profile: &Profile, options: &WriteOptions) 
 }
 
 /// The file `path` finally names, through any symbolic links (which need not
-/// lead anywhere yet: the last one may name a file still to be created).
-pub fn follow_links(path: &Path) -> Result<PathBuf> {
+/// lead anywhere yet: the last one may name a file still to be created). `None`
+/// when a link leads into /proc (`/dev/stdout`, `/dev/fd/N`): those name an open
+/// descriptor, not a file, and are written in place.
+pub fn follow_links(path: &Path) -> Result<Option<PathBuf>> {
     let mut p = path.to_path_buf();
     for _ in 0..40 {
         match std::fs::symlink_metadata(&p) {
@@ -131,14 +133,29 @@ pub fn follow_links(path: &Path) -> Result<PathBuf> {
                 let target = std::fs::read_link(&p)
                     .with_context(|| format!("cannot read the link {}", p.display()))?;
                 p = parent_dir(&p).join(target);
+                if p.starts_with("/proc") {
+                    return Ok(None);
+                }
             }
-            _ => return Ok(p),
+            _ => return Ok(Some(p)),
         }
     }
     bail!(
         "cannot write {}: too many levels of symbolic links",
         path.display()
     )
+}
+
+/// Where an output is written: in place (a device, FIFO, socket or descriptor),
+/// or atomically at the file its links lead to.
+fn destination(path: &Path) -> Result<(PathBuf, bool)> {
+    if is_special(path) {
+        return Ok((path.to_path_buf(), true));
+    }
+    Ok(match follow_links(path)? {
+        Some(p) => (p, false),
+        None => (path.to_path_buf(), true),
+    })
 }
 
 /// Whether `path` exists and is neither a regular file nor a directory: a device,
@@ -167,8 +184,8 @@ fn parent_dir(path: &Path) -> &Path {
 /// new file, and the path is not a directory. Leaves nothing behind.
 pub fn preflight(outputs: &[Output]) -> Result<()> {
     for o in outputs.iter().filter(|o| !o.is_stdout()) {
-        let path = follow_links(&o.path)?;
-        if is_special(&path) {
+        let (path, in_place) = destination(&o.path)?;
+        if in_place {
             std::fs::OpenOptions::new()
                 .write(true)
                 .custom_flags(libc::O_NONBLOCK)
@@ -242,8 +259,8 @@ fn write_with_mode(
         return Ok(());
     }
     let shown = path;
-    let path = &follow_links(path)?;
-    if is_special(path) {
+    let (path, in_place) = &destination(path)?;
+    if *in_place {
         // No O_TRUNC: a device is written as it is, and truncating a FIFO means nothing.
         let mut f = std::fs::OpenOptions::new()
             .write(true)

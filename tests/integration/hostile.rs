@@ -123,6 +123,15 @@ fn devices_fifos_links_and_names_that_are_not_utf8_are_written_as_asked() {
         "/dev/null must stay a device"
     );
 
+    // a pipe behind /dev/stdout -> /proc/self/fd/1: written in place
+    let out = convert(&input, &["/dev/stdout".as_ref()], &["--format", "folded"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(out.stdout, b"app;main;work 5\n");
+
     let name = std::ffi::OsStr::from_bytes(b"caf\xe9.pb.gz");
     let odd = dir.path().join(name);
     let out = convert(&input, &[odd.as_os_str()], &[]);
