@@ -20,6 +20,8 @@ use std::process::ExitCode;
 use clap::Parser;
 
 fn main() -> ExitCode {
+    // Before anything raises them: the profiled command gets these back.
+    capture::gated::remember_limits();
     let cli = match cli::Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => {

@@ -11,7 +11,7 @@
 //! which put the command name first.
 
 use std::collections::HashMap;
-use std::io::Write;
+use std::io::{BufRead, Read, Write};
 
 use crate::{Error, Frame, FrameKind, Meta, Profile, Sample};
 
@@ -79,7 +79,7 @@ pub fn lines(profile: &Profile, with_lines: bool) -> Vec<(String, u64)> {
             line.push_str(&names[id as usize]);
         }
         if let Some(weight) = merged.get_mut(line.as_str()) {
-            *weight += sample.weight;
+            *weight = weight.saturating_add(sample.weight);
         } else {
             merged.insert(line.clone(), sample.weight);
         }
@@ -113,17 +113,55 @@ fn parse_frame(name: &str) -> Frame {
     }
 }
 
+/// The longest folded line read: 127 frames of 8 KiB names is far less.
+pub const MAX_LINE_BYTES: usize = 1 << 20;
+/// The most folded input read, in bytes.
+pub const MAX_INPUT_BYTES: u64 = 1 << 30;
+
 /// Parses folded stacks into a profile whose weights are the lines' counts. The
 /// whole input is checked before anything is returned: the first malformed line
 /// refuses it.
 pub fn parse(text: &str, meta: Meta) -> Result<Profile, ParseError> {
+    parse_reader(text.as_bytes(), meta)
+}
+
+/// [`parse`], streaming from a reader: a line longer than [`MAX_LINE_BYTES`], input
+/// past [`MAX_INPUT_BYTES`] and counts that add up past 2^64 - 1 are refused, so
+/// memory stays in proportion to the distinct stacks. Names need not be UTF-8.
+pub fn parse_reader(reader: impl Read, meta: Meta) -> Result<Profile, ParseError> {
+    let mut reader = std::io::BufReader::new(reader.take(MAX_INPUT_BYTES + 1));
     let mut profile = Profile::new(meta);
-    for (i, raw) in text.lines().enumerate() {
+    let mut buf = Vec::new();
+    let mut total: u64 = 0;
+    let mut read: u64 = 0;
+    for i in 0.. {
         let err = |reason: &str| ParseError {
             line: i + 1,
             reason: reason.to_string(),
         };
-        let line = raw.trim_end();
+        buf.clear();
+        let n = (&mut reader)
+            .take(MAX_LINE_BYTES as u64 + 1)
+            .read_until(b'\n', &mut buf)
+            .map_err(|e| err(&format!("cannot read: {e}")))?;
+        if n == 0 {
+            break;
+        }
+        read += n as u64;
+        if read > MAX_INPUT_BYTES {
+            return Err(err(&format!(
+                "the input is over {} GiB",
+                MAX_INPUT_BYTES >> 30
+            )));
+        }
+        if buf.len() > MAX_LINE_BYTES {
+            return Err(err(&format!(
+                "the line is over {} MiB",
+                MAX_LINE_BYTES >> 20
+            )));
+        }
+        let text = String::from_utf8_lossy(&buf);
+        let line = text.trim_end();
         if line.trim().is_empty() {
             continue;
         }
@@ -133,6 +171,9 @@ pub fn parse(text: &str, meta: Meta) -> Result<Profile, ParseError> {
         let count: u64 = count
             .parse()
             .map_err(|_| err(&format!("the count {count:?} is not a whole number")))?;
+        total = total
+            .checked_add(count)
+            .ok_or_else(|| err("the counts add up to more than 2^64 - 1"))?;
         let stack = stack.trim_end();
         if stack.is_empty() {
             return Err(err("the stack is empty"));
@@ -282,6 +323,34 @@ bcc;java::Foo_[j];bar 2
             assert_eq!(e.line, line, "{text:?}");
             assert!(e.reason.contains(what), "{e} should say {what}");
         }
+    }
+
+    #[test]
+    fn long_lines_and_counts_past_u64_are_refused() {
+        let mut long = "a;".to_string();
+        long.push_str(&"x".repeat(MAX_LINE_BYTES + 10));
+        long.push_str(" 1\n");
+        let e = parse(&long, samples_meta()).unwrap_err();
+        assert!(e.reason.contains("over 1 MiB"), "{e}");
+        // a sparse file: NULs and no line break
+        let zeros = std::io::repeat(0).take(64 << 20);
+        let e = parse_reader(zeros, samples_meta()).unwrap_err();
+        assert!(e.reason.contains("over 1 MiB"), "{e}");
+        let half = u64::MAX / 2 + 1;
+        let e = parse(&format!("a;b {half}\na;c {half}\n"), samples_meta()).unwrap_err();
+        assert_eq!(e.line, 2);
+        assert!(e.reason.contains("2^64"), "{e}");
+        let p = parse(&format!("a;b {}\n", u64::MAX), samples_meta()).unwrap();
+        assert_eq!(p.total_weight(), u64::MAX);
+    }
+
+    #[test]
+    fn sums_saturate_rather_than_wrap() {
+        let mut p = parse(&format!("a;b {}\n", u64::MAX), samples_meta()).unwrap();
+        let again = p.samples[0].clone();
+        p.samples.push(again);
+        assert_eq!(p.total_weight(), u64::MAX);
+        assert_eq!(lines(&p, false), [("a;b".to_string(), u64::MAX)]);
     }
 
     #[test]

@@ -77,13 +77,14 @@ impl Format {
         }
     }
 
-    /// The format a file name implies by its extension, if any.
+    /// The format a file name implies by its extension, if any. The name need
+    /// not be UTF-8: only its ASCII extension is read.
     pub fn from_path(path: &std::path::Path) -> Option<Format> {
-        let name = path.file_name()?.to_str()?.to_ascii_lowercase();
+        let name = path.file_name()?.as_encoded_bytes().to_ascii_lowercase();
         Format::ALL.iter().copied().find(|f| {
             f.extensions()
                 .iter()
-                .any(|e| name.ends_with(e) && name.len() > e.len())
+                .any(|e| name.ends_with(e.as_bytes()) && name.len() > e.len())
         })
     }
 
@@ -112,6 +113,15 @@ impl Format {
 mod tests {
     use super::*;
     use std::path::Path;
+
+    #[test]
+    fn format_from_a_name_that_is_not_utf8() {
+        use std::os::unix::ffi::OsStrExt;
+        let p = std::path::Path::new(std::ffi::OsStr::from_bytes(b"caf\xe9.SVG"));
+        assert_eq!(Format::from_path(p), Some(Format::Svg));
+        let p = std::path::Path::new(std::ffi::OsStr::from_bytes(b"\xff\xfe.pb.gz"));
+        assert_eq!(Format::from_path(p), Some(Format::Pprof));
+    }
 
     #[test]
     fn format_from_extension() {

@@ -365,10 +365,12 @@ fn samples(profile: &Profile, two_values: bool, st: &mut Strings) -> Vec<PSample
         .iter()
         .filter(|s| s.weight > 0 || s.count > 0)
         .map(|s| {
+            // pprof values are signed: past i64::MAX they saturate, not turn negative.
+            let v = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
             let value = if two_values {
-                vec![s.count as i64, s.weight as i64]
+                vec![v(s.count), v(s.weight)]
             } else {
-                vec![s.weight as i64]
+                vec![v(s.weight)]
             };
             let comm = Label {
                 key: k_comm,
@@ -394,12 +396,25 @@ pub fn write<W: Write>(profile: &Profile, out: W) -> Result<(), Error> {
     Ok(())
 }
 
+/// The most a compressed profile may expand to when read: a gzip bomb is refused
+/// here rather than allowed to take gigabytes. A daemon's window is far smaller.
+pub const MAX_DECOMPRESSED: u64 = 256 << 20;
+
 /// Reads a gzipped (or plain) pprof profile, as flamebpf writes them, back into a
-/// profile: what `flamebpf query` merges windows from.
+/// profile: what `flamebpf query` merges windows from. Refuses a profile that
+/// expands past [`MAX_DECOMPRESSED`].
 pub fn read(bytes: &[u8]) -> Result<Profile, Error> {
     let mut raw = Vec::new();
     let data: &[u8] = if bytes.starts_with(&[0x1f, 0x8b]) {
-        flate2::read::GzDecoder::new(bytes).read_to_end(&mut raw)?;
+        flate2::read::MultiGzDecoder::new(bytes)
+            .take(MAX_DECOMPRESSED + 1)
+            .read_to_end(&mut raw)?;
+        if raw.len() as u64 > MAX_DECOMPRESSED {
+            return Err(bad(&format!(
+                "it expands to more than {} MiB",
+                MAX_DECOMPRESSED >> 20
+            )));
+        }
         &raw
     } else {
         bytes

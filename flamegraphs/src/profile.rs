@@ -252,14 +252,18 @@ impl Profile {
         }
     }
 
-    /// Total samples over all stacks.
+    /// Total samples over all stacks (saturating: a sum never wraps).
     pub fn total_samples(&self) -> u64 {
-        self.samples.iter().map(|s| s.count).sum()
+        self.samples
+            .iter()
+            .fold(0u64, |t, s| t.saturating_add(s.count))
     }
 
-    /// Total weight over all stacks.
+    /// Total weight over all stacks (saturating: a sum never wraps).
     pub fn total_weight(&self) -> u64 {
-        self.samples.iter().map(|s| s.weight).sum()
+        self.samples
+            .iter()
+            .fold(0u64, |t, s| t.saturating_add(s.weight))
     }
 }
 

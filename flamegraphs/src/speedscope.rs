@@ -87,11 +87,12 @@ pub fn write<W: Write>(
     let mut names: HashMap<(u32, u32), HashMap<&str, u64>> = HashMap::new();
     for s in profile.samples.iter().filter(|s| s.weight > 0) {
         let key = (s.pid, if options.per_thread { s.tid } else { 0 });
-        *names
+        let w = names
             .entry(key)
             .or_default()
             .entry(s.comm.as_str())
-            .or_default() += s.weight;
+            .or_default();
+        *w = w.saturating_add(s.weight);
         let g = groups.entry(key).or_insert_with(|| Sampled {
             kind: "sampled",
             name: String::new(),
@@ -103,7 +104,7 @@ pub fn write<W: Write>(
         });
         g.samples.push(profile.stack_frames(&s.stack).collect());
         g.weights.push(s.weight);
-        g.end_value += s.weight;
+        g.end_value = g.end_value.saturating_add(s.weight);
     }
     for ((pid, tid), g) in groups.iter_mut() {
         let comm = names[&(*pid, *tid)]

@@ -1,4 +1,9 @@
 //! SVG flame graphs, drawn by inferno from the folded lines.
+//!
+//! inferno escapes XML's markup characters, but XML 1.0 has no way at all to write
+//! NUL and most other control characters, even as references: [`xml_safe`] shows
+//! them as `\xNN` text before inferno sees a name, so any frame name (a JIT map,
+//! a folded file) gives a well-formed SVG.
 
 use std::io::Write;
 
@@ -92,6 +97,28 @@ fn with_subtitle_tooltip(svg: &str, tooltip: &str) -> String {
     )
 }
 
+/// `s` with the characters XML 1.0 cannot carry (controls other than tab and line
+/// breaks, U+FFFE, U+FFFF) written as `\xNN` / `\u{NNNN}` text.
+pub fn xml_safe(s: &str) -> std::borrow::Cow<'_, str> {
+    let bad = |c: char| {
+        (c < ' ' && !matches!(c, '\t' | '\n' | '\r')) || matches!(c, '\u{fffe}' | '\u{ffff}')
+    };
+    if !s.contains(bad) {
+        return std::borrow::Cow::Borrowed(s);
+    }
+    let mut out = String::with_capacity(s.len() + 8);
+    for c in s.chars() {
+        if !bad(c) {
+            out.push(c);
+        } else if (c as u32) < 0x100 {
+            out.push_str(&format!("\\x{:02x}", c as u32));
+        } else {
+            out.push_str(&format!("\\u{{{:x}}}", c as u32));
+        }
+    }
+    std::borrow::Cow::Owned(out)
+}
+
 /// What inferno calls a unit of width in its tooltips.
 fn count_name(profile: &Profile) -> String {
     match profile.meta.unit.as_str() {
@@ -109,8 +136,8 @@ fn base_options(options: &SvgOptions) -> Options<'static> {
     };
     opts.title = options
         .title
-        .clone()
-        .unwrap_or_else(|| default_title.to_string());
+        .as_deref()
+        .map_or_else(|| default_title.to_string(), |t| xml_safe(t).into_owned());
     opts.image_width = options.width;
     if options.inverted {
         opts.direction = flamegraph::Direction::Inverted;
@@ -137,6 +164,7 @@ pub fn write_diff<W: Write>(
         normalize,
         ..Default::default()
     };
+    let (before, after) = (xml_safe(before), xml_safe(after));
     inferno::differential::from_readers(diff, before.as_bytes(), after.as_bytes(), &mut merged)?;
     let mut opts = base_options(options);
     if options.title.is_none() {
@@ -162,13 +190,19 @@ pub fn write<W: Write>(
     out: W,
 ) -> Result<(), Error> {
     let lines = folded::lines(profile, with_lines);
-    let text: Vec<String> = lines.iter().map(|(s, c)| format!("{s} {c}")).collect();
+    let text: Vec<String> = lines
+        .iter()
+        .map(|(s, c)| format!("{} {c}", xml_safe(s)))
+        .collect();
     let mut opts = base_options(options);
-    let full_subtitle = subtitle(profile);
-    opts.subtitle = Some(fitted_subtitle(
-        profile,
-        options.width.unwrap_or(DEFAULT_WIDTH),
-    ));
+    let full_subtitle = xml_safe(&subtitle(profile)).into_owned();
+    opts.subtitle = Some(
+        xml_safe(&fitted_subtitle(
+            profile,
+            options.width.unwrap_or(DEFAULT_WIDTH),
+        ))
+        .into_owned(),
+    );
     opts.count_name = count_name(profile);
     // The java palette colours `_[k]` kernel and `_[i]` inlined frames apart from
     // user code, and `deterministic` makes the same input give the same bytes.
@@ -236,6 +270,36 @@ mod tests {
             weight: 41 * 10_101_010,
         });
         p
+    }
+
+    #[test]
+    fn control_bytes_in_names_give_well_formed_xml() {
+        let mut p = profile();
+        let nul = p.frame_location(Frame::named("a\0b\x01c\x1b\u{fffe}", FrameKind::User));
+        p.samples.push(Sample {
+            pid: 7,
+            tid: 7,
+            comm: "de\x07mo".into(),
+            stack: vec![nul],
+            count: 1,
+            weight: 1_000_000_000,
+        });
+        let opts = SvgOptions {
+            title: Some("t\0".into()),
+            ..SvgOptions::default()
+        };
+        let mut out = Vec::new();
+        write(&p, &opts, false, &mut out).unwrap();
+        let svg = String::from_utf8(out).unwrap();
+        let bad: Vec<char> = svg
+            .chars()
+            .filter(|&c| (c < ' ' && !matches!(c, '\t' | '\n' | '\r')) || c == '\u{fffe}')
+            .collect();
+        assert!(bad.is_empty(), "characters XML cannot carry: {bad:?}");
+        assert!(svg.contains("a\\x00b\\x01c\\x1b\\u{fffe}"), "shown as text");
+        let mut out = Vec::new();
+        write_diff("a;b\0 1\n", "a;b\0 2\n", false, &opts, &mut out).unwrap();
+        assert!(!String::from_utf8(out).unwrap().contains('\0'));
     }
 
     #[test]

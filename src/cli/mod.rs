@@ -9,7 +9,10 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand};
 
 pub use values::{parse_call_graph, CallGraph, FormatArg};
-use values::{parse_duration, parse_format, parse_seconds, parse_size, parse_time};
+use values::{
+    parse_duration, parse_format, parse_retain, parse_seconds, parse_size, parse_time,
+    parse_window, MAX_COUNTS_MAP_SIZE, MAX_STACK_MAP_SIZE, MIN_RING_RECORDS, RING_RECORD_OVERHEAD,
+};
 
 /// flamebpf: a CPU profiler for Linux. Samples stacks with BPF on perf events and
 /// writes flame graphs.
@@ -194,7 +197,9 @@ pub struct SamplingArgs {
     pub unwind_rows: u32,
 
     /// DWARF mode: the ring buffer that carries samples to userspace (rounded up to
-    /// a power of two); raise it when the summary reports samples lost to it.
+    /// a power of two); raise it when the summary reports samples lost to it. At
+    /// least 8 samples' worth (the stack copy plus 2 KiB each: 144 KiB at the
+    /// default copy).
     #[arg(long, value_name = "SIZE", default_value = "16MiB", value_parser = parse_size)]
     pub ringbuf_size: u64,
 
@@ -204,14 +209,16 @@ pub struct SamplingArgs {
 
     /// Entries of the stack map (of each of the two in continuous mode): raise it
     /// when the summary reports lost stacks. Default: 16384 (record), 4096
-    /// (continuous).
-    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    /// (continuous). Each entry takes about 1 KiB of kernel memory, allocated at
+    /// once (16384: 17 MB); at most 262144 (272 MB).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=(MAX_STACK_MAP_SIZE as i64)))]
     pub stack_map_size: Option<u32>,
 
     /// Entries of the counts map (unique thread and stack pairs; of each of the two
     /// in continuous mode): raise it when the summary reports samples lost to a full
-    /// counts map. Default: 65536 (record), 16384 (continuous).
-    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    /// counts map. Default: 65536 (record), 16384 (continuous). Entries take
+    /// about 100 bytes of kernel memory as they fill; at most 16777216.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=(MAX_COUNTS_MAP_SIZE as i64)))]
     pub counts_map_size: Option<u32>,
 
     /// Do not expand inlined functions into frames of their own.
@@ -228,6 +235,36 @@ pub struct SamplingArgs {
     /// here, before /usr/lib/debug; repeatable.
     #[arg(long, value_name = "DIR")]
     pub debug_dir: Vec<PathBuf>,
+}
+
+impl SamplingArgs {
+    /// The checks that span several options, made before anything starts.
+    pub fn check(&self) -> Result<(), String> {
+        if let CallGraph::Dwarf { stack_bytes } = self.call_graph {
+            let min = MIN_RING_RECORDS * (u64::from(stack_bytes) + RING_RECORD_OVERHEAD);
+            if self.ringbuf_size < min {
+                return Err(format!(
+                    "--ringbuf-size {}: with {stack_bytes}-byte stack copies the ring must hold at least {MIN_RING_RECORDS} samples, {} KiB",
+                    self.ringbuf_size,
+                    min.div_ceil(1024)
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The checks of continuous mode that span several options.
+pub fn check_continuous(args: &ContinuousArgs) -> Result<(), String> {
+    args.sampling.check()?;
+    if args.retain.as_secs_f64() < args.window {
+        return Err(format!(
+            "--retain {}: shorter than one --window ({} s), so every window would be deleted as it is written",
+            humantime::format_duration(args.retain),
+            args.window
+        ));
+    }
+    Ok(())
 }
 
 #[derive(Debug, Args)]
@@ -249,8 +286,8 @@ pub struct RecordArgs {
     #[arg(short = 'a', long)]
     pub all_cpus: bool,
 
-    /// Stop after this many seconds (fractions allowed). Without it, sampling runs
-    /// until Ctrl-C, or until the command exits.
+    /// Stop after this many seconds (fractions allowed, at most a year). Without
+    /// it, sampling runs until Ctrl-C, or until the command exits.
     #[arg(short, long, value_name = "SECONDS", value_parser = parse_seconds)]
     pub duration: Option<f64>,
 
@@ -288,16 +325,18 @@ pub struct ContinuousArgs {
     #[arg(long, value_name = "PATH")]
     pub cgroup: Option<PathBuf>,
 
-    /// Seconds per window: each window becomes one file in the store.
-    #[arg(long, value_name = "SECONDS", default_value = "60", value_parser = parse_seconds)]
+    /// Seconds per window: each window becomes one file in the store. From 1 (one
+    /// drain of the maps) to 86400.
+    #[arg(long, value_name = "SECONDS", default_value = "60", value_parser = parse_window)]
     pub window: f64,
 
     /// The store: one compressed pprof file per window.
     #[arg(long, value_name = "DIR", default_value = "/var/lib/flamebpf")]
     pub dir: PathBuf,
 
-    /// Delete windows older than this (e.g. 24h, 90m, 7d).
-    #[arg(long, value_name = "DURATION", default_value = "24h", value_parser = parse_duration)]
+    /// Delete windows older than this (e.g. 24h, 90m, 7d); at least 1m and at least
+    /// one window.
+    #[arg(long, value_name = "DURATION", default_value = "24h", value_parser = parse_retain)]
     pub retain: std::time::Duration,
 
     /// Keep the store under this size, oldest windows first (e.g. 1GiB, 500MB).
@@ -395,6 +434,56 @@ mod tests {
         );
         assert_eq!(c.retain, std::time::Duration::from_secs(86400));
         assert_eq!(c.dir, PathBuf::from("/var/lib/flamebpf"));
+    }
+
+    #[test]
+    fn sizes_whose_cost_is_unbounded_are_refused() {
+        assert!(parse(&["-a", "--stack-map-size", "4294967295"]).is_err());
+        assert!(parse(&["-a", "--stack-map-size", "20000000"]).is_err());
+        assert!(parse(&["-a", "--stack-map-size", "262144"]).is_ok());
+        assert!(parse(&["-a", "--counts-map-size", "100000000"]).is_err());
+        let r = parse(&["-a", "--call-graph", "dwarf", "--ringbuf-size", "1KiB"]).unwrap();
+        assert!(r
+            .sampling
+            .check()
+            .unwrap_err()
+            .contains("at least 8 samples"));
+        let r = parse(&["-a", "--call-graph", "dwarf"]).unwrap();
+        assert_eq!(r.sampling.check(), Ok(()));
+        let r = parse(&["-a", "--ringbuf-size", "1KiB"]).unwrap();
+        assert_eq!(
+            r.sampling.check(),
+            Ok(()),
+            "the ring is only for dwarf mode"
+        );
+        assert!(parse(&["-d", "1e300", "--", "true"]).is_err());
+    }
+
+    #[test]
+    fn continuous_bounds() {
+        let c = |args: &[&str]| {
+            let mut full = vec!["flamebpf", "continuous"];
+            full.extend_from_slice(args);
+            Cli::try_parse_from(full).map(|c| match c.command {
+                Command::Continuous(c) => c,
+                _ => unreachable!("parsed a continuous command"),
+            })
+        };
+        for bad in [
+            &["--window", "1e300"][..],
+            &["--window", "1e19"],
+            &["--window", "0.001"],
+            &["--retain", "0"],
+        ] {
+            assert!(c(bad).is_err(), "{bad:?}");
+        }
+        let short = c(&["--window", "600", "--retain", "5m"]).unwrap();
+        assert!(check_continuous(&short)
+            .unwrap_err()
+            .contains("shorter than one --window"));
+        assert_eq!(check_continuous(&c(&[]).unwrap()), Ok(()));
+        let q = Cli::try_parse_from(["flamebpf", "query", "--from", "18446744073709551615"]);
+        assert!(q.is_err());
     }
 
     #[test]

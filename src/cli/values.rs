@@ -79,9 +79,17 @@ pub fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
     humantime::parse_duration(s).map_err(|e| format!("{s:?}: {e} (write e.g. 24h, 90m, 30s)"))
 }
 
+/// The latest time `--from`/`--to` take: the end of year 9999, as RFC 3339 does.
+pub const LAST_TIME_SECS: u64 = 253_402_300_799;
+
 /// A point in time: RFC 3339 (the `T` and `Z` optional) or Unix seconds.
 pub fn parse_time(s: &str) -> Result<std::time::SystemTime, String> {
     if let Ok(secs) = s.parse::<u64>() {
+        if secs > LAST_TIME_SECS {
+            return Err(format!(
+                "{s:?}: Unix seconds up to {LAST_TIME_SECS} (the end of year 9999)"
+            ));
+        }
         return Ok(std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs));
     }
     humantime::parse_rfc3339_weak(s)
@@ -117,15 +125,68 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
     Ok(bytes)
 }
 
+/// The longest `-d`: a year, far below what a `Duration` holds.
+pub const MAX_DURATION_SECS: f64 = 365.0 * 86400.0;
+
+/// A number of seconds, fractions allowed, from more than 0 to a year.
 pub fn parse_seconds(s: &str) -> Result<f64, String> {
+    seconds_within(s, 0.0, MAX_DURATION_SECS)
+}
+
+/// The shortest `--window`: one drain of the maps.
+pub const MIN_WINDOW_SECS: f64 = 1.0;
+/// The longest `--window`: a day.
+pub const MAX_WINDOW_SECS: f64 = 86400.0;
+
+/// `continuous --window`: 1 s (one drain: shorter windows would only multiply
+/// files) to a day.
+pub fn parse_window(s: &str) -> Result<f64, String> {
+    seconds_within(s, MIN_WINDOW_SECS, MAX_WINDOW_SECS)
+}
+
+fn seconds_within(s: &str, min: f64, max: f64) -> Result<f64, String> {
     let v: f64 = s
         .parse()
         .map_err(|_| format!("{s:?} is not a number of seconds"))?;
     if !v.is_finite() || v <= 0.0 {
         return Err(format!("{s:?}: the duration must be more than 0 seconds"));
     }
+    if v < min || v > max {
+        return Err(format!("{s:?}: give {min} to {max} seconds"));
+    }
     Ok(v)
 }
+
+/// The shortest `--retain`: a minute, so a slip of the finger does not delete
+/// every window as it is written.
+pub const MIN_RETAIN: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// `continuous --retain`: a duration of at least a minute.
+pub fn parse_retain(s: &str) -> Result<std::time::Duration, String> {
+    let d = parse_duration(s)?;
+    if d < MIN_RETAIN {
+        return Err(format!(
+            "{s:?}: keep windows at least 1m (a shorter retention deletes them as they are written)"
+        ));
+    }
+    Ok(d)
+}
+
+/// The most stack map entries: each takes about 1 KiB of kernel memory,
+/// preallocated (127 frames of 8 bytes and a header; 16384 entries take 17 MB),
+/// so 262144 is about 272 MB of kernel memory per map
+/// (twice in continuous mode). Larger maps take minutes to allocate and can run the
+/// machine out of memory.
+pub const MAX_STACK_MAP_SIZE: u32 = 1 << 18;
+/// The most counts map entries (not preallocated; about 100 bytes each when full).
+pub const MAX_COUNTS_MAP_SIZE: u32 = 1 << 24;
+
+/// The smallest DWARF-mode ring: this many records of the largest size, so a burst
+/// of samples on every CPU does not fill it before the reader wakes.
+pub const MIN_RING_RECORDS: u64 = 8;
+/// What a DWARF-mode record holds besides its stack copy (registers, the kernel
+/// stack, ids), rounded up.
+pub const RING_RECORD_OVERHEAD: u64 = 2048;
 
 #[cfg(test)]
 mod tests {
@@ -187,5 +248,24 @@ mod tests {
         );
         assert_eq!(parse_time("1795615200"), Ok(t));
         assert!(parse_time("yesterday").is_err());
+    }
+
+    #[test]
+    fn every_duration_and_time_is_bounded_at_parse_time() {
+        for bad in ["1e300", "1e19", "inf", "NaN", "31536001"] {
+            assert!(parse_seconds(bad).is_err(), "{bad}");
+        }
+        assert_eq!(parse_seconds("31536000"), Ok(31536000.0));
+        for bad in ["1e300", "1e19", "0.001", "0.5", "86401"] {
+            assert!(parse_window(bad).is_err(), "{bad}");
+        }
+        assert_eq!(parse_window("1"), Ok(1.0));
+        assert!(parse_time("18446744073709551615").is_err());
+        assert!(parse_time("253402300800").is_err());
+        assert!(parse_time("253402300799").is_ok());
+        for bad in ["0s", "0", "59s", "1ms"] {
+            assert!(parse_retain(bad).is_err(), "{bad}");
+        }
+        assert_eq!(parse_retain("1m"), Ok(std::time::Duration::from_secs(60)));
     }
 }

@@ -16,15 +16,19 @@ use crate::capture::{sampling, session, Plan, Session};
 use crate::cli::ContinuousArgs;
 use crate::daemon::http::{self, Ask};
 use crate::daemon::metrics::Metrics;
-use crate::daemon::{Daemon, StoreConfig};
+use crate::daemon::{store, Daemon, StoreConfig};
 use crate::output::summary::Accounting;
 
 /// Runs the daemon; returns the command's exit status (0 without one).
 pub fn run(args: ContinuousArgs) -> Result<i32> {
+    crate::cli::check_continuous(&args).map_err(anyhow::Error::msg)?;
     let plan = Plan::check(&args.sampling, CONTINUOUS)?;
     let all = args.pid.is_empty() && args.command.is_empty();
     let target = Target::from_args(&args.pid, all, &args.command)?;
     let filters = check_filters(&args)?;
+    if let Some(warning) = store::prepare(&args.dir)? {
+        eprintln!("flamebpf: warning: {warning}");
+    }
     let (setup, note) = plan.clone().setup(target.clone(), filters, args.verbose)?;
     if let Some(note) = note {
         eprintln!("flamebpf: {note}");
@@ -33,14 +37,6 @@ pub fn run(args: ContinuousArgs) -> Result<i32> {
 
     let metrics = Arc::new(Metrics::default());
     let asks = listen(&args, &metrics)?;
-    if let Err(e) = std::fs::create_dir_all(&args.dir) {
-        // Not fatal: the store is retried every window, and failures are counted.
-        eprintln!(
-            "flamebpf: cannot create the store {}: {}",
-            args.dir.display(),
-            session::io_reason(&e)
-        );
-    }
     let symbolizer = Symbolizer::new(plan.symbolize_options());
     symbolizer.warm_kernel();
     let stop = session::stop_flag()?;

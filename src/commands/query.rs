@@ -31,7 +31,10 @@ pub fn run(args: QueryArgs) -> Result<i32> {
             bail!("--to is before --from");
         }
     }
-    let profile = load(&args.dir, &filter)?;
+    let (profile, skipped) = load(&args.dir, &filter)?;
+    for s in &skipped {
+        eprintln!("flamebpf: warning: {s}");
+    }
     output::write_all(&outputs, &profile, &output::write_options(&args.out))?;
     Ok(0)
 }

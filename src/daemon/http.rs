@@ -1,7 +1,10 @@
-//! The continuous daemon's HTTP endpoint (tiny_http: a small, synchronous server
-//! is all four routes need). Routes follow the conventions fleet profilers scrape:
+//! The continuous daemon's HTTP endpoint, on the bounded server of [`super::server`]
+//! (timeouts, size and connection limits: see there). Routes follow the
+//! conventions fleet profilers scrape:
 //! - `GET /debug/pprof/profile?seconds=N`: Go's net/http/pprof, a gzipped pprof of
-//!   the next N seconds, so `go tool pprof`, Parca and Pyroscope work unchanged;
+//!   the next N seconds (at most [`MAX_PROFILE_SECONDS`]), so `go tool pprof`,
+//!   Parca and Pyroscope work unchanged; at most [`MAX_PROFILES`] at once, 429
+//!   with Retry-After beyond;
 //! - `GET /flamegraph.svg?since=15m&comm=NAME&pid=PID`: from the store;
 //! - `GET /metrics`: Prometheus text; `GET /healthz`.
 //!
@@ -10,15 +13,23 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use anyhow::{anyhow, Result};
-use tiny_http::{Header, Method, Response, Server};
+use anyhow::Result;
 
 use super::merge::{self, Filter};
 use super::metrics::Metrics;
+use super::server::{self, Limits, Request, Response};
+
+/// Profile requests served at once: each holds a connection and, in the sampling
+/// loop, the samples of its seconds and the processes they name.
+pub const MAX_PROFILES: usize = 4;
+/// The longest profile a request may ask for, which bounds how long it keeps
+/// exited processes from being forgotten.
+pub const MAX_PROFILE_SECONDS: u64 = 300;
 
 /// What the HTTP thread asks of the sampling loop.
 pub enum Ask {
@@ -38,26 +49,25 @@ pub fn serve(
     store: PathBuf,
     asks: mpsc::Sender<Ask>,
 ) -> Result<SocketAddr> {
-    let server = Server::http(addr).map_err(|e| anyhow!("cannot listen on {addr}: {e}"))?;
-    let bound = server.server_addr().to_ip().unwrap_or(addr);
-    std::thread::Builder::new()
-        .name("flamebpf-http".into())
-        .spawn(move || {
-            for request in server.incoming_requests() {
-                handle(request, &metrics, &store, &asks);
-            }
-        })?;
-    Ok(bound)
+    serve_with(addr, Limits::default(), metrics, store, asks)
 }
 
-fn header(name: &str, value: &str) -> Header {
-    Header::from_bytes(name.as_bytes(), value.as_bytes()).expect("a valid header")
+/// [`serve`] with other limits (tests).
+pub fn serve_with(
+    addr: SocketAddr,
+    limits: Limits,
+    metrics: Arc<Metrics>,
+    store: PathBuf,
+    asks: mpsc::Sender<Ask>,
+) -> Result<SocketAddr> {
+    let profiles = Arc::new(AtomicUsize::new(0));
+    server::spawn(addr, limits, move |r: &Request| {
+        handle(r, &metrics, &store, &asks, &profiles)
+    })
 }
 
-fn text(status: u16, body: impl Into<String>) -> Response<std::io::Cursor<Vec<u8>>> {
-    Response::from_string(body.into())
-        .with_status_code(status)
-        .with_header(header("Content-Type", "text/plain; charset=utf-8"))
+fn text(status: u16, body: impl Into<String>) -> Response {
+    Response::text(status, body)
 }
 
 /// `a=1&b=x%20y` → {a: 1, b: "x y"}.
@@ -108,9 +118,9 @@ pub fn profile_seconds(params: &HashMap<String, String>) -> Result<u64, String> 
     match params.get("seconds") {
         None => Ok(30),
         Some(v) => match v.parse::<u64>() {
-            Ok(s) if (1..=3600).contains(&s) => Ok(s),
+            Ok(s) if (1..=MAX_PROFILE_SECONDS).contains(&s) => Ok(s),
             _ => Err(format!(
-                "seconds={v:?}: give a whole number of seconds from 1 to 3600"
+                "seconds={v:?}: give a whole number of seconds from 1 to {MAX_PROFILE_SECONDS}"
             )),
         },
     }
@@ -142,82 +152,107 @@ pub fn flamegraph_filter(
     })
 }
 
+/// A profile request's place among the [`MAX_PROFILES`], freed when it is answered.
+struct ProfileSlot(Arc<AtomicUsize>);
+
+impl ProfileSlot {
+    fn take(count: &Arc<AtomicUsize>) -> Option<ProfileSlot> {
+        count
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < MAX_PROFILES).then_some(n + 1)
+            })
+            .ok()
+            .map(|_| ProfileSlot(Arc::clone(count)))
+    }
+}
+
+impl Drop for ProfileSlot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
 fn handle(
-    request: tiny_http::Request,
+    request: &Request,
     metrics: &Arc<Metrics>,
     store: &std::path::Path,
     asks: &mpsc::Sender<Ask>,
-) {
-    let url = request.url().to_string();
-    let (path, query) = url.split_once('?').unwrap_or((&url, ""));
-    let params = match parse_query(query) {
+    profiles: &Arc<AtomicUsize>,
+) -> Response {
+    let params = match parse_query(&request.query) {
         Ok(p) => p,
-        Err(e) => return drop(request.respond(text(400, e + "\n"))),
+        Err(e) => return text(400, e + "\n"),
     };
-    if *request.method() != Method::Get {
-        return drop(request.respond(text(405, "only GET\n")));
+    if request.method != "GET" {
+        return text(405, "only GET\n").with("Allow", "GET");
     }
-    match path {
-        "/healthz" => drop(request.respond(text(200, "ok\n"))),
-        "/metrics" => {
-            let r = Response::from_string(metrics.render()).with_header(header(
+    match request.path.as_str() {
+        "/healthz" => text(200, "ok\n"),
+        "/metrics" => Response {
+            status: 200,
+            headers: vec![(
                 "Content-Type",
-                "text/plain; version=0.0.4; charset=utf-8",
-            ));
-            drop(request.respond(r));
-        }
+                "text/plain; version=0.0.4; charset=utf-8".into(),
+            )],
+            body: metrics.render().into_bytes(),
+        },
         "/flamegraph.svg" => {
             let filter = match flamegraph_filter(&params, SystemTime::now()) {
                 Ok(f) => f,
-                Err(e) => return drop(request.respond(text(400, e + "\n"))),
+                Err(e) => return text(400, e + "\n"),
             };
-            let svg = merge::load(store, &filter).and_then(|p| {
+            let svg = merge::load(store, &filter).and_then(|(p, skipped)| {
+                metrics.note_corrupt_windows(&skipped);
                 let mut out = Vec::new();
                 flamegraphs::svg::write(&p, &Default::default(), false, &mut out)?;
                 Ok(out)
             });
-            let r = match svg {
-                Ok(bytes) => {
-                    Response::from_data(bytes).with_header(header("Content-Type", "image/svg+xml"))
-                }
-                Err(e) => {
-                    Response::from_data(format!("{e:#}\n").into_bytes()).with_status_code(500)
-                }
-            };
-            drop(request.respond(r));
+            match svg {
+                Ok(bytes) => Response {
+                    status: 200,
+                    headers: vec![("Content-Type", "image/svg+xml".into())],
+                    body: bytes,
+                },
+                Err(e) => text(500, format!("{e:#}\n")),
+            }
         }
         "/debug/pprof/profile" => {
             let seconds = match profile_seconds(&params) {
                 Ok(s) => s,
-                Err(e) => return drop(request.respond(text(400, e + "\n"))),
+                Err(e) => return text(400, e + "\n"),
+            };
+            let Some(_slot) = ProfileSlot::take(profiles) else {
+                return text(
+                    429,
+                    format!("{MAX_PROFILES} profiles are being taken already; retry later\n"),
+                )
+                .with("Retry-After", seconds.to_string());
             };
             let (reply, answer) = mpsc::channel();
             if asks.send(Ask::Profile { seconds, reply }).is_err() {
-                return drop(request.respond(text(503, "the profiler is stopping\n")));
+                return text(503, "the profiler is stopping\n");
             }
-            // The answer takes `seconds`: wait on a thread of its own so /metrics
-            // and /healthz stay responsive meanwhile.
-            std::thread::spawn(move || {
-                let r = match answer.recv_timeout(Duration::from_secs(seconds + 60)) {
-                    Ok(Ok(bytes)) => Response::from_data(bytes)
-                        .with_header(header("Content-Type", "application/octet-stream"))
-                        .with_header(header(
+            // This connection's own thread waits; /metrics and /healthz have theirs.
+            match answer.recv_timeout(Duration::from_secs(seconds + 60)) {
+                Ok(Ok(bytes)) => Response {
+                    status: 200,
+                    headers: vec![
+                        ("Content-Type", "application/octet-stream".into()),
+                        (
                             "Content-Disposition",
-                            "attachment; filename=\"profile\"",
-                        )),
-                    Ok(Err(e)) => {
-                        Response::from_data(format!("{e}\n").into_bytes()).with_status_code(500)
-                    }
-                    Err(_) => Response::from_data(b"the profiler is stopping\n".to_vec())
-                        .with_status_code(503),
-                };
-                drop(request.respond(r));
-            });
+                            "attachment; filename=\"profile\"".into(),
+                        ),
+                    ],
+                    body: bytes,
+                },
+                Ok(Err(e)) => text(500, format!("{e}\n")),
+                Err(_) => text(503, "the profiler is stopping\n"),
+            }
         }
-        _ => drop(request.respond(text(
+        _ => text(
             404,
             "routes: /debug/pprof/profile, /flamegraph.svg, /metrics, /healthz\n",
-        ))),
+        ),
     }
 }
 
@@ -247,6 +282,7 @@ mod tests {
             "seconds=0",
             "seconds=-1",
             "seconds=99999",
+            "seconds=301",
             "secs=5",
         ] {
             assert!(profile_seconds(&q(bad)).is_err(), "{bad}");
@@ -262,5 +298,44 @@ mod tests {
         assert!(flamegraph_filter(&q("since=soon"), now).is_err());
         assert!(flamegraph_filter(&q("pid=x"), now).is_err());
         assert!(flamegraph_filter(&q("path=/etc/passwd"), now).is_err());
+    }
+
+    #[test]
+    fn profiles_beyond_the_limit_get_429_with_retry_after() {
+        use std::io::{Read, Write};
+        let (tx, asks) = mpsc::channel::<Ask>();
+        let dir = tempfile::tempdir().unwrap();
+        let addr = serve(
+            "127.0.0.1:0".parse().unwrap(),
+            Arc::new(Metrics::default()),
+            dir.path().to_path_buf(),
+            tx,
+        )
+        .unwrap();
+        let get = |path: &str| {
+            let mut s = std::net::TcpStream::connect(addr).unwrap();
+            write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+            s
+        };
+        // MAX_PROFILES requests that the (idle) sampling loop holds open
+        let held: Vec<_> = (0..MAX_PROFILES)
+            .map(|_| get("/debug/pprof/profile?seconds=5"))
+            .collect();
+        let mut taken = Vec::new();
+        for _ in 0..MAX_PROFILES {
+            taken.push(asks.recv_timeout(Duration::from_secs(5)).unwrap());
+        }
+        let mut s = get("/debug/pprof/profile?seconds=7");
+        let mut out = String::new();
+        s.read_to_string(&mut out).unwrap();
+        assert!(out.starts_with("HTTP/1.1 429"), "{out}");
+        assert!(out.contains("Retry-After: 7"), "{out}");
+        // answering one frees its place
+        let Ask::Profile { reply, .. } = taken.remove(0);
+        reply.send(Ok(b"pprof".to_vec())).unwrap();
+        drop(held);
+        std::thread::sleep(Duration::from_millis(200));
+        let _again = get("/debug/pprof/profile?seconds=5");
+        assert!(asks.recv_timeout(Duration::from_secs(5)).is_ok());
     }
 }

@@ -1,7 +1,9 @@
 //! Counters of the continuous daemon, shared with the HTTP thread and rendered in
 //! Prometheus' text format for /metrics.
 
+use std::collections::HashSet;
 use std::fmt::Write as _;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 
@@ -25,6 +27,10 @@ pub struct Metrics {
     pub store_bytes: AtomicU64,
     /// Objects whose symbols could not be read.
     pub symbolization_failures: AtomicU64,
+    /// Window files a read of the store skipped (corrupt, unreadable, deleted).
+    pub windows_skipped: AtomicU64,
+    /// The skipped windows already warned about, so each is warned about once.
+    warned: Mutex<HashSet<PathBuf>>,
 }
 
 impl Metrics {
@@ -32,6 +38,20 @@ impl Metrics {
     pub fn add_stats(&self, growth: Stats) {
         if let Ok(mut s) = self.stats.lock() {
             *s += growth;
+        }
+    }
+
+    /// Counts the windows a read of the store skipped and warns once about each.
+    pub fn note_corrupt_windows(&self, skipped: &[super::merge::Skipped]) {
+        self.windows_skipped
+            .fetch_add(skipped.len() as u64, Ordering::Relaxed);
+        let Ok(mut warned) = self.warned.lock() else {
+            return;
+        };
+        for s in skipped {
+            if warned.insert(s.path.clone()) {
+                eprintln!("flamebpf: warning: {s}");
+            }
         }
     }
 
@@ -138,6 +158,12 @@ impl Metrics {
             "counter",
             "Objects whose symbols could not be read.",
             &[("", g(&self.symbolization_failures))],
+        );
+        metric(
+            "flamebpf_store_windows_skipped_total",
+            "counter",
+            "Window files a read of the store skipped: corrupt, unreadable or deleted.",
+            &[("", g(&self.windows_skipped))],
         );
         out
     }

@@ -25,6 +25,7 @@ use crate::symbolize;
 pub mod http;
 pub mod merge;
 pub mod metrics;
+pub mod server;
 pub mod store;
 
 use http::Ask;
@@ -41,6 +42,8 @@ const MAX_CACHED_OBJECTS: usize = 64;
 struct Subscription {
     until: Instant,
     start: SystemTime,
+    /// CLOCK_MONOTONIC at its start: it holds no sample of a process gone before.
+    start_mono: u64,
     raw: RawProfile,
     reply: mpsc::Sender<Result<Vec<u8>, String>>,
 }
@@ -110,20 +113,17 @@ impl Daemon {
         Ok(())
     }
 
-    /// After a window is written, processes that exited before its last drain have
-    /// no samples left anywhere but in requests still open: forget them and close the
-    /// objects nothing else maps, so memory stays flat however many processes come
-    /// and go.
+    /// After a window is written, processes that exited before its last drain, and
+    /// before every open request began, have no samples left anywhere: forget them
+    /// and close the objects nothing else maps, so memory stays flat however many
+    /// processes come and go. An open request holds back only the processes that
+    /// exit during it, for at most its [`http::MAX_PROFILE_SECONDS`].
     fn forget(&mut self) {
-        if !self.subscriptions.is_empty() {
-            return; // an open request may hold their samples; the next window will do
-        }
-        for path in self
-            .session
-            .tracking
-            .tracker
-            .forget_exited_before(self.last_drain)
-        {
+        let before = forget_horizon(
+            self.last_drain,
+            self.subscriptions.iter().map(|s| s.start_mono),
+        );
+        for path in self.session.tracking.tracker.forget_exited_before(before) {
             self.symbolizer.evict(&path);
         }
         self.session.evict_tables();
@@ -152,8 +152,8 @@ impl Daemon {
         let written = flamegraphs::pprof::write(&profile, &mut bytes)
             .map_err(anyhow::Error::from)
             .and_then(|()| {
-                std::fs::create_dir_all(&self.store.dir)
-                    .with_context(|| format!("creating {}", self.store.dir.display()))?;
+                // recreated 0700 if it went away meanwhile
+                store::prepare(&self.store.dir)?;
                 store::write(&self.store.dir, self.window_start, end, &bytes)
             });
         match written {
@@ -273,6 +273,7 @@ impl Daemon {
             self.subscriptions.push(Subscription {
                 until: Instant::now() + Duration::from_secs(seconds),
                 start: SystemTime::now(),
+                start_mono: self.last_drain,
                 raw: RawProfile::default(),
                 reply,
             });
@@ -303,6 +304,13 @@ impl Daemon {
     }
 }
 
+/// The time before which exited processes can be forgotten: the last drain, or
+/// the start of the oldest open request if that is earlier (it may hold samples of
+/// processes that exited since it began, never of ones gone before).
+fn forget_horizon(last_drain: u64, request_starts: impl Iterator<Item = u64>) -> u64 {
+    request_starts.fold(last_drain, u64::min)
+}
+
 /// What a finished run reports.
 #[derive(Debug, Clone, Copy)]
 pub struct Finished {
@@ -314,4 +322,18 @@ pub struct Finished {
     pub windows_written: u64,
     /// Windows that could not be written.
     pub window_failures: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_open_request_holds_back_only_what_exited_since_it_began() {
+        // before the fix, any open request (even an abandoned hour-long one)
+        // stopped every exited process from being forgotten
+        assert_eq!(forget_horizon(1000, std::iter::empty()), 1000);
+        assert_eq!(forget_horizon(1000, [700, 900].into_iter()), 700);
+        assert_eq!(forget_horizon(1000, [1000].into_iter()), 1000);
+    }
 }

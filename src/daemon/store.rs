@@ -1,6 +1,10 @@
 //! The continuous store: one compressed pprof file per window, named for the
 //! window's start and end (`window-<start_ms>-<end_ms>.pb.gz`), so listing the
 //! directory is the index. Retention deletes the oldest windows first.
+//!
+//! Windows hold raw kernel addresses and command lines: they are written 0600 and
+//! a store the daemon creates is 0700, so only root reads them (and KASLR holds).
+//! Anything in the directory that is not a regular file is ignored.
 
 use std::io;
 use std::path::{Path, PathBuf};
@@ -40,11 +44,15 @@ fn parse_name(name: &str) -> Option<(SystemTime, SystemTime)> {
     Some((t(a)?, t(b)?))
 }
 
-/// The windows in `dir`, oldest first; other files are left alone.
+/// The windows in `dir`, oldest first; other files, and anything that is not a
+/// regular file (a FIFO would block its reader), are left alone.
 pub fn list(dir: &Path) -> io::Result<Vec<WindowFile>> {
     let mut out = Vec::new();
     for entry in std::fs::read_dir(dir)? {
         let entry = entry?;
+        if !entry.file_type().is_ok_and(|t| t.is_file()) {
+            continue;
+        }
         let name = entry.file_name();
         let Some((start, end)) = name.to_str().and_then(parse_name) else {
             continue;
@@ -73,7 +81,35 @@ pub fn select(
         .collect()
 }
 
-/// Writes a window atomically (temporary file, then rename).
+/// Creates the store readable by root only, or checks the one there: a
+/// directory, and whether others can list it (a warning, as the directory may be
+/// shared and is not ours to change).
+pub fn prepare(dir: &Path) -> anyhow::Result<Option<String>> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    match std::fs::symlink_metadata(dir) {
+        Ok(m) if m.is_dir() => {
+            let mode = m.permissions().mode() & 0o777;
+            Ok((mode & 0o077 != 0).then(|| {
+                format!(
+                    "the store {} is open to other users (mode {mode:04o}): windows are 0600, but their names show when the machine was busy; chmod 700 it",
+                    dir.display()
+                )
+            }))
+        }
+        Ok(_) => anyhow::bail!("--dir {}: not a directory", dir.display()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(dir)
+                .map_err(|e| anyhow::anyhow!("cannot create the store {}: {e}", dir.display()))?;
+            Ok(None)
+        }
+        Err(e) => anyhow::bail!("--dir {}: {e}", dir.display()),
+    }
+}
+
+/// Writes a window atomically (temporary file, then rename), readable by root only.
 pub fn write(
     dir: &Path,
     start: SystemTime,
@@ -81,7 +117,7 @@ pub fn write(
     bytes: &[u8],
 ) -> anyhow::Result<PathBuf> {
     let path = dir.join(file_name(start, end));
-    crate::output::write_atomic(&path, |w| Ok(std::io::Write::write_all(w, bytes)?))?;
+    crate::output::files::write_private(&path, |w| Ok(std::io::Write::write_all(w, bytes)?))?;
     Ok(path)
 }
 
@@ -120,6 +156,28 @@ mod tests {
         assert_eq!(select(w.clone(), Some(at(120)), None).len(), 1);
         assert_eq!(select(w.clone(), None, Some(at(90))).len(), 1);
         assert_eq!(select(w, Some(at(90)), Some(at(110))).len(), 2);
+    }
+
+    #[test]
+    fn windows_are_private_and_non_regular_files_are_ignored() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let store = dir.path().join("store");
+        assert_eq!(prepare(&store).unwrap(), None);
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&store), 0o700);
+        let w = write(&store, at(0), at(60), b"x").unwrap();
+        assert_eq!(mode(&w), 0o600);
+        std::fs::create_dir(store.join(file_name(at(60), at(120)))).unwrap();
+        assert_eq!(list(&store).unwrap().len(), 1);
+        let file = dir.path().join("file");
+        std::fs::write(&file, "").unwrap();
+        assert!(prepare(&file)
+            .unwrap_err()
+            .to_string()
+            .contains("not a directory"));
+        std::fs::set_permissions(&store, std::fs::Permissions::from_mode(0o755)).unwrap();
+        assert!(prepare(&store).unwrap().unwrap().contains("0755"));
     }
 
     #[test]

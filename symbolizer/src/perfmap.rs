@@ -5,10 +5,23 @@
 //! A map is trusted only when it is a regular file (not a link) owned by the
 //! process's user or by root, as perf does: anyone can write /tmp, and a planted
 //! map would put false names in a profile.
+//!
+//! The file is opened once with `O_NOFOLLOW | O_NONBLOCK` and the checks are made on
+//! the opened file (fstat), so nothing can be swapped in between a check and the
+//! read, and a FIFO cannot block the reader. A root process reads it, so it is read
+//! only up to [`MAX_MAP_BYTES`] and [`MAX_MAP_LINES`]: a sparse 2 GB map would
+//! otherwise cost gigabytes and seconds at every read.
 
 use std::collections::HashMap;
-use std::os::unix::fs::MetadataExt;
+use std::io::Read;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
+
+/// The most of a map file that is read. Node's maps grow by about 100 bytes a
+/// compiled function; 64 MiB is over half a million functions.
+pub const MAX_MAP_BYTES: u64 = 64 << 20;
+/// The most lines of a map file that are read.
+pub const MAX_MAP_LINES: usize = 1 << 20;
 
 /// One process's JIT symbols, sorted by start address.
 #[derive(Debug, Default, Clone)]
@@ -19,9 +32,18 @@ pub struct PerfMap {
 impl PerfMap {
     /// Parses map text; malformed lines are skipped, as perf skips them.
     pub fn parse(text: &str) -> PerfMap {
-        let mut entries: Vec<(u64, u64, String)> = text
-            .lines()
+        PerfMap::parse_bytes(text.as_bytes(), usize::MAX).0
+    }
+
+    /// Parses at most `max_lines` lines of map bytes (names need not be UTF-8);
+    /// true when lines were left unread.
+    pub fn parse_bytes(bytes: &[u8], max_lines: usize) -> (PerfMap, bool) {
+        let mut lines = bytes.split(|&b| b == b'\n');
+        let mut entries: Vec<(u64, u64, String)> = lines
+            .by_ref()
+            .take(max_lines)
             .filter_map(|line| {
+                let line = String::from_utf8_lossy(line);
                 let mut parts = line.splitn(3, ' ');
                 let start = u64::from_str_radix(parts.next()?.trim_start_matches("0x"), 16).ok()?;
                 let size = u64::from_str_radix(parts.next()?.trim_start_matches("0x"), 16).ok()?;
@@ -29,8 +51,9 @@ impl PerfMap {
                 (size > 0 && !name.is_empty()).then(|| (start, size, name.to_string()))
             })
             .collect();
+        let more = lines.any(|l| !l.is_empty());
         entries.sort_by_key(|e| e.0);
-        PerfMap { entries }
+        (PerfMap { entries }, more)
     }
 
     /// The function whose code covers `addr`.
@@ -167,8 +190,18 @@ impl PerfMaps {
     /// Reads (again, if it changed) the map of `pid`.
     pub fn refresh(&mut self, pid: u32) {
         let path = self.dir.join(format!("perf-{pid}.map"));
-        let Ok(meta) = std::fs::symlink_metadata(&path) else {
-            return;
+        // One open, then checks on what was opened: no window to swap the file.
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC)
+            .open(&path);
+        let (file, meta) = match file.and_then(|f| f.metadata().map(|m| (f, m))) {
+            Ok(fm) => fm,
+            Err(e) if e.raw_os_error() == Some(libc::ELOOP) => {
+                self.refuse(pid, &path, "it is a symbolic link".into());
+                return;
+            }
+            Err(_) => return,
         };
         let stamp = (
             meta.mtime_nsec() + meta.mtime() * 1_000_000_000,
@@ -191,21 +224,49 @@ impl PerfMaps {
         } else {
             distrust(
                 meta.is_file(),
-                meta.file_type().is_symlink(),
+                false,
                 meta.uid(),
                 self.uids.get(&pid).copied(),
             )
         };
         if let Some(why) = why {
-            self.maps.remove(&pid);
-            if self.warned.insert(path.clone(), ()).is_none() {
-                self.warnings
-                    .push(format!("ignoring {}: {why}", path.display()));
-            }
+            self.refuse(pid, &path, why);
             return;
         }
-        if let Ok(text) = std::fs::read_to_string(&path) {
-            self.maps.insert(pid, PerfMap::parse(&text));
+        let mut bytes = Vec::new();
+        if file
+            .take(MAX_MAP_BYTES + 1)
+            .read_to_end(&mut bytes)
+            .is_err()
+        {
+            return;
+        }
+        let cut_bytes = bytes.len() as u64 > MAX_MAP_BYTES;
+        if cut_bytes {
+            // keep whole lines only
+            let keep = bytes[..MAX_MAP_BYTES as usize]
+                .iter()
+                .rposition(|&b| b == b'\n')
+                .map_or(0, |i| i + 1);
+            bytes.truncate(keep);
+        }
+        let (map, cut_lines) = PerfMap::parse_bytes(&bytes, MAX_MAP_LINES);
+        if (cut_bytes || cut_lines) && self.warned.insert(path.clone(), ()).is_none() {
+            self.warnings.push(format!(
+                "the perf map of process {pid} ({}) is over {} MiB or {} lines: only its start is read",
+                path.display(),
+                MAX_MAP_BYTES >> 20,
+                MAX_MAP_LINES
+            ));
+        }
+        self.maps.insert(pid, map);
+    }
+
+    fn refuse(&mut self, pid: u32, path: &Path, why: String) {
+        self.maps.remove(&pid);
+        if self.warned.insert(path.to_path_buf(), ()).is_none() {
+            self.warnings
+                .push(format!("ignoring {}: {why}", path.display()));
         }
     }
 
@@ -333,5 +394,57 @@ mod tests {
         maps.refresh(3);
         assert_eq!(maps.resolve(3, 0x1004), Some("jitted"));
         assert!(maps.warnings().is_empty());
+    }
+
+    #[test]
+    fn fifos_are_refused_without_blocking() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut maps = PerfMaps::in_dir(dir.path());
+        // SAFETY: geteuid has no preconditions.
+        maps.set_uid(3, unsafe { libc::geteuid() });
+        let path = std::ffi::CString::new(
+            dir.path()
+                .join("perf-3.map")
+                .into_os_string()
+                .into_encoded_bytes(),
+        )
+        .unwrap();
+        // SAFETY: a valid NUL-terminated path.
+        assert_eq!(unsafe { libc::mkfifo(path.as_ptr(), 0o600) }, 0);
+        maps.refresh(3); // a blocking open would hang here
+        assert!(maps.warnings()[0].contains("not a regular file"));
+    }
+
+    #[test]
+    fn a_huge_sparse_map_is_read_only_up_to_the_cap() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut maps = PerfMaps::in_dir(dir.path());
+        // SAFETY: geteuid has no preconditions.
+        maps.set_uid(4, unsafe { libc::geteuid() });
+        let path = dir.path().join("perf-4.map");
+        let mut f = std::fs::File::create(&path).unwrap();
+        std::io::Write::write_all(&mut f, b"1000 10 first\n").unwrap();
+        f.set_len(2 << 30).unwrap(); // 2 GiB, sparse: costs no disk
+        drop(f);
+        maps.refresh(4);
+        assert_eq!(maps.resolve(4, 0x1000), Some("first"));
+        assert!(
+            maps.warnings()[0].contains("process 4") && maps.warnings()[0].contains("64 MiB"),
+            "{:?}",
+            maps.warnings()
+        );
+    }
+
+    #[test]
+    fn lines_past_the_cap_are_not_parsed() {
+        let text: String = (0..10)
+            .map(|i| format!("{:x} 10 f{i}\n", 0x1000 + i * 0x10))
+            .collect();
+        let (m, more) = PerfMap::parse_bytes(text.as_bytes(), 4);
+        assert_eq!((m.len(), more), (4, true));
+        let (m, more) = PerfMap::parse_bytes(text.as_bytes(), 10);
+        assert_eq!((m.len(), more), (10, false));
+        let (m, _) = PerfMap::parse_bytes(b"1000 10 caf\xff\n", 4);
+        assert_eq!(m.resolve(0x1000), Some("caf\u{fffd}"));
     }
 }

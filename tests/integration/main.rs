@@ -12,6 +12,7 @@ mod continuous;
 mod dwarf;
 mod errors;
 mod events;
+mod hostile;
 mod kernel;
 mod names;
 mod outputs;
