@@ -113,7 +113,8 @@ static __always_inline __s32 cfi_stack(struct bpf_perf_event_data *ctx, __u32 tg
 				       void *overflow_stacks, __u64 *hash)
 {
 	*hash = 0;
-	if (current_is_kthread())
+	/* a sample in user mode is no kernel thread's: skip the task read */
+	if ((ctx->regs.cs & 3) != 3 && current_is_kthread())
 		return -FLAMEBPF_EFAULT;
 	if (!bpf_map_lookup_elem(&process_maps, &tgid)) {
 		count(STAT_CFI_NOT_LOADED);

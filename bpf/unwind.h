@@ -87,6 +87,8 @@ struct walk {
 	__u32 win_len;  /* bytes of the stack in stack_window, from win_base */
 	__u64 win_base;
 	__u64 val;      /* what read_stack() read */
+	__u64 ra;       /* what read_frame() read: the return address */
+	__u64 nbp;      /* and the caller's rbp */
 	__u64 row_pc;
 	struct unwind_row row;
 	struct exec_mapping m;
@@ -199,16 +201,31 @@ __noinline int read_stack(struct walk *w, __u64 addr)
 		return 0;
 	__u64 off = addr - w->win_base;
 	if (addr < w->win_base || off + 8 > w->win_len) {
+		/* from a little below addr, but not below its page, which may not be
+		 * present (nothing here may fault a page in) */
 		__u64 base = addr - 64;
-		if (bpf_probe_read_user(win->bytes, STACK_WINDOW, (void *)base) == 0) {
-			w->win_base = base;
-			w->win_len = STACK_WINDOW;
-			off = 64;
-		} else {
-			/* near the end of the stack's mapping: one read at a time */
-			w->win_len = 0;
-			return bpf_probe_read_user(&w->val, sizeof(w->val), (void *)addr) == 0;
+		if ((base >> 12) != (addr >> 12))
+			base = addr & ~4095ULL;
+		__u64 len = STACK_WINDOW;
+		if (bpf_probe_read_user(win->bytes, STACK_WINDOW, (void *)base) != 0) {
+			/* near the end of the stack's mapping, which ends on a page
+			 * boundary: up to the end of addr's page */
+			len = ((addr | 4095) + 1) - base;
+			/* checked on the register that is passed (the compiler would
+			 * check a copy) */
+			asm volatile("" : "+r"(len));
+			if (len > STACK_WINDOW || len < 8)
+				len = 8;
+			asm volatile("" : "+r"(len));
+			if (len > STACK_WINDOW || len < 8 ||
+			    bpf_probe_read_user(win->bytes, len, (void *)base) != 0) {
+				w->win_len = 0;
+				return bpf_probe_read_user(&w->val, sizeof(w->val), (void *)addr) == 0;
+			}
 		}
+		w->win_base = base;
+		w->win_len = len;
+		off = addr - base;
 	}
 	if (off > STACK_WINDOW - 8)
 		return 0;
@@ -216,17 +233,71 @@ __noinline int read_stack(struct walk *w, __u64 addr)
 	return 1;
 }
 
-static __always_inline bool read_u64(struct walk *w, __u64 *dst, __u64 addr)
+/* Reads a frame's return address (at cfa - 8) and, when bp_off is not 0, the
+ * caller's saved rbp (at cfa + bp_off) into w->ra and w->nbp, refilling the window
+ * once for both. The slow half of read_frame(). */
+__noinline int read_frame_slow(struct walk *w, __u64 cfa, __s64 bp_off)
 {
-	if (!read_stack(w, addr))
-		return false;
-	*dst = w->val;
-	return true;
+	if (!w)
+		return 0;
+	if (bp_off && !read_stack(w, cfa + bp_off))
+		return 0;
+	__u64 nbp = bp_off ? w->val : w->bp;
+	if (!read_stack(w, cfa - 8))
+		return 0;
+	w->ra = w->val;
+	w->nbp = nbp;
+	return 1;
+}
+
+/* read_frame_slow() without a call when the window already holds both: a call
+ * and its return cost more than the reads (every return is a return thunk on
+ * kernels with return-stack mitigations). */
+static __always_inline bool read_frame(struct walk *w, __u64 cfa, __s64 bp_off)
+{
+	__u64 ra_at = cfa - 8, bp_at = bp_off ? cfa + bp_off : ra_at;
+	__u64 lo = ra_at < bp_at ? ra_at : bp_at, hi = ra_at < bp_at ? bp_at : ra_at;
+	if (lo >= w->win_base && hi + 8 <= w->win_base + w->win_len) {
+		__u32 zero = 0;
+		struct stack_window *win = bpf_map_lookup_elem(&stack_window, &zero);
+		__u64 a = ra_at - w->win_base, b = bp_at - w->win_base;
+		if (win && a <= STACK_WINDOW - 8 && b <= STACK_WINDOW - 8) {
+			__builtin_memcpy(&w->ra, win->bytes + a, 8);
+			if (bp_off)
+				__builtin_memcpy(&w->nbp, win->bytes + b, 8);
+			else
+				w->nbp = w->bp;
+			return true;
+		}
+	}
+	return read_frame_slow(w, cfa, bp_off);
+}
+
+/* A signal frame: the interrupted rip, rsp and rbp from the ucontext at rsp
+ * (uc_mcontext.gregs). Rare, so a call of its own. */
+__noinline int read_signal(struct walk *w)
+{
+	if (!w)
+		return 0;
+	__u64 sp = w->sp;
+	if (!read_stack(w, sp + 120))
+		return 0;
+	__u64 bp = w->val;
+	if (!read_stack(w, sp + 160))
+		return 0;
+	__u64 nsp = w->val;
+	if (!read_stack(w, sp + 168))
+		return 0;
+	w->pc = w->val;
+	w->sp = nsp;
+	w->bp = bp;
+	w->exact = 1;
+	return 1;
 }
 
 /* One frame: records the pc, finds the caller's pc, sp and bp. Returns 1 to end
  * the walk, with w->outcome set. */
-static long unwind_step(__u32 i, struct walk *w)
+static __always_inline long step_once(struct walk *w)
 {
 	__u32 zero = 0;
 	struct overflow_stack *st = bpf_map_lookup_elem(&scratch, &zero);
@@ -243,7 +314,8 @@ static long unwind_step(__u32 i, struct walk *w)
 	w->n = n + 1;
 
 	__u64 lookup = w->exact ? w->pc : w->pc - 1;
-	enter_mapping(w, lookup);
+	if (!w->found || lookup < w->m.start || lookup >= w->m.end)
+		enter_mapping(w, lookup);
 	struct unwind_row row = {};
 	if (w->found) {
 		if (w->m.kind == MAPPING_TABLE) {
@@ -256,7 +328,8 @@ static long unwind_step(__u32 i, struct walk *w)
 		}
 	}
 
-	__u64 cfa, ra, bp = w->bp;
+	__u64 cfa;
+	__s64 bp_off = (__s64)row.rbp_q * 8; /* 0: rbp unchanged */
 	switch (row.cfa) {
 	case CFA_END:
 		w->outcome = STAT_CFI_COMPLETE;
@@ -264,20 +337,12 @@ static long unwind_step(__u32 i, struct walk *w)
 	case CFA_UNSUPPORTED:
 		w->outcome = STAT_CFI_UNSUPPORTED;
 		return 1;
-	case CFA_SIGNAL: {
-		/* the ucontext at rsp: uc_mcontext.gregs rbp, rsp, rip */
-		__u64 sp;
-		if (!read_u64(w, &bp, w->sp + 120) || !read_u64(w, &sp, w->sp + 160) ||
-		    !read_u64(w, &ra, w->sp + 168)) {
+	case CFA_SIGNAL:
+		if (!read_signal(w)) {
 			w->outcome = STAT_CFI_STOPPED;
 			return 1;
 		}
-		w->pc = ra;
-		w->sp = sp;
-		w->bp = bp;
-		w->exact = 1;
 		return 0;
-	}
 	case CFA_RSP:
 		cfa = w->sp + (__u64)row.cfa_q * 8;
 		break;
@@ -288,40 +353,40 @@ static long unwind_step(__u32 i, struct walk *w)
 		cfa = w->sp + 8 + ((w->pc & 15) >= row.cfa_q ? 8 : 0);
 		break;
 	default:
-		/* frame pointers: rbp points at the saved rbp, the return address above */
+		/* frame pointers: rbp points at the saved rbp, the return address
+		 * above it: CFA = rbp + 16, rbp saved at CFA - 16 */
 		if (w->bp == 0) {
 			w->outcome = STAT_CFI_COMPLETE;
 			return 1;
 		}
-		if (w->bp < w->sp || !read_u64(w, &bp, w->bp)) {
-			w->outcome = STAT_CFI_STOPPED;
-			return 1;
-		}
 		cfa = w->bp + 16;
+		bp_off = -16;
 		break;
 	}
-	if (!read_u64(w, &ra, cfa - 8)) {
-		w->outcome = STAT_CFI_STOPPED;
-		return 1;
-	}
-	if (row.rbp_q != 0 && !read_u64(w, &bp, cfa + (__s64)row.rbp_q * 8)) {
-		w->outcome = STAT_CFI_STOPPED;
-		return 1;
-	}
 	/* the stack grows down: a caller's frame lies above its callee's */
-	if (cfa <= w->sp) {
+	if (cfa <= w->sp || !read_frame(w, cfa, bp_off)) {
 		w->outcome = STAT_CFI_STOPPED;
 		return 1;
 	}
-	if (ra == 0) {
+	if (w->ra == 0) {
 		w->outcome = STAT_CFI_COMPLETE;
 		return 1;
 	}
-	w->pc = ra;
+	w->pc = w->ra;
 	w->sp = cfa;
-	w->bp = bp;
+	w->bp = w->nbp;
 	w->exact = 0;
 	return 0;
+}
+
+/* bpf_loop's callback: two frames per call, since each call and return costs
+ * about as much as a frame's own work (returns go through a thunk on kernels
+ * with return-stack mitigations); four a call measured no better. */
+static long unwind_step(__u32 i, struct walk *w)
+{
+	if (step_once(w))
+		return 1;
+	return step_once(w);
 }
 
 /* Unwinds the current task's user stack from (ip, sp, bp) into the scratch
@@ -334,7 +399,7 @@ static __always_inline __u32 unwind_user(__u32 tgid, __u64 ip, __u64 sp, __u64 b
 	w.sp = sp;
 	w.bp = bp;
 	w.exact = 1;
-	bpf_loop(FLAMEBPF_MAX_DEPTH + 1, unwind_step, &w, 0);
+	bpf_loop(FLAMEBPF_MAX_DEPTH / 2 + 1, unwind_step, &w, 0);
 	__u8 outcome = w.outcome ? w.outcome : STAT_CFI_TRUNCATED;
 	if (w.fell_back && outcome != STAT_CFI_UNSUPPORTED)
 		outcome = STAT_CFI_NOT_LOADED;
