@@ -81,11 +81,42 @@ pub fn page_index(rows: &[UnwindRow], span: u64) -> Vec<index_entry> {
         .collect()
 }
 
-/// `file offset + delta = address relative to the table's base` for the object's
-/// code; `None` when the object has no executable segment.
-fn delta(table: &UnwindTable) -> Option<i64> {
-    let seg = table.segments().iter().find(|s| s.executable)?;
-    Some(seg.vaddr as i64 - seg.file_offset as i64 - table.base() as i64)
+/// The executable segments an object's code can be mapped from, each with its
+/// `file offset + delta = address relative to the table's base`. Objects have
+/// one or two (BOLT-optimized ones such as librustc_driver and libLLVM add a
+/// second with another vaddr-to-offset difference); a mapping takes the delta of
+/// the segment it maps.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct Segments {
+    /// (first file offset, end file offset, delta); unused ones are empty.
+    list: [(u64, u64, i64); 4],
+}
+
+impl Segments {
+    fn of(table: &UnwindTable) -> Segments {
+        let mut s = Segments::default();
+        let exec = table.segments().iter().filter(|g| g.executable);
+        for (slot, g) in s.list.iter_mut().zip(exec) {
+            *slot = (
+                g.file_offset,
+                g.file_offset.saturating_add(g.file_size),
+                g.vaddr as i64 - g.file_offset as i64 - table.base() as i64,
+            );
+        }
+        s
+    }
+
+    /// The delta for a mapping of `len` bytes from file offset `pgoff`: of the
+    /// executable segment it overlaps (a mapping starts at the page boundary at or
+    /// below its segment's first byte).
+    fn delta(&self, pgoff: u64, len: u64) -> i64 {
+        let end = pgoff.saturating_add(len);
+        self.list
+            .iter()
+            .find(|&&(a, b, _)| b > a && a < end && pgoff < b)
+            .or_else(|| self.list.first())
+            .map_or(0, |&(_, _, d)| d)
+    }
 }
 
 /// The span of addresses the table must cover: to the end of its last executable
@@ -202,8 +233,8 @@ struct Loaded {
     /// Rows of the table (the range holds at least one).
     len: u32,
     index: (u32, u32),
-    /// File offset + delta = address relative to the table's base.
-    delta: i64,
+    /// Which delta a mapping takes.
+    segments: Segments,
 }
 
 /// What the unwinder can do with an object's code.
@@ -510,7 +541,7 @@ impl Tables {
             rows: (rows_at, nrows.max(1)),
             len: nrows,
             index: (index_at, nindex),
-            delta: delta(table).unwrap_or(0),
+            segments: Segments::of(table),
         })
     }
 
@@ -599,9 +630,10 @@ fn mapping_entry(start: u64, end: u64, pgoff: u64, state: State) -> exec_mapping
         State::Table(l) => {
             e.kind = flamebpf_mapping::MAPPING_TABLE.0;
             // pc - start + pgoff is the file offset; + delta, relative to the base
+            let delta = l.segments.delta(pgoff, end.saturating_sub(start));
             e.rel = (pgoff as i64)
                 .wrapping_sub(start as i64)
-                .wrapping_add(l.delta);
+                .wrapping_add(delta);
             e.rows_start = l.rows.0;
             e.rows_len = l.len;
             e.index_start = l.index.0;
@@ -688,15 +720,23 @@ mod tests {
 
     #[test]
     fn mapping_entries_turn_pcs_into_table_offsets() {
+        // two executable segments, as BOLT leaves them: file 0x1000.. at vaddr
+        // 0x2000.. and file 0x5000.. at vaddr 0x5000..; the table's base is 0x2000
+        let mut segments = Segments::default();
+        segments.list[0] = (0x1000, 0x3000, 0x2000 - 0x1000 - 0x2000);
+        segments.list[1] = (0x5000, 0x9000, -0x2000);
         let l = Loaded {
             rows: (100, 10),
             len: 10,
             index: (7, 3),
-            delta: -0x1000,
+            segments,
         };
-        // code at file offset 0x1000 (vaddr 0x1000 - 0x1000 + base) mapped at 0x7f0000001000
+        // the first mapped at 0x7f0000001000: pc 0x...1234 is vaddr 0x2234
         let e = mapping_entry(0x7f00_0000_1000, 0x7f00_0000_3000, 0x1000, State::Table(l));
         assert_eq!(0x7f00_0000_1234i64.wrapping_add(e.rel), 0x234);
+        // the second mapped at 0x7f0000005000: pc 0x...5010 is vaddr 0x5010
+        let e = mapping_entry(0x7f00_0000_5000, 0x7f00_0000_9000, 0x5000, State::Table(l));
+        assert_eq!(0x7f00_0000_5010i64.wrapping_add(e.rel), 0x5010 - 0x2000);
         assert_eq!(
             (e.rows_start, e.rows_len, e.index_start, e.index_len),
             (100, 10, 7, 3)
