@@ -37,6 +37,9 @@ pub struct Session {
 /// `-a`), so a short capture of them is unwound whole from its first sample;
 /// tables that take longer arrive while sampling runs.
 const TABLES_AT_START: Duration = Duration::from_secs(2);
+/// How long a command waits for the tables of its program and the C library: no
+/// longer than a user would notice; it runs meanwhile with frame pointers.
+const TABLES_BEFORE_COMMAND: Duration = Duration::from_millis(250);
 
 /// Installs the SIGINT/SIGTERM handlers; the flag turns true on either.
 pub fn stop_flag() -> Result<Arc<AtomicBool>> {
@@ -124,7 +127,11 @@ impl Session {
         {
             t.prepare_for_command(&prewarm_paths(program));
         }
-        session.refresh_tables(Some(TABLES_AT_START))?;
+        let wait = match setup.target {
+            Target::Command { .. } => TABLES_BEFORE_COMMAND,
+            _ => TABLES_AT_START,
+        };
+        session.refresh_tables(Some(wait))?;
         Ok(session)
     }
 

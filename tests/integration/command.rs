@@ -92,6 +92,19 @@ fn sigterm_ends_the_capture_writes_the_outputs_and_ends_the_command() {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
+    // The command runs once sampling is on (loading the BPF programs takes a
+    // while): from then on, 1.5 s of it.
+    let running = || {
+        std::process::Command::new("pgrep")
+            .arg("-f")
+            .arg(split.to_str().unwrap())
+            .output()
+            .is_ok_and(|o| !o.stdout.is_empty())
+    };
+    let waited = Instant::now();
+    while !running() && waited.elapsed() < Duration::from_secs(20) {
+        std::thread::sleep(Duration::from_millis(20));
+    }
     std::thread::sleep(Duration::from_millis(1500));
     // SAFETY: signalling our own child.
     unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };

@@ -57,7 +57,8 @@ fn pprof_names(path: &Path) -> BTreeSet<String> {
         .filter_map(|l| {
             let l = match l.split_once(" M=") {
                 Some((_, rest)) => rest.split_once(' ')?.1,
-                None => l.trim_start(),
+                // a location in no mapping (an address nothing maps): "N: 0xADDR name"
+                None => l.trim_start().splitn(3, ' ').nth(2)?,
             };
             let (shown, stored) = l.rsplit_once(" s=")?;
             if let Some(stored) = stored.split_once('(').map(|(_, s)| s) {
