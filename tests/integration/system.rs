@@ -66,7 +66,8 @@ fn pid_target_runs_until_ctrl_c_and_still_writes_everything() {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    std::thread::sleep(Duration::from_millis(1500));
+    // loading the BPF programs takes about a second before sampling starts
+    std::thread::sleep(Duration::from_millis(3000));
     // SAFETY: signalling our own child, as Ctrl-C would.
     unsafe { libc::kill(rec.id() as i32, libc::SIGINT) };
     let out = rec.wait_with_output().unwrap();
@@ -85,7 +86,8 @@ fn pid_target_capture_ends_when_the_processes_exit() {
     require_bpf!();
     let split = workload("split");
     let lock = capture_lock();
-    let target = Reaped(Command::new(&split).arg("1").spawn().unwrap());
+    // long enough to outlast flamebpf's start (about a second of loading)
+    let target = Reaped(Command::new(&split).arg("4").spawn().unwrap());
     let t = std::time::Instant::now();
     let pid = target.0.id().to_string();
     let f = record_holding(&lock, &["-F", "999", "-d", "60", "-p", &pid], &[]).folded;
