@@ -190,10 +190,11 @@ pub struct SamplingArgs {
     #[arg(long, value_name = "MODE", default_value = "cfi", value_parser = parse_call_graph, verbatim_doc_comment)]
     pub call_graph: CallGraph,
 
-    /// CFI mode: rows of unwind table the kernel holds (8 bytes each), for every
-    /// object in use together; an object that finds no room is walked with frame
-    /// pointers and counted in the summary.
-    #[arg(long, value_name = "ROWS", default_value_t = 4 << 20, value_parser = clap::value_parser!(u32).range(1024..=(1 << 28)))]
+    /// CFI mode: rows of unwind table the kernel holds for every object in use
+    /// together, 8 bytes each, allocated up front (the default, 4194304, is 32 MiB;
+    /// at most 33554432: 256 MiB). An object that finds no room is walked with frame
+    /// pointers and counted (`-v`).
+    #[arg(long, value_name = "ROWS", default_value_t = 4 << 20, value_parser = clap::value_parser!(u32).range(1024..=(32 << 20)))]
     pub unwind_rows: u32,
 
     /// DWARF mode: the ring buffer that carries samples to userspace (rounded up to
@@ -495,6 +496,15 @@ mod tests {
         assert!(parse(&["-p", "x"]).is_err());
         assert!(parse(&["-p", "1", "-a"]).is_err());
         assert!(parse(&["--stack-map-size", "0"]).is_err());
+        assert!(parse(&["-a", "--unwind-rows", "40000000"]).is_err());
+        assert!(parse(&["-a", "--unwind-rows", "100"]).is_err());
+        assert_eq!(
+            parse(&["-a", "--unwind-rows", "1048576"])
+                .unwrap()
+                .sampling
+                .unwind_rows,
+            1 << 20
+        );
         assert_eq!(parse(&["-d", "1.5"]).unwrap().duration, Some(1.5));
         assert!(parse(&["-a", "--format", "png"]).is_err());
         assert_eq!(

@@ -133,7 +133,7 @@ fn process_start(pid: u32) -> Option<i64> {
 pub struct PerfMaps {
     maps: HashMap<u32, PerfMap>,
     /// (mtime, size) of the file last read, so unchanged maps are not read again.
-    seen: HashMap<u32, (i64, u64)>,
+    seen: HashMap<u32, (i64, u64, u32)>,
     /// Process uids, learned while the processes were alive.
     uids: HashMap<u32, u32>,
     /// Process start times (seconds since the epoch), learned with the uids.
@@ -203,9 +203,11 @@ impl PerfMaps {
             }
             Err(_) => return,
         };
+        // a change of owner (chown keeps the mtime) must be checked again too
         let stamp = (
             meta.mtime_nsec() + meta.mtime() * 1_000_000_000,
             meta.size(),
+            meta.uid(),
         );
         if self.seen.get(&pid) == Some(&stamp) {
             return;
