@@ -77,7 +77,9 @@ static __always_inline void copy_user_stack(struct dwarf_sample *rec, __u32 room
 		else
 			hi = mid - 1;
 	}
-	if (rec->stack_len != head + lo * 4096 && !copy_len(rec, head + lo * 4096, room))
+	/* a failed read zeroes the buffer, so the length found is read last */
+	rec->stack_len = 0;
+	if (!copy_len(rec, head + lo * 4096, room))
 		count(STAT_STACK_COPY_FAILED);
 }
 
