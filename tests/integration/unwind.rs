@@ -58,13 +58,17 @@ fn distance(a: &HashMap<String, f64>, b: &HashMap<String, f64>) -> f64 {
     (d + (rare_a - rare_b).abs()) / 2.0
 }
 
-/// Records `command` (run through `sh -c`) in the default mode and checks that at
-/// least 95% of the samples of `comm` reach the outermost frame, and that the
-/// leaves agree with `perf record --call-graph dwarf` of the same command.
-fn whole_and_like_perf(comm: &str, command: &str) {
-    let c = record(&["-F", "999", "--no-inline"], &["sh", "-c", command]);
-    let f = &c.folded;
-    let mine = Folded(f.0.iter().filter(|(s, _)| s[0] == comm).cloned().collect());
+/// `comm`'s samples of a capture, checked to reach the outermost frame in at
+/// least 95% of them.
+fn assert_whole(c: &crate::common::Capture, comm: &str) -> Folded {
+    let mine = Folded(
+        c.folded
+            .0
+            .iter()
+            .filter(|(s, _)| s[0] == comm)
+            .cloned()
+            .collect(),
+    );
     let whole = mine.count(reaches_outermost);
     let share = whole as f64 / mine.total().max(1) as f64;
     eprintln!("{comm}: {share:.3} of the samples reach the outermost frame");
@@ -74,6 +78,25 @@ fn whole_and_like_perf(comm: &str, command: &str) {
         "{comm}: only {share:.3} reach the outermost frame; {}",
         c.stderr()
     );
+    mine
+}
+
+/// A shell command that runs Debian's sqlite3 on `sql`, written into `dir`.
+fn sqlite3_command(dir: &Path, sql: &str) -> String {
+    let path = dir.join("q.sql");
+    std::fs::write(&path, sql).unwrap();
+    format!(
+        "exec /usr/bin/sqlite3 :memory: < {} > /dev/null",
+        path.display()
+    )
+}
+
+/// Records `command` (run through `sh -c`) in the default mode and checks that at
+/// least 95% of the samples of `comm` reach the outermost frame, and that the
+/// leaves agree with `perf record --call-graph dwarf` of the same command.
+fn whole_and_like_perf(comm: &str, command: &str) {
+    let c = record(&["-F", "999", "--no-inline"], &["sh", "-c", command]);
+    let mine = assert_whole(&c, comm);
 
     let _lock = capture_lock();
     let dir = tempfile::tempdir().unwrap();
@@ -165,23 +188,15 @@ fn debian_sqlite3_query_is_whole_and_agrees_with_perf() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let sql = dir.path().join("q.sql");
-    std::fs::write(
-        &sql,
+    let command = sqlite3_command(
+        dir.path(),
         "CREATE TABLE t(a, b);\n\
          WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 600000)\n\
          INSERT INTO t SELECT x, hex(random()) FROM c;\n\
          SELECT count(*) FROM t a JOIN t b ON a.a = b.a WHERE a.b < b.b || 'x';\n\
          SELECT sum(length(b)) FROM t GROUP BY a % 1000 ORDER BY 1 LIMIT 1;\n",
-    )
-    .unwrap();
-    whole_and_like_perf(
-        "sqlite3",
-        &format!(
-            "exec /usr/bin/sqlite3 :memory: < {} > /dev/null",
-            sql.display()
-        ),
     );
+    whole_and_like_perf("sqlite3", &command);
 }
 
 #[test]
@@ -338,39 +353,14 @@ fn dwarf_mode_copies_a_stack_up_to_the_end_of_its_mapping() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let sql = dir.path().join("q.sql");
-    std::fs::write(
-        &sql,
+    let command = sqlite3_command(
+        dir.path(),
         "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 2000000)\n\
          SELECT count(*), sum(x % 7), max(length(hex(x))) FROM c;\n",
-    )
-    .unwrap();
+    );
     let c = record(
         &["-F", "999", "--call-graph", "dwarf"],
-        &[
-            "sh",
-            "-c",
-            &format!(
-                "exec /usr/bin/sqlite3 :memory: < {} > /dev/null",
-                sql.display()
-            ),
-        ],
+        &["sh", "-c", &command],
     );
-    let mine = Folded(
-        c.folded
-            .0
-            .iter()
-            .filter(|(s, _)| s[0] == "sqlite3")
-            .cloned()
-            .collect(),
-    );
-    let whole = mine.count(reaches_outermost);
-    eprintln!("sqlite3 in dwarf mode: {whole} of {} whole", mine.total());
-    assert!(mine.total() > 0);
-    assert!(
-        whole as f64 >= 0.95 * mine.total() as f64,
-        "{whole} of {} whole; {}",
-        mine.total(),
-        c.stderr()
-    );
+    assert_whole(&c, "sqlite3");
 }
