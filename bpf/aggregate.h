@@ -122,7 +122,9 @@ static __always_inline __s32 cfi_stack(struct bpf_perf_event_data *ctx, __u32 tg
 	}
 	struct user_regs r;
 	current_user_regs(ctx, &r);
-	__u32 n = unwind_user(tgid, r.ip, r.sp, r.bp);
+	__u8 outcome;
+	__u32 n = unwind_user(tgid, r.ip, r.sp, r.bp, &outcome);
+	count(outcome);
 	__u32 zero = 0;
 	struct overflow_stack *st = bpf_map_lookup_elem(&scratch, &zero);
 	if (!st || n == 0) {

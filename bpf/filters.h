@@ -47,13 +47,10 @@ static __always_inline bool comm_matches(const char *comm)
 	return true;
 }
 
-/* Whether a sample of this thread belongs to the capture; fills in its comm. */
-static __always_inline bool wanted(__u32 tgid, __u32 tid, char *comm)
+/* Whether the current thread (of process tgid) is the capture's, leaving the idle
+ * task aside; fills in its comm. */
+static __always_inline bool belongs(__u32 tgid, char *comm)
 {
-	if (tid == 0 && !include_idle) {
-		count(STAT_IDLE_SKIPPED);
-		return false;
-	}
 	if (filter_pids && !bpf_map_lookup_elem(&targets, &tgid))
 		return false;
 	if (exclude_tgid && tgid == exclude_tgid)
@@ -64,6 +61,16 @@ static __always_inline bool wanted(__u32 tgid, __u32 tid, char *comm)
 	if (filter_comm && !comm_matches(comm))
 		return false;
 	return true;
+}
+
+/* Whether a sample of this thread belongs to the capture; fills in its comm. */
+static __always_inline bool wanted(__u32 tgid, __u32 tid, char *comm)
+{
+	if (tid == 0 && !include_idle) {
+		count(STAT_IDLE_SKIPPED);
+		return false;
+	}
+	return belongs(tgid, comm);
 }
 
 #endif

@@ -7,12 +7,41 @@
 #ifndef FLAMEBPF_KERNEL_H
 #define FLAMEBPF_KERNEL_H
 
+#define PF_EXITING 0x00000004
 #define PF_KTHREAD 0x00200000
+#define TASK_RUNNING 0
 
 struct task_struct {
+	unsigned int __state; /* 0: runnable */
 	unsigned int flags;
+	int on_cpu;
 	int pid;
 	int tgid;
+	char comm[16];
+} __attribute__((preserve_access_index));
+
+/* Before Linux 5.14 the state was a long named `state`. */
+struct task_struct___pre514 {
+	long state;
+} __attribute__((preserve_access_index));
+
+static __always_inline long task_state(struct task_struct *t)
+{
+	if (bpf_core_field_exists(t->__state))
+		return BPF_CORE_READ(t, __state);
+	return BPF_CORE_READ((struct task_struct___pre514 *)t, state);
+}
+
+/* What a task iterator program is handed: one task at a time, then NULL. */
+struct bpf_iter_meta {
+	void *seq;
+	__u64 session_id;
+	__u64 seq_num;
+} __attribute__((preserve_access_index));
+
+struct bpf_iter__task {
+	struct bpf_iter_meta *meta;
+	struct task_struct *task;
 } __attribute__((preserve_access_index));
 
 /* The kernel's pt_regs (the UAPI one, which bpf_perf_event.h brings, names its
@@ -61,6 +90,15 @@ struct user_regs {
 	__u64 bp;
 };
 
+/* The user state the current task saved when it entered the kernel. */
+static __always_inline void entry_user_regs(struct user_regs *r)
+{
+	struct pt_regs___k *regs = (void *)bpf_task_pt_regs(bpf_get_current_task_btf());
+	r->ip = BPF_CORE_READ(regs, ip);
+	r->sp = BPF_CORE_READ(regs, sp);
+	r->bp = BPF_CORE_READ(regs, bp);
+}
+
 static __always_inline void current_user_regs(struct bpf_perf_event_data *ctx, struct user_regs *r)
 {
 	if ((ctx->regs.cs & 3) == 3) {
@@ -68,10 +106,7 @@ static __always_inline void current_user_regs(struct bpf_perf_event_data *ctx, s
 		r->sp = ctx->regs.rsp;
 		r->bp = ctx->regs.rbp;
 	} else {
-		struct pt_regs___k *regs = (void *)bpf_task_pt_regs(bpf_get_current_task_btf());
-		r->ip = BPF_CORE_READ(regs, ip);
-		r->sp = BPF_CORE_READ(regs, sp);
-		r->bp = BPF_CORE_READ(regs, bp);
+		entry_user_regs(r);
 	}
 }
 

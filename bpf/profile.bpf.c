@@ -9,6 +9,7 @@
  *   unwind.h     --call-graph cfi: user stacks unwound with CFI tables
  *   aggregate.h  the in-kernel aggregate: two map sets of stacks and counts
  *   dwarf_copy.h --call-graph dwarf: stack copies sent through a ring buffer
+ *   offcpu.h     --off-cpu: the time threads wait, added to the aggregate
  * Shared with Rust: profile.h (structs and constants, through the skeleton).
  */
 #include <stdbool.h>
@@ -26,11 +27,13 @@
 #include "unwind.h"
 #include "aggregate.h"
 #include "dwarf_copy.h"
+#include "offcpu.h"
 
 /* Names the shared constants in BTF, so the skeleton generates them for Rust. */
 enum flamebpf_limits *flamebpf_limits_type = 0;
 enum flamebpf_cfa *flamebpf_cfa_type = 0;
 enum flamebpf_mapping *flamebpf_mapping_type = 0;
+enum flamebpf_sample_kind *flamebpf_sample_kind_type = 0;
 
 /* The sampler: one perf event per CPU; each overflow adds the sample of the task
  * on that CPU to the in-kernel aggregate. */
@@ -109,6 +112,47 @@ int BPF_PROG(on_exec, struct task_struct *task)
 {
 	__u32 tgid = task->tgid;
 	bpf_map_delete_elem(&process_maps, &tgid);
+	return 0;
+}
+
+/* --off-cpu: each context switch ends the wait of the thread coming in and
+ * begins the wait of the one going out (still the current task here). A thread
+ * that leaves runnable (preempted, or yielding) waits for a CPU from the start. */
+SEC("tp_btf/sched_switch")
+int BPF_PROG(on_switch, bool preempt, struct task_struct *prev, struct task_struct *next)
+{
+	__u64 now = bpf_ktime_get_ns();
+	begin_wait(ctx, prev, preempt || task_state(prev) == TASK_RUNNING, now);
+	end_wait(next, now);
+	return 0;
+}
+
+/* --off-cpu: a blocked thread turned runnable; it now waits for a CPU. */
+SEC("tp_btf/sched_wakeup")
+int BPF_PROG(on_wakeup, struct task_struct *p)
+{
+	mark_woken(p);
+	return 0;
+}
+
+/* --off-cpu: run by userspace before it reads a map set: counts the waits still
+ * going up to now. */
+SEC("iter/task")
+int flush_waits(struct bpf_iter__task *ctx)
+{
+	struct task_struct *task = ctx->task;
+	if (task)
+		flush_wait(task);
+	return 0;
+}
+
+/* --off-cpu: run by userspace when sampling starts: begins the waits going then. */
+SEC("iter/task")
+int seed_waits(struct bpf_iter__task *ctx)
+{
+	struct task_struct *task = ctx->task;
+	if (task)
+		seed_wait(task);
 	return 0;
 }
 

@@ -86,6 +86,13 @@ struct process_mappings {
 	struct exec_mapping m[FLAMEBPF_MAX_MAPPINGS];
 };
 
+/* What an entry of the counts map measures. */
+enum flamebpf_sample_kind {
+	SAMPLE_ON_CPU = 0,   /* samples of the perf event: where the thread ran */
+	SAMPLE_OFF_CPU = 1,  /* --off-cpu: nanoseconds blocked (sleep, I/O, lock) */
+	SAMPLE_RUNQUEUE = 2, /* --off-cpu: nanoseconds runnable, waiting for a CPU */
+};
+
 /* A sample's identity in the counts map: who ran, and where. */
 struct sample_key {
 	__u32 pid; /* thread group id: the process */
@@ -98,12 +105,14 @@ struct sample_key {
 	 * to `overflow_stacks` under this hash instead; 0 when it did not. */
 	__u64 kernel_stack_hash;
 	__u64 user_stack_hash;
+	__u32 kind; /* enum flamebpf_sample_kind */
+	__u32 pad;
 };
 
 struct sample_value {
-	__u64 samples;
+	__u64 samples; /* off-CPU: waits */
 	/* Sum of the perf event's sample period: nanoseconds for cpu-clock,
-	 * events for counting events. */
+	 * events for counting events; off-CPU: nanoseconds waited. */
 	__u64 weight;
 };
 
@@ -156,6 +165,16 @@ enum flamebpf_stat {
 	STAT_CFI_UNSUPPORTED, /* stopped at a rule the unwinder does not evaluate */
 	STAT_CFI_STOPPED,     /* stopped early: unreadable memory, a frame pointer
 			       * chain that led nowhere, an address no mapping covers */
+	/* --off-cpu: each wait of a target thread (from leaving the CPU to running
+	 * again) ends in exactly one of COUNTED, SHORT, LOST, COUNTS_FULL, or is
+	 * still going (a continuous window's end counts its time so far). */
+	STAT_OFFCPU_WAITS,       /* waits begun (or found going at the start) */
+	STAT_OFFCPU_COUNTED,     /* added to the aggregate */
+	STAT_OFFCPU_SHORT,       /* shorter than --off-cpu-min: left out */
+	STAT_OFFCPU_LOST,        /* no room to remember the wait, or its end missed */
+	STAT_OFFCPU_COUNTS_FULL, /* counts map full: the wait's time lost */
+	STAT_OFFCPU_STACK_LOST,  /* a wait's stack not kept (overflow map full);
+				  * the wait is counted under [lost stack] */
 	STAT_MAX,
 };
 

@@ -390,8 +390,9 @@ static long unwind_step(__u32 i, struct walk *w)
 }
 
 /* Unwinds the current task's user stack from (ip, sp, bp) into the scratch
- * stack; returns the number of frames, and counts how the walk ended. */
-static __always_inline __u32 unwind_user(__u32 tgid, __u64 ip, __u64 sp, __u64 bp)
+ * stack; returns the number of frames, with how the walk ended (a STAT_CFI_*
+ * class) in *outcome. */
+static __always_inline __u32 unwind_user(__u32 tgid, __u64 ip, __u64 sp, __u64 bp, __u8 *outcome)
 {
 	struct walk w = {};
 	w.tgid = tgid;
@@ -400,10 +401,10 @@ static __always_inline __u32 unwind_user(__u32 tgid, __u64 ip, __u64 sp, __u64 b
 	w.bp = bp;
 	w.exact = 1;
 	bpf_loop(FLAMEBPF_MAX_DEPTH / 2 + 1, unwind_step, &w, 0);
-	__u8 outcome = w.outcome ? w.outcome : STAT_CFI_TRUNCATED;
-	if (w.fell_back && outcome != STAT_CFI_UNSUPPORTED)
-		outcome = STAT_CFI_NOT_LOADED;
-	count(outcome);
+	__u8 o = w.outcome ? w.outcome : STAT_CFI_TRUNCATED;
+	if (w.fell_back && o != STAT_CFI_UNSUPPORTED)
+		o = STAT_CFI_NOT_LOADED;
+	*outcome = o;
 	return w.n;
 }
 

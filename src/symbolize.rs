@@ -12,6 +12,7 @@ use symbolizer::objects::ObjectKind;
 use symbolizer::symbolize::{Frames, Options, Symbol};
 use symbolizer::{ObjectId, Resolved, Symbolizer, Tracker};
 
+use crate::capture::maps::Kind;
 use crate::capture::raw::{RawKey, RawProfile, RawStack};
 
 /// Counters of what could not be named, for the summary.
@@ -290,6 +291,8 @@ fn assemble_stacks<'a>(
     let unknown_user = profile.intern(Frame::named("[unknown]", FrameKind::User));
     let lost_user = profile.frame_location(Frame::named("[lost stack]", FrameKind::User));
     let lost_kernel = profile.frame_location(Frame::named("[lost stack]", FrameKind::Kernel));
+    let off_cpu = profile.frame_location(Frame::named(flamegraphs::OFF_CPU, FrameKind::OffCpu));
+    let runqueue = profile.frame_location(Frame::named(flamegraphs::RUNQUEUE, FrameKind::OffCpu));
     let mut stacks = HashMap::with_capacity(instances.len());
     for &(c, when) in instances {
         let mut stack = Vec::new();
@@ -328,6 +331,11 @@ fn assemble_stacks<'a>(
             }
             RawStack::Lost => stack.push(lost_kernel),
             RawStack::Absent => {}
+        }
+        match c.kind {
+            Kind::OnCpu => {}
+            Kind::OffCpu => stack.push(off_cpu),
+            Kind::Runqueue => stack.push(runqueue),
         }
         stacks.insert((c, when), stack);
     }

@@ -45,7 +45,7 @@ pub fn frame_label(frame: &Frame, lines: bool) -> String {
         FrameKind::Kernel => name.push_str("_[k]"),
         FrameKind::Inline => name.push_str("_[i]"),
         FrameKind::Jit => name.push_str("_[j]"),
-        FrameKind::User => {}
+        FrameKind::User | FrameKind::OffCpu => {}
     }
     name
 }
@@ -100,9 +100,12 @@ pub fn write<W: Write>(profile: &Profile, with_lines: bool, out: W) -> Result<()
 }
 
 /// A frame as a folded file names it: `_[k]` marks the kernel, `_[i]` inlined code,
-/// `_[j]` JIT code (which is user code here).
+/// `_[j]` JIT code (which is user code here); `[off-cpu]` and `[runqueue]` end
+/// stacks of off-CPU time.
 fn parse_frame(name: &str) -> Frame {
-    if let Some(n) = name.strip_suffix("_[k]") {
+    if name == crate::OFF_CPU || name == crate::RUNQUEUE {
+        Frame::named(name, FrameKind::OffCpu)
+    } else if let Some(n) = name.strip_suffix("_[k]") {
         Frame::named(n, FrameKind::Kernel)
     } else if let Some(n) = name.strip_suffix("_[i]") {
         Frame::named(n, FrameKind::Inline)

@@ -16,6 +16,7 @@ pub mod svg;
 pub use error::Error;
 pub use profile::{
     Frame, FrameId, FrameKind, Location, LocationId, Mapping, MappingId, Meta, Profile, Sample,
+    OFF_CPU, RUNQUEUE,
 };
 
 /// The output formats this crate writes.

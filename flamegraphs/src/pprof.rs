@@ -219,6 +219,10 @@ fn types(profile: &Profile, st: &mut Strings) -> (Vec<ValueType>, ValueType, i64
                 .or(m.period)
                 .unwrap_or(0) as i64;
             let cpu = vt(st, "cpu", "nanoseconds");
+            if m.off_cpu {
+                let off = vt(st, "off_cpu", "nanoseconds");
+                return (vec![samples, cpu.clone(), off], cpu, period);
+            }
             (vec![samples, cpu.clone()], cpu, period)
         }
         "samples" => (vec![samples.clone()], samples, 1),
@@ -234,11 +238,11 @@ fn types(profile: &Profile, st: &mut Strings) -> (Vec<ValueType>, ValueType, i64
 pub fn to_proto(profile: &Profile) -> PProfile {
     let mut st = Strings::new();
     let (sample_type, period_type, period) = types(profile, &mut st);
-    let two_values = sample_type.len() == 2;
+    let columns = sample_type.len();
     let (mapping, mapping_id) = mappings(profile, &mut st);
     let (function, frame_function) = functions(profile, &mut st);
     let location = locations(profile, &mapping_id, &frame_function);
-    let sample = samples(profile, two_values, &mut st);
+    let sample = samples(profile, columns, &mut st);
     let m = &profile.meta;
     let comment = vec![st.get(&format!(
         "flamebpf {}: {}",
@@ -353,7 +357,9 @@ fn locations(profile: &Profile, mapping_id: &[u64], frame_function: &[u64]) -> V
 }
 
 /// The samples with their values and pid/tid/comm labels, leaf location first.
-fn samples(profile: &Profile, two_values: bool, st: &mut Strings) -> Vec<PSample> {
+/// With three columns, an off-CPU sample's time goes in the third (`off_cpu`) and
+/// its count of waits nowhere: `samples` counts the perf event's samples.
+fn samples(profile: &Profile, columns: usize, st: &mut Strings) -> Vec<PSample> {
     let (k_pid, k_tid, k_comm) = (st.get("pid"), st.get("tid"), st.get("comm"));
     let num = |key, n: u32| Label {
         key,
@@ -367,10 +373,11 @@ fn samples(profile: &Profile, two_values: bool, st: &mut Strings) -> Vec<PSample
         .map(|s| {
             // pprof values are signed: past i64::MAX they saturate, not turn negative.
             let v = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
-            let value = if two_values {
-                vec![v(s.count), v(s.weight)]
-            } else {
-                vec![v(s.weight)]
+            let value = match columns {
+                3 if profile.is_off_cpu(s) => vec![0, 0, v(s.weight)],
+                3 => vec![v(s.count), v(s.weight), 0],
+                2 => vec![v(s.count), v(s.weight)],
+                _ => vec![v(s.weight)],
             };
             let comm = Label {
                 key: k_comm,
@@ -444,9 +451,12 @@ pub fn from_proto(p: &PProfile) -> Result<Profile, Error> {
         .iter()
         .map(|t| Ok((s(t.r#type)?, s(t.unit)?)))
         .collect::<Result<_, Error>>()?;
-    // (samples, weight) columns: flamebpf writes [samples, event] or [samples].
+    // (samples, weight) columns: flamebpf writes [samples, event] or [samples],
+    // or [samples, cpu, off_cpu] with --off-cpu (a sample weighs in one of the two).
+    let off_cpu = matches!(types.as_slice(), [("samples", _), ("cpu", _), ("off_cpu", _)]);
     let (count_col, weight_col) = match types.as_slice() {
         [("samples", _), _] => (Some(0), 1),
+        _ if off_cpu => (Some(0), 1),
         [_] => (None, 0),
         _ => return Err(bad("not a flamebpf profile: unexpected sample types")),
     };
@@ -471,6 +481,7 @@ pub fn from_proto(p: &PProfile) -> Result<Profile, Error> {
         period: (!period_is_freq && p.period > 0 && unit == "events").then_some(p.period as u64),
         start: std::time::UNIX_EPOCH + Duration::from_nanos(p.time_nanos.max(0) as u64),
         duration: Duration::from_nanos(p.duration_nanos.max(0) as u64),
+        off_cpu,
     });
     let mut mappings = HashMap::new();
     for m in &p.mapping {
@@ -496,7 +507,9 @@ pub fn from_proto(p: &PProfile) -> Result<Profile, Error> {
                 .get(&line.function_id)
                 .ok_or_else(|| bad("a line names no function"))?;
             let full = s(f.name)?;
-            let (name, kind) = if let Some(n) = full.strip_suffix(" [kernel]") {
+            let (name, kind) = if full == crate::OFF_CPU || full == crate::RUNQUEUE {
+                (full, FrameKind::OffCpu)
+            } else if let Some(n) = full.strip_suffix(" [kernel]") {
                 (n, FrameKind::Kernel)
             } else if let Some(n) = full.strip_suffix(" [jit]") {
                 (n, FrameKind::Jit)
@@ -550,7 +563,11 @@ pub fn from_proto(p: &PProfile) -> Result<Profile, Error> {
             comm,
             stack,
             count: count_col.map_or(value(weight_col), value),
-            weight: value(weight_col),
+            weight: if off_cpu {
+                value(1).saturating_add(value(2))
+            } else {
+                value(weight_col)
+            },
         });
     }
     Ok(profile)

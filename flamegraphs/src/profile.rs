@@ -22,7 +22,16 @@ pub enum FrameKind {
     Inline,
     /// JIT-compiled code, named from the runtime's perf map.
     Jit,
+    /// The last frame of off-CPU time: [`OFF_CPU`] (blocked) or [`RUNQUEUE`]
+    /// (runnable, waiting for a CPU).
+    OffCpu,
 }
+
+/// The name of the frame that ends a stack of time spent blocked off the CPU.
+pub const OFF_CPU: &str = "[off-cpu]";
+/// The name of the frame that ends a stack of time spent runnable but waiting
+/// for a CPU.
+pub const RUNQUEUE: &str = "[runqueue]";
 
 /// One function in a stack (or, failing a symbol, an object and offset).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -105,6 +114,9 @@ pub struct Meta {
     pub start: SystemTime,
     /// How long it sampled.
     pub duration: Duration,
+    /// Whether off-CPU time was measured (`--off-cpu`): stacks ending in an
+    /// [`FrameKind::OffCpu`] frame weigh nanoseconds off the CPU.
+    pub off_cpu: bool,
 }
 
 impl Default for Meta {
@@ -117,6 +129,7 @@ impl Default for Meta {
             period: None,
             start: SystemTime::UNIX_EPOCH,
             duration: Duration::ZERO,
+            off_cpu: false,
         }
     }
 }
@@ -257,6 +270,23 @@ impl Profile {
         self.samples
             .iter()
             .fold(0u64, |t, s| t.saturating_add(s.count))
+    }
+
+    /// Whether a sample measures time off the CPU: its last frame says so.
+    pub fn is_off_cpu(&self, sample: &Sample) -> bool {
+        sample
+            .stack
+            .last()
+            .and_then(|&l| self.locations[l as usize].frames.last())
+            .is_some_and(|&f| self.frames[f as usize].kind == FrameKind::OffCpu)
+    }
+
+    /// Total weight of the samples off the CPU (saturating).
+    pub fn off_cpu_weight(&self) -> u64 {
+        self.samples
+            .iter()
+            .filter(|s| self.is_off_cpu(s))
+            .fold(0u64, |t, s| t.saturating_add(s.weight))
     }
 
     /// Total weight over all stacks (saturating: a sum never wraps).

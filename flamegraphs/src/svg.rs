@@ -36,7 +36,14 @@ pub fn subtitle(profile: &Profile) -> String {
     };
     let samples = profile.total_samples();
     let weight = profile.total_weight();
-    let measured = if m.unit == "ns" {
+    let measured = if m.unit == "ns" && m.off_cpu {
+        let off = profile.off_cpu_weight();
+        format!(
+            "{:.2} s on CPU, {:.2} s off CPU",
+            weight.saturating_sub(off) as f64 / 1e9,
+            off as f64 / 1e9
+        )
+    } else if m.unit == "ns" {
         format!("{:.2} s on CPU", weight as f64 / 1e9)
     } else {
         format!("{weight} {}", m.event)
@@ -95,6 +102,48 @@ fn with_subtitle_tooltip(svg: &str, tooltip: &str) -> String {
         xml_escape(tooltip),
         &svg[at..]
     )
+}
+
+/// The fill of the frames that end off-CPU stacks: blue for blocked time (as
+/// off-CPU flame graphs draw it), purple for run-queue time; no palette inferno
+/// has gives either to a user frame.
+pub const OFF_CPU_FILL: &str = "rgb(90,140,230)";
+/// See [`OFF_CPU_FILL`].
+pub const RUNQUEUE_FILL: &str = "rgb(170,110,220)";
+
+/// Gives the `[off-cpu]` and `[runqueue]` frames their own colour: each frame is
+/// a `<g>` whose `<title>` starts with its name, followed by its `<rect>`.
+fn with_off_cpu_colours(svg: &str) -> String {
+    let mut out = String::with_capacity(svg.len());
+    let mut rest = svg;
+    while let Some(at) = rest.find("<title>") {
+        let after = &rest[at + "<title>".len()..];
+        let fill = if after.starts_with(&format!("{} (", crate::OFF_CPU)) {
+            Some(OFF_CPU_FILL)
+        } else if after.starts_with(&format!("{} (", crate::RUNQUEUE)) {
+            Some(RUNQUEUE_FILL)
+        } else {
+            None
+        };
+        let (Some(fill), Some(end)) = (fill, after.find("</g>")) else {
+            out.push_str(&rest[..at + "<title>".len()]);
+            rest = after;
+            continue;
+        };
+        let frame = &after[..end];
+        let recoloured = match (frame.find("fill=\"rgb("), frame.find("<rect")) {
+            (Some(f), Some(r)) if f > r => {
+                let close = frame[f + 6..].find('"').map_or(frame.len(), |c| f + 6 + c);
+                format!("{}fill=\"{fill}{}", &frame[..f], &frame[close..])
+            }
+            _ => frame.to_string(),
+        };
+        out.push_str(&rest[..at + "<title>".len()]);
+        out.push_str(&recoloured);
+        rest = &after[end..];
+    }
+    out.push_str(rest);
+    out
 }
 
 /// `s` with the characters XML 1.0 cannot carry (controls other than tab and line
@@ -215,8 +264,14 @@ pub fn write<W: Write>(
     flamegraph::from_lines(&mut opts, text.iter().map(String::as_str), &mut svg)
         .map_err(|e| Error::Svg(e.to_string()))?;
     let svg = String::from_utf8(svg).map_err(|e| Error::Svg(e.to_string()))?;
+    let svg = with_subtitle_tooltip(&svg, &full_subtitle);
+    let svg = if profile.meta.off_cpu {
+        with_off_cpu_colours(&svg)
+    } else {
+        svg
+    };
     let mut out = out;
-    out.write_all(with_subtitle_tooltip(&svg, &full_subtitle).as_bytes())?;
+    out.write_all(svg.as_bytes())?;
     out.flush()?;
     Ok(())
 }

@@ -11,6 +11,7 @@ use symbolizer::Tracker;
 
 use super::maps::{comm_string, from_bytes};
 use super::skel::types::dwarf_sample;
+use crate::capture::maps::Kind;
 use crate::capture::raw::{RawKey, RawProfile, RawStack};
 
 /// Bytes of a record before its stack copy.
@@ -105,6 +106,7 @@ impl DwarfCapture {
                 comm: Arc::from(comm_string(&h.comm).as_str()),
                 user,
                 kernel,
+                kind: Kind::OnCpu,
             };
             self.raw.add_sample(h.time, key, h.period);
         }

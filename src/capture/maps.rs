@@ -9,7 +9,7 @@ use anyhow::{Context, Result};
 use libbpf_rs::{MapCore, MapFlags, MapMut};
 
 use super::skel::limits::{EEXIST, EFAULT, STACK_HASHED};
-use super::skel::types::{overflow_stack, sample_key, sample_value};
+use super::skel::types::{flamebpf_sample_kind as K, overflow_stack, sample_key, sample_value};
 use super::stats::Stats;
 
 /// Where a sample's stack lives.
@@ -37,6 +37,28 @@ impl StackRef {
     }
 }
 
+/// What an entry of the counts map measures.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub enum Kind {
+    /// Samples of the perf event: where the thread ran.
+    #[default]
+    OnCpu,
+    /// `--off-cpu`: nanoseconds blocked (sleep, I/O, a lock).
+    OffCpu,
+    /// `--off-cpu`: nanoseconds runnable, waiting for a CPU.
+    Runqueue,
+}
+
+impl Kind {
+    fn from_key(kind: u32) -> Kind {
+        match kind {
+            k if k == K::SAMPLE_OFF_CPU.0 as u32 => Kind::OffCpu,
+            k if k == K::SAMPLE_RUNQUEUE.0 as u32 => Kind::Runqueue,
+            _ => Kind::OnCpu,
+        }
+    }
+}
+
 /// One entry of the counts map.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Count {
@@ -50,7 +72,9 @@ pub struct Count {
     pub kernel: StackRef,
     /// The user stack.
     pub user: StackRef,
-    /// Samples.
+    /// What it measures.
+    pub kind: Kind,
+    /// Samples (off the CPU: waits).
     pub samples: u64,
     /// Summed sample periods.
     pub weight: u64,
@@ -91,6 +115,7 @@ pub fn read_set(
             comm: comm_string(&key.comm),
             kernel: StackRef::from_key(key.kernel_stack_id, key.kernel_stack_hash),
             user: StackRef::from_key(key.user_stack_id, key.user_stack_hash),
+            kind: Kind::from_key(key.kind),
             samples: val.samples,
             weight: val.weight,
         });

@@ -6,7 +6,7 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
-use super::maps::{Drained, StackRef};
+use super::maps::{Drained, Kind, StackRef};
 
 /// A stack, leaf first, or why there is none.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -32,6 +32,8 @@ pub struct RawKey {
     pub user: RawStack,
     /// The kernel stack.
     pub kernel: RawStack,
+    /// On the CPU, or the kind of wait off it.
+    pub kind: Kind,
 }
 
 /// Sample count and summed period.
@@ -68,6 +70,7 @@ impl RawProfile {
                 comm: c.comm.as_str().into(),
                 user: stack(&c.user),
                 kernel: stack(&c.kernel),
+                kind: c.kind,
             };
             let w = self.samples.entry(key).or_default();
             w.count += c.samples;
@@ -138,6 +141,7 @@ mod tests {
                     comm: "app".into(),
                     kernel: StackRef::Absent,
                     user: StackRef::Id(1),
+                    kind: Kind::OnCpu,
                     samples,
                     weight: samples * 10,
                 },
@@ -147,6 +151,7 @@ mod tests {
                     comm: "other".into(),
                     kernel: StackRef::Lost,
                     user: StackRef::Id(1),
+                    kind: Kind::OnCpu,
                     samples: 1,
                     weight: 10,
                 },

@@ -47,6 +47,8 @@ pub struct Config {
     pub dwarf: Option<(u32, u32)>,
     /// CFI mode: rows of unwind table the kernel holds.
     pub cfi: Option<u32>,
+    /// `--off-cpu`: waits shorter than this many nanoseconds are left out.
+    pub off_cpu_min_ns: Option<u64>,
 }
 
 /// The loaded program with its attachments.
@@ -62,6 +64,8 @@ pub struct Sampler {
     ring: Option<libbpf_rs::RingBuffer<'static>>,
     /// Records the ring buffer delivered, not yet taken.
     records: std::rc::Rc<std::cell::RefCell<Vec<Vec<u8>>>>,
+    /// `--off-cpu`: the sched_switch and sched_wakeup links, dropped at the end.
+    switch_links: Vec<Link>,
 }
 
 static LIBBPF_LOG: Mutex<Vec<String>> = Mutex::new(Vec::new());
@@ -114,6 +118,9 @@ fn open_and_load(config: &Config, no_prealloc: bool) -> Result<ProfileSkel<'stat
     if config.exclude_self {
         rodata.exclude_tgid = std::process::id();
     }
+    rodata.off_cpu_min_ns = config.off_cpu_min_ns.unwrap_or(0);
+    // a single capture's flush ends the waits; a window's counts them so far
+    rodata.flush_final = !config.two_sets;
     let (mut stack, mut counts) = (config.stack_map_size, config.counts_map_size);
     let (stack1, counts1) = if config.two_sets {
         (stack, counts)
@@ -171,6 +178,15 @@ fn open_and_load(config: &Config, no_prealloc: bool) -> Result<ProfileSkel<'stat
     open.progs.on_fork.set_autoload(tasks);
     open.progs.on_exit.set_autoload(tasks);
     open.progs.on_exec.set_autoload(config.cfi.is_some());
+    let off_cpu = config.off_cpu_min_ns.is_some();
+    for prog in [
+        &mut open.progs.on_switch,
+        &mut open.progs.on_wakeup,
+        &mut open.progs.flush_waits,
+        &mut open.progs.seed_waits,
+    ] {
+        prog.set_autoload(off_cpu);
+    }
     Ok(open.load()?)
 }
 
@@ -204,6 +220,7 @@ impl Sampler {
             dwarf: config.dwarf.is_some(),
             ring: None,
             records: Default::default(),
+            switch_links: Vec::new(),
         })
     }
 
@@ -234,6 +251,46 @@ impl Sampler {
                 .context("attaching to sched_process_exit")?,
         );
         Ok(())
+    }
+
+    /// `--off-cpu`: begins the waits of the target threads off the CPU now, then
+    /// attaches to sched_switch and sched_wakeup.
+    pub fn start_off_cpu(&mut self, seed: bool) -> Result<()> {
+        if seed {
+            run_iterator(&self.skel.progs.seed_waits).context("finding the waits going now")?;
+        }
+        let p = &self.skel.progs;
+        self.switch_links.push(
+            p.on_switch
+                .attach()
+                .context("attaching to sched_switch")?,
+        );
+        self.switch_links.push(
+            p.on_wakeup
+                .attach()
+                .context("attaching to sched_wakeup")?,
+        );
+        Ok(())
+    }
+
+    /// `--off-cpu`: counts the waits still going up to now, into the set they
+    /// began in (call right after [`Sampler::flip`], before draining the old set).
+    /// At the end of a capture, [`Sampler::stop_off_cpu`] first.
+    pub fn flush_off_cpu(&self) -> Result<()> {
+        if self.switch_links.is_empty() {
+            return Ok(());
+        }
+        run_iterator(&self.skel.progs.flush_waits).context("counting the waits still going")
+    }
+
+    /// `--off-cpu`: stops following context switches and counts the waits still
+    /// going up to now.
+    pub fn stop_off_cpu(&mut self) -> Result<()> {
+        if self.switch_links.is_empty() {
+            return Ok(());
+        }
+        self.switch_links.clear();
+        run_iterator(&self.skel.progs.flush_waits).context("counting the waits still going")
     }
 
     /// Attaches the sampling program to a (disabled) perf event. The link takes the
@@ -389,6 +446,17 @@ impl Sampler {
 /// How long after [`Sampler::flip`] a program may still write to the old set: a
 /// sample's program runs for about a microsecond with preemption off.
 pub const FLIP_GRACE: std::time::Duration = std::time::Duration::from_millis(10);
+
+/// Runs a task iterator program over every task once.
+fn run_iterator(prog: &libbpf_rs::ProgramMut<'static>) -> Result<()> {
+    use std::io::Read;
+    let link = prog.attach()?;
+    let mut iter = libbpf_rs::Iter::new(&link)?;
+    // the programs print nothing: reading to the end runs them over every task
+    let mut sink = Vec::new();
+    iter.read_to_end(&mut sink)?;
+    Ok(())
+}
 
 fn read_u64(b: &[u8]) -> u64 {
     b.get(..8)

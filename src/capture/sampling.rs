@@ -11,6 +11,7 @@ use crate::capture::perf::{self, SamplingEvent};
 pub fn meta(
     sampling: &SamplingEvent,
     target: &crate::capture::target::Target,
+    off_cpu: bool,
 ) -> flamegraphs::Meta {
     let (frequency, period) = match sampling.rate {
         Rate::Frequency(hz) => (Some(hz), None),
@@ -22,6 +23,7 @@ pub fn meta(
         unit: sampling.event.unit().into(),
         frequency,
         period,
+        off_cpu,
         ..flamegraphs::Meta::default()
     }
 }

@@ -31,6 +31,7 @@ pub struct Session {
     pub tables: Option<Tables>,
     exit_fd: Option<OwnedFd>,
     program: Option<PathBuf>,
+    off_cpu: bool,
 }
 
 /// How long the start waits for the tables of processes that already run (`-p`,
@@ -71,6 +72,7 @@ impl Session {
             exclude_self: setup.two_sets,
             dwarf: setup.dwarf,
             cfi: setup.cfi,
+            off_cpu_min_ns: setup.off_cpu_min_ns,
         };
         let mut sampler = Sampler::load(&config).map_err(|e| load_error(e, setup.verbose))?;
         if follow_forks || setup.cfi.is_some() {
@@ -122,6 +124,7 @@ impl Session {
             tables,
             exit_fd,
             program,
+            off_cpu: setup.off_cpu_min_ns.is_some(),
         };
         if let (Some(t), Target::Command { program, .. }) = (session.tables.as_mut(), &setup.target)
         {
@@ -164,6 +167,10 @@ impl Session {
 
     /// Starts sampling and lets the command exec.
     pub fn go(&mut self) -> Result<()> {
+        if self.off_cpu {
+            // a command's waits begin with it; those of running processes, now
+            self.sampler.start_off_cpu(self.child.is_none())?;
+        }
         self.sampler.enable()?;
         if let (Some(c), Some(program)) = (self.child.as_mut(), &self.program) {
             if let Err(e) = c.release() {

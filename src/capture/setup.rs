@@ -62,6 +62,7 @@ pub struct Plan {
     two_sets: bool,
     dwarf: Option<(u32, u32)>,
     cfi: Option<u32>,
+    off_cpu_min_ns: Option<u64>,
     inlined: bool,
     full_names: bool,
     debug_dirs: Vec<PathBuf>,
@@ -91,6 +92,8 @@ pub struct Setup {
     pub dwarf: Option<(u32, u32)>,
     /// CFI mode: rows of unwind table the kernel holds.
     pub cfi: Option<u32>,
+    /// `--off-cpu`: the shortest wait kept, in nanoseconds.
+    pub off_cpu_min_ns: Option<u64>,
     /// Show the verifier log on a load failure.
     pub verbose: bool,
 }
@@ -130,6 +133,18 @@ impl Plan {
                 Some((stack_bytes, ringbuf_bytes(args.ringbuf_size)?))
             }
         };
+        if args.off_cpu && event.unit() != "ns" {
+            bail!(
+                "--off-cpu needs a clock event (cpu-clock, task-clock), so that time on and off the CPU are both nanoseconds; {} counts events",
+                args.event
+            );
+        }
+        if args.off_cpu && dwarf.is_some() {
+            bail!("--off-cpu works with --call-graph cfi or fp, not dwarf (a stack copy at every context switch would cost more than it shows)");
+        }
+        let off_cpu_min_ns = args
+            .off_cpu
+            .then(|| u64::try_from(args.off_cpu_min.as_nanos()).unwrap_or(u64::MAX));
         Ok(Plan {
             event,
             rate,
@@ -140,6 +155,7 @@ impl Plan {
             two_sets: defaults.two_sets,
             dwarf,
             cfi,
+            off_cpu_min_ns,
             inlined: !args.no_inline,
             full_names: args.full_names,
             debug_dirs: args.debug_dir.clone(),
@@ -185,6 +201,7 @@ impl Plan {
             two_sets: self.two_sets,
             dwarf: self.dwarf,
             cfi: self.cfi,
+            off_cpu_min_ns: self.off_cpu_min_ns,
             verbose,
         };
         Ok((setup, note))

@@ -10,7 +10,7 @@ use clap::{Args, Parser, Subcommand};
 
 pub use values::{parse_call_graph, CallGraph, FormatArg};
 use values::{
-    parse_duration, parse_format, parse_retain, parse_seconds, parse_size, parse_time,
+    parse_duration, parse_format, parse_retain, parse_wait, parse_seconds, parse_size, parse_time,
     parse_window, MAX_COUNTS_MAP_SIZE, MAX_STACK_MAP_SIZE, MIN_RING_RECORDS, RING_RECORD_OVERHEAD,
 };
 
@@ -204,9 +204,23 @@ pub struct SamplingArgs {
     #[arg(long, value_name = "SIZE", default_value = "16MiB", value_parser = parse_size)]
     pub ringbuf_size: u64,
 
-    /// Keep samples of the idle task (left out by default).
+    /// Keep samples of the idle task (left out by default); with --off-cpu, also
+    /// the waits of kernel threads.
     #[arg(long)]
     pub include_idle: bool,
+
+    /// Also measure the time each target thread spends off the CPU, added in
+    /// nanoseconds to the stack at which it left it, under a last frame of
+    /// `[off-cpu]` (blocked: sleep, I/O, a lock) or `[runqueue]` (runnable,
+    /// waiting for a CPU). With on-CPU samples of a clock event, a thread's
+    /// width is its wall-clock time. Not with --call-graph dwarf.
+    #[arg(long)]
+    pub off_cpu: bool,
+
+    /// With --off-cpu: leave out waits shorter than this (`10us`, `1ms`; `0`
+    /// keeps all).
+    #[arg(long, value_name = "DURATION", default_value = "1us", value_parser = parse_wait)]
+    pub off_cpu_min: std::time::Duration,
 
     /// Entries of the stack map (of each of the two in continuous mode): raise it
     /// when the summary reports lost stacks. Default: 16384 (record), 4096

@@ -79,6 +79,20 @@ pub fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
     humantime::parse_duration(s).map_err(|e| format!("{s:?}: {e} (write e.g. 24h, 90m, 30s)"))
 }
 
+/// The shortest wait `--off-cpu` keeps: `0`, or a duration (`10us`, `1ms`) of at
+/// most a minute (a longer minimum would leave out nearly every wait).
+pub fn parse_wait(s: &str) -> Result<std::time::Duration, String> {
+    if s.trim() == "0" {
+        return Ok(std::time::Duration::ZERO);
+    }
+    let d = humantime::parse_duration(s)
+        .map_err(|e| format!("{s:?}: {e} (write e.g. 10us, 1ms, or 0)"))?;
+    if d > std::time::Duration::from_secs(60) {
+        return Err(format!("{s:?}: at most 60s"));
+    }
+    Ok(d)
+}
+
 /// The latest time `--from`/`--to` take: the end of year 9999, as RFC 3339 does.
 pub const LAST_TIME_SECS: u64 = 253_402_300_799;
 

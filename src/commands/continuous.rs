@@ -47,7 +47,7 @@ pub fn run(args: ContinuousArgs) -> Result<i32> {
         max_disk: args.max_disk,
         window: Duration::from_secs_f64(args.window),
     };
-    let meta = sampling::meta(&setup.sampling, &target);
+    let meta = sampling::meta(&setup.sampling, &target, setup.off_cpu_min_ns.is_some());
     let mut daemon = Daemon::start(session, symbolizer, metrics, meta, store, args.verbose)?;
     let child_status = daemon.run(&stop, &asks)?;
     let done = daemon.finish(child_status.is_some())?;

@@ -49,6 +49,10 @@ pub fn run(args: RecordArgs) -> Result<i32> {
     let sampled = sample(&args, &target, &mut session, dwarf.as_mut(), &stop)?;
 
     session.sampler.disable()?;
+    session
+        .sampler
+        .stop_off_cpu()
+        .context("ending the off-CPU waits")?;
     sampled.progress.finish();
     session.follow(true)?;
     let drained = session.sampler.drain().context("reading the BPF maps")?;
@@ -67,7 +71,7 @@ pub fn run(args: RecordArgs) -> Result<i32> {
     let meta = Meta {
         start: started_wall,
         duration: sampled.elapsed,
-        ..sampling::meta(&setup.sampling, &target)
+        ..sampling::meta(&setup.sampling, &target, setup.off_cpu_min_ns.is_some())
     };
     let (raw, unwound) = match dwarf {
         Some(d) => {

@@ -85,6 +85,10 @@ impl Daemon {
     fn drain(&mut self) -> Result<()> {
         let now_mono = tracking::monotonic_ns();
         let old = self.session.sampler.flip();
+        self.session
+            .sampler
+            .flush_off_cpu()
+            .context("counting the off-CPU waits so far")?;
         std::thread::sleep(FLIP_GRACE);
         let drained = self
             .session

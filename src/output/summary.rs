@@ -57,6 +57,9 @@ impl Accounting {
             + s[Stat::STAT_TARGETS_FULL]
             + s[Stat::STAT_RINGBUF_FULL]
             + s[Stat::STAT_STACK_COPY_FAILED]
+            + s[Stat::STAT_OFFCPU_LOST]
+            + s[Stat::STAT_OFFCPU_COUNTS_FULL]
+            + s[Stat::STAT_OFFCPU_STACK_LOST]
             + self.lost_records
             > 0
     }
@@ -112,7 +115,43 @@ impl Accounting {
                 ));
             }
         }
+        let waits = s[Stat::STAT_OFFCPU_WAITS];
+        if waits > 0 {
+            let ended = s[Stat::STAT_OFFCPU_COUNTED]
+                + s[Stat::STAT_OFFCPU_SHORT]
+                + s[Stat::STAT_OFFCPU_LOST]
+                + s[Stat::STAT_OFFCPU_COUNTS_FULL];
+            line.push_str(&format!(
+                "; off-CPU waits {waits}: counted {}, shorter than --off-cpu-min {}",
+                s[Stat::STAT_OFFCPU_COUNTED],
+                s[Stat::STAT_OFFCPU_SHORT],
+            ));
+            if waits > ended {
+                line.push_str(&format!(
+                    ", still going (counted so far) {}",
+                    waits - ended
+                ));
+            }
+        }
         let mut losses = Vec::new();
+        if s[Stat::STAT_OFFCPU_COUNTS_FULL] > 0 {
+            losses.push(format!(
+                "{} off-CPU waits to a full counts map (raise --counts-map-size)",
+                s[Stat::STAT_OFFCPU_COUNTS_FULL]
+            ));
+        }
+        if s[Stat::STAT_OFFCPU_LOST] > 0 {
+            losses.push(format!(
+                "{} off-CPU waits not followed (no memory for them, or their end was missed)",
+                s[Stat::STAT_OFFCPU_LOST]
+            ));
+        }
+        if s[Stat::STAT_OFFCPU_STACK_LOST] > 0 {
+            losses.push(format!(
+                "{} off-CPU stacks, counted under [lost stack] (raise --stack-map-size)",
+                s[Stat::STAT_OFFCPU_STACK_LOST]
+            ));
+        }
         if s[Stat::STAT_RINGBUF_FULL] > 0 {
             losses.push(format!(
                 "{} samples to a full ring buffer (raise --ringbuf-size)",
@@ -241,6 +280,31 @@ mod tests {
         );
         a.stack_ends = None;
         assert!(!a.classes_and_losses().contains("thread's start"));
+    }
+
+    #[test]
+    fn off_cpu_waits_are_accounted_with_their_remedies() {
+        let a = Accounting {
+            stats: Stats::default()
+                .with(Stat::STAT_OFFCPU_WAITS, 20)
+                .with(Stat::STAT_OFFCPU_COUNTED, 10)
+                .with(Stat::STAT_OFFCPU_SHORT, 4)
+                .with(Stat::STAT_OFFCPU_LOST, 1)
+                .with(Stat::STAT_OFFCPU_COUNTS_FULL, 2)
+                .with(Stat::STAT_OFFCPU_STACK_LOST, 3),
+            ..Accounting::default()
+        };
+        assert!(a.has_losses());
+        let line = a.classes_and_losses();
+        for part in [
+            "off-CPU waits 20: counted 10, shorter than --off-cpu-min 4, still going (counted so far) 3",
+            "2 off-CPU waits to a full counts map (raise --counts-map-size)",
+            "1 off-CPU waits not followed",
+            "3 off-CPU stacks, counted under [lost stack] (raise --stack-map-size)",
+        ] {
+            assert!(line.contains(part), "{part} missing from {line}");
+        }
+        assert!(!Accounting::default().classes_and_losses().contains("off-CPU"));
     }
 
     #[test]
