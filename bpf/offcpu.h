@@ -106,8 +106,9 @@ static __always_inline void keep_switch_stacks(void *ctx, struct sample_key *key
 	struct overflow_stack *st = bpf_map_lookup_elem(&scratch, &zero);
 	if (!st)
 		return;
-	/* the first two frames are this program and the tracepoint's caller */
-	long len = bpf_get_stack(ctx, st->ips, sizeof(st->ips), 2 & BPF_F_SKIP_FIELD_MASK);
+	/* it starts with this program and the tracepoint's callers, which userspace
+	 * cuts off at __schedule (their number depends on the probes attached) */
+	long len = bpf_get_stack(ctx, st->ips, sizeof(st->ips), 0);
 	key->kernel_stack_id = keep_wait_stack(frames(len), set, &key->kernel_stack_hash);
 	if (current_is_kthread()) {
 		key->user_stack_id = -FLAMEBPF_EFAULT;

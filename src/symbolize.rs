@@ -334,12 +334,33 @@ fn assemble_stacks<'a>(
         }
         match c.kind {
             Kind::OnCpu => {}
-            Kind::OffCpu => stack.push(off_cpu),
-            Kind::Runqueue => stack.push(runqueue),
+            Kind::OffCpu | Kind::Runqueue => {
+                cut_at_schedule(profile, &mut stack);
+                stack.push(if c.kind == Kind::OffCpu {
+                    off_cpu
+                } else {
+                    runqueue
+                });
+            }
         }
         stacks.insert((c, when), stack);
     }
     stacks
+}
+
+/// An off-CPU stack was taken in the sched_switch tracepoint: the frames past
+/// `__schedule` are the tracepoint's and the BPF program's, not the thread's.
+fn cut_at_schedule(profile: &Profile, stack: &mut Vec<LocationId>) {
+    let at = stack.iter().rposition(|&l| {
+        profile
+            .location(l)
+            .frames
+            .iter()
+            .any(|&f| profile.frame(f).name == "__schedule")
+    });
+    if let Some(at) = at {
+        stack.truncate(at + 1);
+    }
 }
 
 /// The profile's samples: one per distinct key, or, in per-sample mode, one per

@@ -453,7 +453,10 @@ pub fn from_proto(p: &PProfile) -> Result<Profile, Error> {
         .collect::<Result<_, Error>>()?;
     // (samples, weight) columns: flamebpf writes [samples, event] or [samples],
     // or [samples, cpu, off_cpu] with --off-cpu (a sample weighs in one of the two).
-    let off_cpu = matches!(types.as_slice(), [("samples", _), ("cpu", _), ("off_cpu", _)]);
+    let off_cpu = matches!(
+        types.as_slice(),
+        [("samples", _), ("cpu", _), ("off_cpu", _)]
+    );
     let (count_col, weight_col) = match types.as_slice() {
         [("samples", _), _] => (Some(0), 1),
         _ if off_cpu => (Some(0), 1),

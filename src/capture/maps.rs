@@ -52,8 +52,8 @@ pub enum Kind {
 impl Kind {
     fn from_key(kind: u32) -> Kind {
         match kind {
-            k if k == K::SAMPLE_OFF_CPU.0 as u32 => Kind::OffCpu,
-            k if k == K::SAMPLE_RUNQUEUE.0 as u32 => Kind::Runqueue,
+            k if k == K::SAMPLE_OFF_CPU.0 => Kind::OffCpu,
+            k if k == K::SAMPLE_RUNQUEUE.0 => Kind::Runqueue,
             _ => Kind::OnCpu,
         }
     }

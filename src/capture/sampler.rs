@@ -163,15 +163,21 @@ fn open_and_load(config: &Config, no_prealloc: bool) -> Result<ProfileSkel<'stat
         .set_max_entries(stack1.saturating_mul(overflow_scale))?;
     m.counts1.set_max_entries(counts1)?;
     if no_prealloc {
-        for map in [
-            &mut m.overflow0,
-            &mut m.counts0,
-            &mut m.overflow1,
-            &mut m.counts1,
-            // 12 KiB a process: taken as processes come, not 200 MB up front
-            &mut m.process_maps,
-        ] {
-            map.set_map_flags(BPF_F_NO_PREALLOC)?;
+        // 12 KiB a process: taken as processes come, not 200 MB up front
+        m.process_maps.set_map_flags(BPF_F_NO_PREALLOC)?;
+        // A context switch may add two stacks and two counts with interrupts off,
+        // where a map without preallocation has at most one element of a stack's
+        // size at hand (the rest come at the next interrupt): --off-cpu takes the
+        // aggregate's memory up front instead of losing stacks.
+        if config.off_cpu_min_ns.is_none() {
+            for map in [
+                &mut m.overflow0,
+                &mut m.counts0,
+                &mut m.overflow1,
+                &mut m.counts1,
+            ] {
+                map.set_map_flags(BPF_F_NO_PREALLOC)?;
+            }
         }
     }
     let tasks = config.follow_forks || config.cfi.is_some();
@@ -260,16 +266,10 @@ impl Sampler {
             run_iterator(&self.skel.progs.seed_waits).context("finding the waits going now")?;
         }
         let p = &self.skel.progs;
-        self.switch_links.push(
-            p.on_switch
-                .attach()
-                .context("attaching to sched_switch")?,
-        );
-        self.switch_links.push(
-            p.on_wakeup
-                .attach()
-                .context("attaching to sched_wakeup")?,
-        );
+        self.switch_links
+            .push(p.on_switch.attach().context("attaching to sched_switch")?);
+        self.switch_links
+            .push(p.on_wakeup.attach().context("attaching to sched_wakeup")?);
         Ok(())
     }
 

@@ -10,7 +10,7 @@ use clap::{Args, Parser, Subcommand};
 
 pub use values::{parse_call_graph, CallGraph, FormatArg};
 use values::{
-    parse_duration, parse_format, parse_retain, parse_wait, parse_seconds, parse_size, parse_time,
+    parse_duration, parse_format, parse_retain, parse_seconds, parse_size, parse_time, parse_wait,
     parse_window, MAX_COUNTS_MAP_SIZE, MAX_STACK_MAP_SIZE, MIN_RING_RECORDS, RING_RECORD_OVERHEAD,
 };
 

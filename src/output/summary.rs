@@ -127,10 +127,7 @@ impl Accounting {
                 s[Stat::STAT_OFFCPU_SHORT],
             ));
             if waits > ended {
-                line.push_str(&format!(
-                    ", still going (counted so far) {}",
-                    waits - ended
-                ));
+                line.push_str(&format!(", still going (counted so far) {}", waits - ended));
             }
         }
         let mut losses = Vec::new();
@@ -304,7 +301,9 @@ mod tests {
         ] {
             assert!(line.contains(part), "{part} missing from {line}");
         }
-        assert!(!Accounting::default().classes_and_losses().contains("off-CPU"));
+        assert!(!Accounting::default()
+            .classes_and_losses()
+            .contains("off-CPU"));
     }
 
     #[test]

@@ -15,6 +15,7 @@ mod events;
 mod hostile;
 mod kernel;
 mod names;
+mod offcpu;
 mod outputs;
 mod stacks;
 mod symbols;
