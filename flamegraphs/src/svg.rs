@@ -34,7 +34,12 @@ pub fn subtitle(profile: &Profile) -> String {
         (None, Some(p)) => format!(" every {p} events"),
         (None, None) => String::new(),
     };
-    let samples = profile.total_samples();
+    // off-CPU entries count waits, not samples
+    let samples = profile
+        .samples
+        .iter()
+        .filter(|s| !profile.is_off_cpu(s))
+        .fold(0u64, |t, s| t.saturating_add(s.count));
     let weight = profile.total_weight();
     let measured = if m.unit == "ns" && m.off_cpu {
         let off = profile.off_cpu_weight();

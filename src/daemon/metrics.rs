@@ -114,6 +114,22 @@ impl Metrics {
                 (r#"{end="stopped"}"#, st(Stat::STAT_CFI_STOPPED)),
             ],
         );
+        metric(
+            "flamebpf_off_cpu_waits_total",
+            "counter",
+            "--off-cpu: waits of target threads, by how they ended (begun: all of them).",
+            &[
+                (r#"{end="begun"}"#, st(Stat::STAT_OFFCPU_WAITS)),
+                (r#"{end="counted"}"#, st(Stat::STAT_OFFCPU_COUNTED)),
+                (r#"{end="below_minimum"}"#, st(Stat::STAT_OFFCPU_SHORT)),
+                (r#"{end="not_followed"}"#, st(Stat::STAT_OFFCPU_LOST)),
+                (
+                    r#"{end="counts_map_full"}"#,
+                    st(Stat::STAT_OFFCPU_COUNTS_FULL),
+                ),
+                (r#"{end="stack_lost"}"#, st(Stat::STAT_OFFCPU_STACK_LOST)),
+            ],
+        );
         let t = self.tables.lock().map(|t| *t).unwrap_or_default();
         metric(
             "flamebpf_unwind_tables",
@@ -189,6 +205,7 @@ mod tests {
         assert!(text.contains("flamebpf_unwind_tables{what=\"rows\"} 1234\n"));
         assert!(text.contains("# TYPE flamebpf_samples_total counter\nflamebpf_samples_total 5\n"));
         assert!(text.contains("flamebpf_lost_total{class=\"counts_map\"} 2\n"));
+        assert!(text.contains("flamebpf_off_cpu_waits_total{end=\"counted\"} 0\n"));
         assert!(text.contains("flamebpf_window_write_failures_total 1\n"));
         for line in text.lines().filter(|l| !l.starts_with('#')) {
             let (name, value) = line.rsplit_once(' ').unwrap();
