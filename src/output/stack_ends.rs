@@ -50,7 +50,8 @@ fn is_start(name: &str) -> bool {
 /// Counts, over the profile's samples, the user stacks that do not reach a start.
 pub fn count(profile: &Profile) -> StackEnds {
     let mut ends = StackEnds::default();
-    for sample in &profile.samples {
+    // samples only: an off-CPU entry counts waits
+    for sample in profile.samples.iter().filter(|s| !profile.is_off_cpu(s)) {
         let outermost: Vec<&str> = profile
             .stack_frames(&sample.stack)
             .map(|f| profile.frame(f))
