@@ -446,3 +446,42 @@ fn cgroup_filter_keeps_only_tasks_in_that_cgroup() {
     assert!(all.total() > 0, "the task in the cgroup was sampled");
     assert_eq!(all.total(), only.total(), "and nothing else");
 }
+
+#[test]
+fn the_endpoint_answers_off_cpu_time_as_a_sample_type_of_its_own() {
+    require_bpf!();
+    let w = workload("offcpu");
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let _lock = capture_lock();
+    let listen = format!("127.0.0.1:{port}");
+    let store = dir.path().join("store");
+    let d = Daemon::start(&[
+        "--off-cpu",
+        "-F",
+        "99",
+        "--window",
+        "1",
+        "--listen",
+        &listen,
+        "--dir",
+        store.to_str().unwrap(),
+        "--",
+        w.to_str().unwrap(),
+        "split",
+        "30",
+    ]);
+    wait_for_port(port);
+    let url = format!("http://{listen}/debug/pprof/profile?seconds=2");
+    let raw = go_pprof(&[OsStr::new("-raw"), OsStr::new(&url)]);
+    assert!(
+        raw.contains("off_cpu/nanoseconds"),
+        "{}",
+        &raw[..raw.len().min(400)]
+    );
+    let totals = pprof_raw_totals(&raw);
+    // two threads asleep most of 2 s: well over a second off the CPU each
+    assert!(totals.len() == 3 && totals[2] > 2_000_000_000, "{totals:?}");
+    let (status, _) = d.stop();
+    assert!(status.success());
+}
