@@ -23,6 +23,7 @@ fn fixed_profile() -> Profile {
         period: None,
         start: UNIX_EPOCH + Duration::from_secs(1_700_000_000),
         duration: Duration::from_millis(2500),
+        off_cpu: false,
     });
     let demo = p.intern_mapping(Mapping {
         path: "/opt/demo/demo".into(),
