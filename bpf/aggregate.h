@@ -48,18 +48,18 @@ volatile __u32 active_set = 0;
 MAP_SET(0)
 MAP_SET(1)
 
-/* Stores the first n addresses of the scratch stack under their hash (FNV-1a)
- * in an overflow map. Returns the hash, or 0 when the stack could not be kept. */
-static __always_inline __u64 keep_by_hash(struct overflow_stack *st, __u32 n, void *overflow_stacks)
+/* FNV-1a over a stack's addresses: what the overflow maps key stacks by. */
+#define FNV_OFFSET 0xcbf29ce484222325ULL
+#define FNV_PRIME 0x100000001b3ULL
+
+/* Stores the first n addresses of the scratch stack under `h`, their hash, in
+ * an overflow map. Returns the hash, or 0 when the stack could not be kept. */
+static __always_inline __u64 keep_hashed(struct overflow_stack *st, __u32 n, __u64 h, void *overflow_stacks)
 {
-	__u64 h = 0xcbf29ce484222325ULL;
-	for (__u32 i = 0; i < FLAMEBPF_MAX_DEPTH; i++) {
-		if (i >= n)
-			break;
-		h = (h ^ st->ips[i]) * 0x100000001b3ULL;
-	}
-	if (h == 0)
-		h = 1;
+	/* never 0 (which says "not kept"), without a branch on the hash: a
+	 * condition would make the verifier track the hash's every step through
+	 * the walk, and prune none of its states */
+	h |= 1;
 	/* most samples repeat a stack already kept */
 	if (bpf_map_lookup_elem(overflow_stacks, &h))
 		return h;
@@ -74,6 +74,18 @@ static __always_inline __u64 keep_by_hash(struct overflow_stack *st, __u32 n, vo
 	if (bpf_map_lookup_elem(overflow_stacks, &h))
 		return h;
 	return 0;
+}
+
+/* keep_hashed() of a stack whose hash is not known yet. */
+static __always_inline __u64 keep_by_hash(struct overflow_stack *st, __u32 n, void *overflow_stacks)
+{
+	__u64 h = FNV_OFFSET;
+	for (__u32 i = 0; i < FLAMEBPF_MAX_DEPTH; i++) {
+		if (i >= n)
+			break;
+		h = (h ^ st->ips[i]) * FNV_PRIME;
+	}
+	return keep_hashed(st, n, h, overflow_stacks);
 }
 
 /* Keeps a stack whose STACK_TRACE bucket is taken: copies it with bpf_get_stack
@@ -116,14 +128,17 @@ static __always_inline __s32 cfi_stack(struct bpf_perf_event_data *ctx, __u32 tg
 	/* a sample in user mode is no kernel thread's: skip the task read */
 	if ((ctx->regs.cs & 3) != 3 && current_is_kthread())
 		return -FLAMEBPF_EFAULT;
-	if (!bpf_map_lookup_elem(&process_maps, &tgid)) {
+	struct process_mappings *pm = bpf_map_lookup_elem(&process_maps, &tgid);
+	if (!pm) {
 		count(STAT_CFI_NOT_LOADED);
 		return stack_id(ctx, stacks, overflow_stacks, BPF_F_USER_STACK, hash);
 	}
+	__u32 gen = pm->gen;
 	struct user_regs r;
 	current_user_regs(ctx, &r);
 	__u8 outcome;
-	__u32 n = unwind_user(tgid, r.ip, r.sp, r.bp, &outcome);
+	__u64 h;
+	__u32 n = unwind_user(tgid, gen, r.ip, r.sp, r.bp, &outcome, &h);
 	count(outcome);
 	__u32 zero = 0;
 	struct overflow_stack *st = bpf_map_lookup_elem(&scratch, &zero);
@@ -131,7 +146,7 @@ static __always_inline __s32 cfi_stack(struct bpf_perf_event_data *ctx, __u32 tg
 		count(STAT_STACK_LOST);
 		return -FLAMEBPF_EEXIST;
 	}
-	*hash = keep_by_hash(st, n, overflow_stacks);
+	*hash = keep_hashed(st, n, h, overflow_stacks);
 	if (!*hash) {
 		count(STAT_STACK_LOST);
 		return -FLAMEBPF_EEXIST;
@@ -143,7 +158,13 @@ static __always_inline __s32 cfi_stack(struct bpf_perf_event_data *ctx, __u32 tg
 static __always_inline void record_in(struct bpf_perf_event_data *ctx, struct sample_key *key, void *stacks,
 				      void *overflow_stacks, void *counts)
 {
-	key->kernel_stack_id = stack_id(ctx, stacks, overflow_stacks, 0, &key->kernel_stack_hash);
+	/* a sample in user mode has no kernel stack: no need to ask for it */
+	if ((ctx->regs.cs & 3) == 3) {
+		key->kernel_stack_id = -FLAMEBPF_EFAULT;
+		key->kernel_stack_hash = 0;
+	} else {
+		key->kernel_stack_id = stack_id(ctx, stacks, overflow_stacks, 0, &key->kernel_stack_hash);
+	}
 	if (key->kernel_stack_id == -FLAMEBPF_EFAULT)
 		count(STAT_KERNEL_STACK_ABSENT);
 

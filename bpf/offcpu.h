@@ -115,11 +115,14 @@ static __always_inline void keep_switch_stacks(void *ctx, struct sample_key *key
 		return;
 	}
 	__u32 n;
-	if (unwind_cfi && bpf_map_lookup_elem(&process_maps, &key->pid)) {
+	struct process_mappings *pm = unwind_cfi ? bpf_map_lookup_elem(&process_maps, &key->pid) : 0;
+	if (pm) {
+		__u32 gen = pm->gen;
 		struct user_regs r;
 		entry_user_regs(&r);
 		__u8 outcome;
-		n = unwind_user(key->pid, r.ip, r.sp, r.bp, &outcome);
+		__u64 h;
+		n = unwind_user(key->pid, gen, r.ip, r.sp, r.bp, &outcome, &h);
 	} else {
 		n = frames(bpf_get_stack(ctx, st->ips, sizeof(st->ips), BPF_F_USER_STACK));
 	}

@@ -82,7 +82,9 @@ struct exec_mapping {
 /* A process's executable mappings, sorted by start. */
 struct process_mappings {
 	__u32 len;
-	__u32 pad;
+	/* Changes whenever userspace writes the entry (never the same for two
+	 * writes): rows cached under an older generation are not used. */
+	__u32 gen;
 	struct exec_mapping m[FLAMEBPF_MAX_MAPPINGS];
 };
 

@@ -72,12 +72,40 @@ struct {
 	__uint(max_entries, 1);
 } stack_window SEC(".maps");
 
+/* The rows found lately, per CPU, by (process, generation of its mappings,
+ * pc): most samples walk through return addresses walked before, and a hit
+ * costs a few loads where finding the mapping and the row costs two calls and
+ * two binary searches. A direct-mapped cache; a process's entries go stale with
+ * the generation of its mappings (process_mappings.gen). */
+#define ROW_CACHE 512
+
+struct row_cache_entry {
+	__u64 pc;
+	__u32 tgid;
+	__u32 gen;
+	struct unwind_row row;
+};
+
+struct row_cache {
+	struct row_cache_entry e[ROW_CACHE];
+};
+
+/* row_cache: written and read by the walk. Size: 1 per CPU (12 KiB). */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__type(key, __u32);
+	__type(value, struct row_cache);
+	__uint(max_entries, 1);
+} row_cache SEC(".maps");
+
 /* The state of one walk, on the program's stack. */
 struct walk {
 	__u64 pc;
 	__u64 sp;
 	__u64 bp;
 	__u32 tgid;
+	__u32 gen;      /* of the process's mappings */
+	__u64 hash;     /* FNV-1a of the frames recorded (aggregate.h) */
 	__u32 n;        /* frames recorded */
 	__u8 exact;     /* pc is not a return address (the leaf, or after a signal) */
 	__u8 outcome;   /* the STAT_CFI_* class once the walk ended, 0 while it goes */
@@ -312,19 +340,33 @@ static __always_inline long step_once(struct walk *w)
 	}
 	st->ips[n] = w->pc;
 	w->n = n + 1;
+	w->hash = (w->hash ^ w->pc) * 0x100000001b3ULL;
 
 	__u64 lookup = w->exact ? w->pc : w->pc - 1;
-	if (!w->found || lookup < w->m.start || lookup >= w->m.end)
-		enter_mapping(w, lookup);
 	struct unwind_row row = {};
-	if (w->found) {
-		if (w->m.kind == MAPPING_TABLE) {
-			/* a recursion returns to the same pc frame after frame */
-			if (!w->have_row || w->row_pc != lookup)
-				find_row(w, lookup);
-			row = w->row;
-		} else if (w->m.kind == MAPPING_NOT_LOADED) {
-			w->fell_back = 1;
+	struct row_cache *cache = bpf_map_lookup_elem(&row_cache, &zero);
+	__u32 slot = ((__u32)(lookup ^ (lookup >> 17)) ^ (w->tgid << 11)) * 0x9E3779B1u >> 23;
+	struct row_cache_entry *ce = cache ? &cache->e[slot & (ROW_CACHE - 1)] : 0;
+	if (ce && ce->pc == lookup && ce->tgid == w->tgid && ce->gen == w->gen) {
+		row = ce->row;
+	} else {
+		if (!w->found || lookup < w->m.start || lookup >= w->m.end)
+			enter_mapping(w, lookup);
+		if (w->found) {
+			if (w->m.kind == MAPPING_TABLE) {
+				/* a recursion returns to the same pc frame after frame */
+				if (!w->have_row || w->row_pc != lookup)
+					find_row(w, lookup);
+				row = w->row;
+				if (ce) {
+					ce->pc = lookup;
+					ce->tgid = w->tgid;
+					ce->gen = w->gen;
+					ce->row = row;
+				}
+			} else if (w->m.kind == MAPPING_NOT_LOADED) {
+				w->fell_back = 1;
+			}
 		}
 	}
 
@@ -391,11 +433,14 @@ static long unwind_step(__u32 i, struct walk *w)
 
 /* Unwinds the current task's user stack from (ip, sp, bp) into the scratch
  * stack; returns the number of frames, with how the walk ended (a STAT_CFI_*
- * class) in *outcome. */
-static __always_inline __u32 unwind_user(__u32 tgid, __u64 ip, __u64 sp, __u64 bp, __u8 *outcome)
+ * class) in *outcome and the frames' FNV-1a hash in *hash. */
+static __always_inline __u32 unwind_user(__u32 tgid, __u32 gen, __u64 ip, __u64 sp, __u64 bp,
+					 __u8 *outcome, __u64 *hash)
 {
 	struct walk w = {};
+	w.hash = 0xcbf29ce484222325ULL;
 	w.tgid = tgid;
+	w.gen = gen;
 	w.pc = ip;
 	w.sp = sp;
 	w.bp = bp;
@@ -405,6 +450,7 @@ static __always_inline __u32 unwind_user(__u32 tgid, __u64 ip, __u64 sp, __u64 b
 	if (w.fell_back && o != STAT_CFI_UNSUPPORTED)
 		o = STAT_CFI_NOT_LOADED;
 	*outcome = o;
+	*hash = w.hash;
 	return w.n;
 }
 

@@ -321,6 +321,8 @@ pub struct Tables {
     dirty: HashSet<u32>,
     /// Processes with an entry in the kernel.
     written: HashSet<u32>,
+    /// The generation of the last entry written (`process_mappings.gen`).
+    generation: u32,
     /// This process's copy of the vDSO, which every process maps.
     vdso: Option<symbolizer::vdso::Vdso>,
     /// Leave flamebpf's own process out.
@@ -382,6 +384,7 @@ impl Tables {
             ready,
             dirty: HashSet::new(),
             written: HashSet::new(),
+            generation: 0,
             vdso: None,
             skip_self: false,
             stats: TableStats::default(),
@@ -578,6 +581,9 @@ impl Tables {
             len += 1;
         }
         entry.len = len as u32;
+        // rows the kernel cached for this process's earlier mappings go stale
+        self.generation = self.generation.wrapping_add(1).max(1);
+        entry.gen = self.generation;
         processes
             .update(
                 &pid.to_ne_bytes(),
