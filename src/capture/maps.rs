@@ -261,9 +261,17 @@ mod tests {
     }
 
     #[test]
+    fn kinds_of_entries_read_back() {
+        assert_eq!(Kind::from_key(0), Kind::OnCpu);
+        assert_eq!(Kind::from_key(1), Kind::OffCpu);
+        assert_eq!(Kind::from_key(2), Kind::Runqueue);
+        assert_eq!(Kind::from_key(99), Kind::OnCpu);
+    }
+
+    #[test]
     fn shared_structs_have_the_layout_the_c_side_has() {
         // sizes as clang lays them out in bpf/profile.h
-        assert_eq!(std::mem::size_of::<sample_key>(), 48);
+        assert_eq!(std::mem::size_of::<sample_key>(), 56);
         assert_eq!(std::mem::size_of::<sample_value>(), 16);
         assert_eq!(
             std::mem::size_of::<overflow_stack>(),
