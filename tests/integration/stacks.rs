@@ -6,7 +6,7 @@ use crate::common::{record, require_bpf, summary_count, workload};
 fn more_than_16k_unique_stacks_are_kept_with_default_map_sizes() {
     require_bpf!();
     let many = workload("manystacks");
-    let c = record(&["-F", "4999"], &[many.to_str().unwrap(), "4.5"]);
+    let c = record(&["-F", "4999"], &[many.to_str().unwrap(), "6.5"]);
     let stderr = c.stderr();
     let stacks = summary_count(&stderr, "unique stacks");
     let samples = c.samples();
