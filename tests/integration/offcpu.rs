@@ -61,9 +61,11 @@ fn waits_split_300_to_100_ms_weigh_75_to_25_and_total_what_the_threads_measured(
                 && s.iter().any(|f| f == "wait_long")
                 && s.iter().any(|f| f == "schedule_[k]")
         });
+        // six sleeps of 300 ms are blocked time; waiting for a CPU after each
+        // wakeup (a busy machine) is run-queue time on top
         assert!(
-            blocked as f64 > 0.95 * long as f64,
-            "{mode}: {blocked} of {long}"
+            blocked as f64 > 0.98 * 6.0 * 300e6,
+            "{mode}: {blocked} ns of wait_long blocked, of {long}"
         );
         assert!(c.stderr().contains("off-CPU waits "), "{}", c.stderr());
     }
