@@ -9,16 +9,19 @@ const PROGRAMS: &[&str] = &["profile"];
 
 fn main() {
     let out = PathBuf::from(env::var_os("OUT_DIR").expect("cargo sets OUT_DIR"));
-    let arch = match env::var("CARGO_CFG_TARGET_ARCH").as_deref() {
-        Ok("x86_64") => "x86",
-        Ok("aarch64") => "arm64",
-        Ok(other) => panic!("flamebpf does not build its BPF program for {other} yet"),
+    // The programs read x86-64 registers (rip, rsp, rbp, cs) and unwind x86-64
+    // frames: refuse other targets with one sentence rather than a BPF that
+    // compiles and reads the wrong fields.
+    match env::var("CARGO_CFG_TARGET_ARCH").as_deref() {
+        Ok("x86_64") => {}
+        Ok(other) => {
+            eprintln!("flamebpf builds for x86-64 only: its BPF programs read x86-64 registers and unwind x86-64 frames ({other} is not supported yet)");
+            std::process::exit(1);
+        }
         Err(_) => panic!("cargo sets CARGO_CFG_TARGET_ARCH"),
-    };
-    let multiarch = match arch {
-        "x86" => "/usr/include/x86_64-linux-gnu",
-        _ => "/usr/include/aarch64-linux-gnu",
-    };
+    }
+    let arch = "x86";
+    let multiarch = "/usr/include/x86_64-linux-gnu";
     for name in PROGRAMS {
         let src = format!("bpf/{name}.bpf.c");
         SkeletonBuilder::new()

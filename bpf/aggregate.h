@@ -54,7 +54,8 @@ MAP_SET(1)
 
 /* Stores the first n addresses of the scratch stack under `h`, their hash, in
  * an overflow map. Returns the hash, or 0 when the stack could not be kept. */
-static __always_inline __u64 keep_hashed(struct overflow_stack *st, __u32 n, __u64 h, void *overflow_stacks)
+static __always_inline __u64 keep_hashed(struct overflow_stack *st, __u32 n, __u64 h, void *overflow_stacks,
+					  long *err)
 {
 	/* never 0 (which says "not kept"), without a branch on the hash: a
 	 * condition would make the verifier track the hash's every step through
@@ -68,7 +69,8 @@ static __always_inline __u64 keep_hashed(struct overflow_stack *st, __u32 n, __u
 		if (i >= n)
 			st->ips[i] = 0;
 	}
-	if (bpf_map_update_elem(overflow_stacks, &h, st, BPF_NOEXIST) == 0)
+	*err = bpf_map_update_elem(overflow_stacks, &h, st, BPF_NOEXIST);
+	if (*err == 0)
 		return h;
 	/* Another CPU may have stored the same stack in between. */
 	if (bpf_map_lookup_elem(overflow_stacks, &h))
@@ -76,8 +78,19 @@ static __always_inline __u64 keep_hashed(struct overflow_stack *st, __u32 n, __u
 	return 0;
 }
 
+/* Counts a sample's stack that could not be kept, by why. */
+static __always_inline void count_stack_lost(long err)
+{
+	if (err == -FLAMEBPF_ENOMEM)
+		count(STAT_STACK_NOMEM);
+	else if (err == -FLAMEBPF_EBUSY)
+		count(STAT_STACK_BUSY);
+	else
+		count(STAT_STACK_LOST);
+}
+
 /* keep_hashed() of a stack whose hash is not known yet. */
-static __always_inline __u64 keep_by_hash(struct overflow_stack *st, __u32 n, void *overflow_stacks)
+static __always_inline __u64 keep_by_hash(struct overflow_stack *st, __u32 n, void *overflow_stacks, long *err)
 {
 	__u64 h = FNV_OFFSET;
 	for (__u32 i = 0; i < FLAMEBPF_MAX_DEPTH; i++) {
@@ -85,7 +98,7 @@ static __always_inline __u64 keep_by_hash(struct overflow_stack *st, __u32 n, vo
 			break;
 		h = (h ^ st->ips[i]) * FNV_PRIME;
 	}
-	return keep_hashed(st, n, h, overflow_stacks);
+	return keep_hashed(st, n, h, overflow_stacks, err);
 }
 
 /* Keeps a stack whose STACK_TRACE bucket is taken: copies it with bpf_get_stack
@@ -93,13 +106,17 @@ static __always_inline __u64 keep_by_hash(struct overflow_stack *st, __u32 n, vo
 static __always_inline __u64 keep_overflowed(struct bpf_perf_event_data *ctx, void *overflow_stacks, __u64 flags)
 {
 	__u32 zero = 0;
+	long err = 0;
 	struct overflow_stack *st = bpf_map_lookup_elem(&scratch, &zero);
 	if (!st)
 		return 0;
 	long len = bpf_get_stack(ctx, st->ips, sizeof(st->ips), flags);
-	if (len <= 0)
-		return 0;
-	return keep_by_hash(st, len / sizeof(__u64), overflow_stacks);
+	__u64 h = len > 0 ? keep_by_hash(st, len / sizeof(__u64), overflow_stacks, &err) : 0;
+	if (h)
+		count(STAT_STACK_OVERFLOWED);
+	else
+		count_stack_lost(err);
+	return h;
 }
 
 static __always_inline __s32 stack_id(struct bpf_perf_event_data *ctx, void *stacks, void *overflow_stacks,
@@ -109,9 +126,8 @@ static __always_inline __s32 stack_id(struct bpf_perf_event_data *ctx, void *sta
 	*hash = 0;
 	if (id == -FLAMEBPF_EEXIST) {
 		*hash = keep_overflowed(ctx, overflow_stacks, flags);
-		count(*hash ? STAT_STACK_OVERFLOWED : STAT_STACK_LOST);
 	} else if (id < 0 && id != -FLAMEBPF_EFAULT) {
-		/* -ENOMEM: the stack map's free list is empty. */
+		/* -ENOMEM: the stack map's free list is empty: it is full. */
 		count(STAT_STACK_LOST);
 	}
 	return id;
@@ -122,7 +138,7 @@ static __always_inline __s32 stack_id(struct bpf_perf_event_data *ctx, void *sta
  * process whose mappings are not known yet is walked with frame pointers by the
  * kernel, as in fp mode, and counted. */
 static __always_inline __s32 cfi_stack(struct bpf_perf_event_data *ctx, __u32 tgid, void *stacks,
-				       void *overflow_stacks, __u64 *hash)
+				       void *overflow_stacks, __u64 *hash, __u32 *flags)
 {
 	*hash = 0;
 	/* a sample in user mode is no kernel thread's: skip the task read */
@@ -140,15 +156,17 @@ static __always_inline __s32 cfi_stack(struct bpf_perf_event_data *ctx, __u32 tg
 	__u64 h;
 	__u32 n = unwind_user(tgid, gen, r.ip, r.sp, r.bp, &outcome, &h);
 	count(outcome);
+	*flags |= truncated_flag(outcome);
 	__u32 zero = 0;
 	struct overflow_stack *st = bpf_map_lookup_elem(&scratch, &zero);
 	if (!st || n == 0) {
 		count(STAT_STACK_LOST);
 		return -FLAMEBPF_EEXIST;
 	}
-	*hash = keep_hashed(st, n, h, overflow_stacks);
+	long err = 0;
+	*hash = keep_hashed(st, n, h, overflow_stacks, &err);
 	if (!*hash) {
-		count(STAT_STACK_LOST);
+		count_stack_lost(err);
 		return -FLAMEBPF_EEXIST;
 	}
 	return -FLAMEBPF_STACK_HASHED;
@@ -169,7 +187,8 @@ static __always_inline void record_in(struct bpf_perf_event_data *ctx, struct sa
 		count(STAT_KERNEL_STACK_ABSENT);
 
 	if (unwind_cfi)
-		key->user_stack_id = cfi_stack(ctx, key->pid, stacks, overflow_stacks, &key->user_stack_hash);
+		key->user_stack_id =
+			cfi_stack(ctx, key->pid, stacks, overflow_stacks, &key->user_stack_hash, &key->flags);
 	else
 		key->user_stack_id = stack_id(ctx, stacks, overflow_stacks, BPF_F_USER_STACK, &key->user_stack_hash);
 	if (key->user_stack_id == -FLAMEBPF_EFAULT)
@@ -180,10 +199,15 @@ static __always_inline void record_in(struct bpf_perf_event_data *ctx, struct sa
 	if (!val) {
 		struct sample_value init = {};
 		/* EEXIST: another CPU added the key in between, which is fine */
-		bpf_map_update_elem(counts, key, &init, BPF_NOEXIST);
+		long err = bpf_map_update_elem(counts, key, &init, BPF_NOEXIST);
 		val = bpf_map_lookup_elem(counts, key);
 		if (!val) {
-			count(STAT_COUNTS_FULL);
+			if (err == -FLAMEBPF_ENOMEM)
+				count(STAT_COUNTS_NOMEM);
+			else if (err == -FLAMEBPF_EBUSY)
+				count(STAT_COUNTS_BUSY);
+			else
+				count(STAT_COUNTS_FULL);
 			return;
 		}
 	}

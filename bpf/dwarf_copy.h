@@ -92,8 +92,14 @@ static __always_inline void send_stack_copy(struct bpf_perf_event_data *ctx, __u
 	__u32 copy = stack_bytes;
 	if (copy > FLAMEBPF_MAX_STACK_BYTES)
 		copy = FLAMEBPF_MAX_STACK_BYTES;
-	struct dwarf_sample *rec =
-		bpf_ringbuf_reserve(&samples, __builtin_offsetof(struct dwarf_sample, stack) + copy, 0);
+	/* a kernel thread has no user stack: its record is the header alone (each
+	 * size a constant of its own call, as the verifier wants it) */
+	bool kthread = (ctx->regs.cs & 3) != 3 && current_is_kthread();
+	struct dwarf_sample *rec;
+	if (kthread)
+		rec = bpf_ringbuf_reserve(&samples, __builtin_offsetof(struct dwarf_sample, stack), 0);
+	else
+		rec = bpf_ringbuf_reserve(&samples, __builtin_offsetof(struct dwarf_sample, stack) + copy, 0);
 	if (!rec) {
 		count(STAT_RINGBUF_FULL);
 		return;
@@ -113,7 +119,7 @@ static __always_inline void send_stack_copy(struct bpf_perf_event_data *ctx, __u
 	rec->user_regs = 0;
 	rec->stack_len = 0;
 	rec->ip = rec->sp = rec->bp = 0;
-	if (current_is_kthread()) {
+	if (kthread) {
 		count(STAT_USER_STACK_KTHREAD);
 	} else {
 		struct user_regs r;

@@ -11,8 +11,15 @@
 #define PF_KTHREAD 0x00200000
 #define TASK_RUNNING 0
 
+struct signal_struct {
+	struct {
+		int counter;
+	} live; /* threads not yet exited (an atomic_t) */
+} __attribute__((preserve_access_index));
+
 struct task_struct {
 	unsigned int __state; /* 0: runnable */
+	struct signal_struct *signal;
 	unsigned int flags;
 	int on_cpu;
 	int pid;

@@ -77,9 +77,10 @@ __noinline __u64 keep_scratch(__u32 n, __u32 set)
 		return 0;
 	if (n > FLAMEBPF_MAX_DEPTH)
 		n = FLAMEBPF_MAX_DEPTH;
+	long err = 0;
 	if (set)
-		return keep_by_hash(st, n, &overflow1);
-	return keep_by_hash(st, n, &overflow0);
+		return keep_by_hash(st, n, &overflow1, &err);
+	return keep_by_hash(st, n, &overflow0, &err);
 }
 
 /* Keeps the first n frames of scratch by hash in set `set`; returns the key's
@@ -123,6 +124,7 @@ static __always_inline void keep_switch_stacks(void *ctx, struct sample_key *key
 		__u8 outcome;
 		__u64 h;
 		n = unwind_user(key->pid, gen, r.ip, r.sp, r.bp, &outcome, &h);
+		key->flags |= truncated_flag(outcome);
 	} else {
 		n = frames(bpf_get_stack(ctx, st->ips, sizeof(st->ips), BPF_F_USER_STACK));
 	}

@@ -34,6 +34,7 @@ enum flamebpf_limits *flamebpf_limits_type = 0;
 enum flamebpf_cfa *flamebpf_cfa_type = 0;
 enum flamebpf_mapping *flamebpf_mapping_type = 0;
 enum flamebpf_sample_kind *flamebpf_sample_kind_type = 0;
+enum flamebpf_key_flags *flamebpf_key_flags_type = 0;
 
 /* The sampler: one perf event per CPU; each overflow adds the sample of the task
  * on that CPU to the in-kernel aggregate. */
@@ -91,12 +92,14 @@ int BPF_PROG(on_fork, struct task_struct *parent, struct task_struct *child)
 }
 
 /* A pid freed by a target's exit may be reused by an unrelated process; forget it
- * (and, in CFI mode, its mappings) when the thread group leader goes. */
+ * (and, in CFI mode, its mappings) when its last thread goes: threads that
+ * outlive the thread group leader are still the target's. */
 SEC("tp_btf/sched_process_exit")
 int BPF_PROG(on_exit, struct task_struct *task)
 {
 	__u32 tgid = task->tgid;
-	if (task->pid != task->tgid)
+	/* do_exit counts the thread out of signal->live before this tracepoint */
+	if (BPF_CORE_READ(task, signal, live.counter) != 0)
 		return 0;
 	if (follow_forks)
 		bpf_map_delete_elem(&targets, &tgid);

@@ -19,6 +19,11 @@ enum flamebpf_limits {
 	 * the stack's bucket holds another stack / there is no such stack. */
 	FLAMEBPF_EEXIST = 17,
 	FLAMEBPF_EFAULT = 14,
+	/* Why a map update failed, besides a full map (E2BIG): a map without
+	 * preallocation found no memory at hand, or the map was busy (an event
+	 * in NMI while the same CPU updated it). */
+	FLAMEBPF_ENOMEM = 12,
+	FLAMEBPF_EBUSY = 16,
 	/* The stack id a key holds for a stack kept by hash in the overflow map
 	 * without a STACK_TRACE bucket (negated): user stacks unwound with CFI. */
 	FLAMEBPF_STACK_HASHED = 4095,
@@ -108,7 +113,14 @@ struct sample_key {
 	__u64 kernel_stack_hash;
 	__u64 user_stack_hash;
 	__u32 kind; /* enum flamebpf_sample_kind */
-	__u32 pad;
+	__u32 flags; /* enum flamebpf_key_flags */
+};
+
+/* What else the key says of its stacks. */
+enum flamebpf_key_flags {
+	/* the user stack went on past FLAMEBPF_MAX_DEPTH frames: its outermost
+	 * frames are missing (userspace marks it [truncated]) */
+	KEY_USER_TRUNCATED = 1,
 };
 
 struct sample_value {
@@ -177,6 +189,12 @@ enum flamebpf_stat {
 	STAT_OFFCPU_COUNTS_FULL, /* counts map full: the wait's time lost */
 	STAT_OFFCPU_STACK_LOST,  /* a wait's stack not kept (overflow map full);
 				  * the wait is counted under [lost stack] */
+	/* A sample's stack or count lost for another reason than a full map
+	 * (those are STAT_STACK_LOST and STAT_COUNTS_FULL): */
+	STAT_STACK_NOMEM,  /* a new overflow entry found no memory at hand */
+	STAT_STACK_BUSY,   /* the overflow map was busy (update in NMI) */
+	STAT_COUNTS_NOMEM, /* a new counts entry found no memory at hand */
+	STAT_COUNTS_BUSY,  /* the counts map was busy (update in NMI) */
 	STAT_MAX,
 };
 

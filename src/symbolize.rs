@@ -291,11 +291,16 @@ fn assemble_stacks<'a>(
     let unknown_user = profile.intern(Frame::named("[unknown]", FrameKind::User));
     let lost_user = profile.frame_location(Frame::named("[lost stack]", FrameKind::User));
     let lost_kernel = profile.frame_location(Frame::named("[lost stack]", FrameKind::Kernel));
+    let truncated = profile.frame_location(Frame::named("[truncated]", FrameKind::User));
     let off_cpu = profile.frame_location(Frame::named(flamegraphs::OFF_CPU, FrameKind::OffCpu));
     let runqueue = profile.frame_location(Frame::named(flamegraphs::RUNQUEUE, FrameKind::OffCpu));
     let mut stacks = HashMap::with_capacity(instances.len());
     for &(c, when) in instances {
         let mut stack = Vec::new();
+        // the outermost frames are missing: say so where they would be
+        if c.truncated {
+            stack.push(truncated);
+        }
         match &c.user {
             RawStack::Ips(ips) => {
                 for (i, &ip) in ips.iter().enumerate().rev() {

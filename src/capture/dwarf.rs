@@ -80,6 +80,7 @@ impl DwarfCapture {
             } else {
                 RawStack::Ips(kernel_ips.into())
             };
+            let mut truncated = false;
             let user = if h.user_regs == 0 {
                 RawStack::Absent
             } else {
@@ -98,6 +99,7 @@ impl DwarfCapture {
                 if end == End::CutShort && h.stack_len < self.stack_bytes {
                     self.at_stack_end += 1;
                 }
+                truncated = end == End::TooDeep;
                 RawStack::Ips(frames.into())
             };
             let key = RawKey {
@@ -107,6 +109,7 @@ impl DwarfCapture {
                 user,
                 kernel,
                 kind: Kind::OnCpu,
+                truncated,
             };
             self.raw.add_sample(h.time, key, h.period);
         }

@@ -7,6 +7,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use super::maps::{Drained, Kind, StackRef};
+use super::skel::limits::MAX_DEPTH;
 
 /// A stack, leaf first, or why there is none.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -34,6 +35,9 @@ pub struct RawKey {
     pub kernel: RawStack,
     /// On the CPU, or the kind of wait off it.
     pub kind: Kind,
+    /// The user stack was cut at the depth limit: its outermost frames are
+    /// missing.
+    pub truncated: bool,
 }
 
 /// Sample count and summed period.
@@ -64,6 +68,8 @@ impl RawProfile {
             None => RawStack::Absent,
         };
         for c in &drained.counts {
+            // a frame-pointer stack (bpf_get_stackid) is cut at the limit silently
+            let at_limit = matches!(drained.stacks.get(&c.user), Some(ips) if ips.len() >= MAX_DEPTH);
             let key = RawKey {
                 pid: c.pid,
                 tid: c.tid,
@@ -71,6 +77,7 @@ impl RawProfile {
                 user: stack(&c.user),
                 kernel: stack(&c.kernel),
                 kind: c.kind,
+                truncated: c.truncated || at_limit,
             };
             let w = self.samples.entry(key).or_default();
             w.count += c.samples;
@@ -99,6 +106,15 @@ impl RawProfile {
     #[cfg(test)]
     pub fn count(&self) -> u64 {
         self.samples.values().map(|w| w.count).sum()
+    }
+
+    /// Samples whose user stack was cut at the depth limit.
+    pub fn truncated(&self) -> u64 {
+        self.samples
+            .iter()
+            .filter(|(k, _)| k.truncated && k.kind == Kind::OnCpu)
+            .map(|(_, w)| w.count)
+            .sum()
     }
 
     /// Distinct processes.
@@ -142,6 +158,7 @@ mod tests {
                     kernel: StackRef::Absent,
                     user: StackRef::Id(1),
                     kind: Kind::OnCpu,
+                    truncated: false,
                     samples,
                     weight: samples * 10,
                 },
@@ -152,6 +169,7 @@ mod tests {
                     kernel: StackRef::Lost,
                     user: StackRef::Id(1),
                     kind: Kind::OnCpu,
+                    truncated: false,
                     samples: 1,
                     weight: 10,
                 },

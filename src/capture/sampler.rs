@@ -393,6 +393,24 @@ impl Sampler {
         Ok(Stats::from_array(sums))
     }
 
+    /// How often the kernel skipped the sampling (and off-CPU) programs because
+    /// another BPF program was running on that CPU (the programs'
+    /// `recursion_misses`): samples that never reached the counters.
+    pub fn missed(&self) -> u64 {
+        use std::os::fd::AsFd;
+        let p = &self.skel.progs;
+        let mut ids = Vec::new();
+        for prog in [&p.profile, &p.profile_dwarf, &p.on_switch] {
+            if let Ok(id) = libbpf_rs::Program::id_from_fd(prog.as_fd()) {
+                ids.push(id);
+            }
+        }
+        libbpf_rs::query::ProgInfoIter::default()
+            .filter(|info| ids.contains(&info.id))
+            .map(|info| info.recursion_misses)
+            .sum()
+    }
+
     /// The maps of one set: stacks, overflow stacks, counts.
     fn set(
         &self,

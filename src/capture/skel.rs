@@ -10,7 +10,6 @@ pub mod limits {
     use super::types::flamebpf_limits as L;
 
     /// Frames a stack map entry holds.
-    #[cfg_attr(not(test), allow(dead_code))] // checked against symbolizer's copy
     pub const MAX_DEPTH: usize = L::FLAMEBPF_MAX_DEPTH.0 as usize;
     /// The most user stack a DWARF-mode sample copies.
     pub const MAX_STACK_BYTES: u32 = L::FLAMEBPF_MAX_STACK_BYTES.0 as u32;

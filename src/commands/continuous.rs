@@ -55,6 +55,7 @@ pub fn run(args: ContinuousArgs) -> Result<i32> {
     let accounting = Accounting {
         stats: done.stats,
         lost_records: done.lost_records,
+        missed: done.missed,
         ..Accounting::default()
     };
     let failures = match done.window_failures {

@@ -90,6 +90,8 @@ pub fn run(args: RecordArgs) -> Result<i32> {
             lost_records: session.tracking.tracker.lost_records(),
             unwound,
             stack_ends: None,
+            truncated: None,
+            missed: session.sampler.missed(),
         },
         processes: raw.processes(),
         stacks: raw.stacks(),
@@ -99,10 +101,12 @@ pub fn run(args: RecordArgs) -> Result<i32> {
             eprintln!("flamebpf: {}", t.stats.line());
         }
     }
+    let truncated = raw.truncated();
     let profile = write(&args, &outputs, symbolizer, raw, &mut session, meta)?;
     if args.sampling.call_graph == CallGraph::Fp {
         // only this mode walks blind: cfi and dwarf count how their walks ended
         summary.accounting.stack_ends = Some(stack_ends::count(&profile));
+        summary.accounting.truncated = Some(truncated);
     }
     if !args.quiet || summary.accounting.has_losses() {
         eprintln!("{}", summary.line());

@@ -19,6 +19,8 @@ pub struct Metrics {
     pub tables: Mutex<TableStats>,
     /// Address-space records the kernel dropped.
     pub lost_records: AtomicU64,
+    /// Program runs the kernel skipped (recursion_misses).
+    pub missed_runs: AtomicU64,
     /// Windows written to the store.
     pub windows_written: AtomicU64,
     /// Windows that could not be written.
@@ -95,8 +97,17 @@ impl Metrics {
             &[
                 (r#"{class="stack_map"}"#, st(Stat::STAT_STACK_LOST)),
                 (r#"{class="counts_map"}"#, st(Stat::STAT_COUNTS_FULL)),
+                (
+                    r#"{class="no_memory"}"#,
+                    st(Stat::STAT_STACK_NOMEM) + st(Stat::STAT_COUNTS_NOMEM),
+                ),
+                (
+                    r#"{class="map_busy"}"#,
+                    st(Stat::STAT_STACK_BUSY) + st(Stat::STAT_COUNTS_BUSY),
+                ),
                 (r#"{class="target_set"}"#, st(Stat::STAT_TARGETS_FULL)),
                 (r#"{class="tracking_records"}"#, g(&self.lost_records)),
+                (r#"{class="program_skipped"}"#, g(&self.missed_runs)),
             ],
         );
         metric(

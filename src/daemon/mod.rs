@@ -110,6 +110,9 @@ impl Daemon {
             self.session.tracking.tracker.lost_records(),
             Ordering::Relaxed,
         );
+        self.metrics
+            .missed_runs
+            .store(self.session.sampler.missed(), Ordering::Relaxed);
         self.last_drain = now_mono;
         if let (Some(t), Ok(mut m)) = (&self.session.tables, self.metrics.tables.lock()) {
             *m = t.stats;
@@ -302,6 +305,7 @@ impl Daemon {
         Ok(Finished {
             stats: self.total,
             lost_records: self.session.tracking.tracker.lost_records(),
+            missed: self.session.sampler.missed(),
             windows_written: self.metrics.windows_written.load(Ordering::Relaxed),
             window_failures: self.metrics.window_failures.load(Ordering::Relaxed),
         })
@@ -322,6 +326,8 @@ pub struct Finished {
     pub stats: Stats,
     /// Tracking records the kernel dropped.
     pub lost_records: u64,
+    /// Program runs the kernel skipped (recursion_misses).
+    pub missed: u64,
     /// Windows written to the store.
     pub windows_written: u64,
     /// Windows that could not be written.

@@ -16,6 +16,12 @@ pub struct Accounting {
     pub unwound: Option<symbolizer::unwind::UnwindStats>,
     /// Frame-pointer mode: how many user stacks reach their thread's start.
     pub stack_ends: Option<StackEnds>,
+    /// Frame-pointer mode: samples whose user stack reached the depth limit
+    /// (marked [truncated]).
+    pub truncated: Option<u64>,
+    /// Runs of the programs the kernel skipped (another BPF program was
+    /// running on that CPU): samples and switches never counted.
+    pub missed: u64,
 }
 
 /// `record`'s summary: the accounting, and the size of the profile.
@@ -54,6 +60,11 @@ impl Accounting {
         let s = &self.stats;
         s[Stat::STAT_STACK_LOST]
             + s[Stat::STAT_COUNTS_FULL]
+            + s[Stat::STAT_STACK_NOMEM]
+            + s[Stat::STAT_STACK_BUSY]
+            + s[Stat::STAT_COUNTS_NOMEM]
+            + s[Stat::STAT_COUNTS_BUSY]
+            + self.missed
             + s[Stat::STAT_TARGETS_FULL]
             + s[Stat::STAT_RINGBUF_FULL]
             + s[Stat::STAT_STACK_COPY_FAILED]
@@ -81,7 +92,7 @@ impl Accounting {
             + s[Stat::STAT_CFI_STOPPED];
         if walked > 0 {
             line.push_str(&format!(
-                "; user stacks unwound whole {}, cut at {} frames {}, through objects whose table was not loaded yet {} \
+                "; user stacks unwound whole {}, cut at {} frames {} (marked [truncated]), through objects whose table was not loaded yet {} \
                  (frame pointers there), stopped at a rule the unwinder does not evaluate {}, stopped early {}",
                 s[Stat::STAT_CFI_COMPLETE],
                 crate::capture::skel::limits::MAX_DEPTH,
@@ -93,11 +104,19 @@ impl Accounting {
         }
         if let Some(u) = &self.unwound {
             line.push_str(&format!(
-                "; user stacks unwound whole {}, cut short by the copy size {} (raise STACK_BYTES: --call-graph dwarf,BYTES), \
-                 not unwound past code without usable CFI {}",
-                u.complete + u.too_deep,
+                "; user stacks unwound whole {}, cut at {} frames {} (marked [truncated]), cut short by the copy size {} \
+                 (raise STACK_BYTES: --call-graph dwarf,BYTES), not unwound past code without usable CFI {}",
+                u.complete,
+                crate::capture::skel::limits::MAX_DEPTH,
+                u.too_deep,
                 u.cut_short,
                 u.failed
+            ));
+        }
+        if let Some(t) = self.truncated.filter(|&t| t > 0) {
+            line.push_str(&format!(
+                "; user stacks cut at {} frames {t} (marked [truncated])",
+                crate::capture::skel::limits::MAX_DEPTH
             ));
         }
         if let Some(e) = self.stack_ends.filter(|e| e.user > 0) {
@@ -173,6 +192,27 @@ impl Accounting {
                 s[Stat::STAT_COUNTS_FULL]
             ));
         }
+        if self.missed > 0 {
+            losses.push(format!(
+                "{} runs the kernel skipped because another BPF program was running on that CPU \
+                 (its recursion_misses: samples never counted)",
+                self.missed
+            ));
+        }
+        let nomem = s[Stat::STAT_STACK_NOMEM] + s[Stat::STAT_COUNTS_NOMEM];
+        if nomem > 0 {
+            losses.push(format!(
+                "{nomem} samples' stacks or counts for want of kernel memory at hand in the interrupt \
+                 (a bigger map does not help; it passes when the machine has memory to spare)"
+            ));
+        }
+        let busy = s[Stat::STAT_STACK_BUSY] + s[Stat::STAT_COUNTS_BUSY];
+        if busy > 0 {
+            losses.push(format!(
+                "{busy} samples' stacks or counts to a busy map (an event in NMI while the same CPU \
+                 updated it; a lower -F makes it rarer)"
+            ));
+        }
         if s[Stat::STAT_TARGETS_FULL] > 0 {
             losses.push(format!(
                 "{} child processes not followed (target set full)",
@@ -209,6 +249,8 @@ mod tests {
                 lost_records: 0,
                 unwound: None,
                 stack_ends: None,
+                truncated: None,
+                missed: 0,
             },
             processes: 1,
             stacks: 1,
@@ -307,6 +349,22 @@ mod tests {
     }
 
     #[test]
+    fn map_failures_other_than_full_give_their_own_advice() {
+        let a = Accounting {
+            stats: Stats::default()
+                .with(Stat::STAT_SAMPLES, 10)
+                .with(Stat::STAT_COUNTS_NOMEM, 2)
+                .with(Stat::STAT_STACK_BUSY, 1),
+            ..Accounting::default()
+        };
+        assert!(a.has_losses());
+        let line = a.classes_and_losses();
+        assert!(line.contains("2 samples' stacks or counts for want of kernel memory"), "{line}");
+        assert!(line.contains("1 samples' stacks or counts to a busy map"), "{line}");
+        assert!(!line.contains("raise --counts-map-size"), "{line}");
+    }
+
+    #[test]
     fn every_loss_class_names_its_remedy() {
         let s = Summary {
             accounting: Accounting {
@@ -318,6 +376,8 @@ mod tests {
                 lost_records: 5,
                 unwound: None,
                 stack_ends: None,
+                truncated: None,
+                missed: 0,
             },
             processes: 2,
             stacks: 10,

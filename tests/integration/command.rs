@@ -124,3 +124,15 @@ fn sigterm_ends_the_capture_writes_the_outputs_and_ends_the_command() {
         .unwrap();
     assert!(still_running.stdout.is_empty(), "the command was ended too");
 }
+
+#[test]
+fn threads_that_outlive_the_thread_group_leader_are_still_sampled() {
+    require_bpf!();
+    let w = workload("leaderexit");
+    let f = record(&["-F", "999"], &[w.to_str().unwrap()]).folded;
+    let outlive = f.count(|s| s.iter().any(|x| x == "outlive"));
+    let leader = f.count(|s| s.iter().any(|x| x == "leader_work"));
+    // 1.2 s of spinning, a second of it after the leader exited
+    assert!(outlive > 1_000 * MS, "{outlive} ns of the thread that outlived the leader");
+    assert!(leader > 100 * MS, "{leader} ns of the leader");
+}

@@ -45,7 +45,11 @@ macro_rules! require_bpf {
             if std::env::var("FLAMEBPF_REQUIRE_BPF").as_deref() == Ok("1") {
                 panic!("FLAMEBPF_REQUIRE_BPF=1 but BPF is unavailable: {why}");
             }
-            eprintln!("skipped: needs BPF: {why}");
+            // the test thread carries the test's name: scripts/test.sh lists them
+            eprintln!(
+                "skipped: {}: needs BPF: {why}",
+                std::thread::current().name().unwrap_or("a test")
+            );
             return;
         }
     };

@@ -24,3 +24,34 @@ fn more_than_16k_unique_stacks_are_kept_with_default_map_sizes() {
     );
     assert_eq!(f.with_frame("[lost stack]"), 0);
 }
+
+#[test]
+fn stacks_deeper_than_the_limit_are_marked_truncated_and_counted_in_every_mode() {
+    require_bpf!();
+    let deep = workload("deep");
+    for mode in ["cfi", "fp", "dwarf"] {
+        let c = record(
+            &["-F", "499", "--call-graph", mode],
+            &[deep.to_str().unwrap(), "1.5", "300"],
+        );
+        let f = &c.folded;
+        // comm, then the missing outermost frames' marker
+        let marked = f.count(|s| s.get(1).is_some_and(|x| x == "[truncated]"));
+        let in_descend = f.with_frame("descend");
+        assert!(
+            marked as f64 > 0.9 * in_descend as f64,
+            "{mode}: {marked} of {in_descend} ns in the 300-deep recursion marked [truncated]"
+        );
+        assert!(
+            f.count(|s| s.get(1).is_some_and(|x| x == "[truncated]") && s.iter().any(|x| x == "main"))
+                == 0,
+            "{mode}: a marked stack has lost its outermost frames"
+        );
+        let stderr = c.stderr();
+        assert!(stderr.contains("(marked [truncated])"), "{mode}: {stderr}");
+        assert!(
+            !stderr.contains("cut at 127 frames 0 (marked"),
+            "{mode}: counted: {stderr}"
+        );
+    }
+}
