@@ -138,7 +138,7 @@ static __always_inline __s32 stack_id(struct bpf_perf_event_data *ctx, void *sta
  * process whose mappings are not known yet is walked with frame pointers by the
  * kernel, as in fp mode, and counted. */
 static __always_inline __s32 cfi_stack(struct bpf_perf_event_data *ctx, __u32 tgid, void *stacks,
-				       void *overflow_stacks, __u64 *hash, __u32 *flags)
+				       void *overflow_stacks, __u64 *hash)
 {
 	*hash = 0;
 	/* a sample in user mode is no kernel thread's: skip the task read */
@@ -156,7 +156,6 @@ static __always_inline __s32 cfi_stack(struct bpf_perf_event_data *ctx, __u32 tg
 	__u64 h;
 	__u32 n = unwind_user(tgid, gen, r.ip, r.sp, r.bp, &outcome, &h);
 	count(outcome);
-	*flags |= truncated_flag(outcome);
 	__u32 zero = 0;
 	struct overflow_stack *st = bpf_map_lookup_elem(&scratch, &zero);
 	if (!st || n == 0) {
@@ -187,8 +186,7 @@ static __always_inline void record_in(struct bpf_perf_event_data *ctx, struct sa
 		count(STAT_KERNEL_STACK_ABSENT);
 
 	if (unwind_cfi)
-		key->user_stack_id =
-			cfi_stack(ctx, key->pid, stacks, overflow_stacks, &key->user_stack_hash, &key->flags);
+		key->user_stack_id = cfi_stack(ctx, key->pid, stacks, overflow_stacks, &key->user_stack_hash);
 	else
 		key->user_stack_id = stack_id(ctx, stacks, overflow_stacks, BPF_F_USER_STACK, &key->user_stack_hash);
 	if (key->user_stack_id == -FLAMEBPF_EFAULT)

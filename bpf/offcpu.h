@@ -124,7 +124,6 @@ static __always_inline void keep_switch_stacks(void *ctx, struct sample_key *key
 		__u8 outcome;
 		__u64 h;
 		n = unwind_user(key->pid, gen, r.ip, r.sp, r.bp, &outcome, &h);
-		key->flags |= truncated_flag(outcome);
 	} else {
 		n = frames(bpf_get_stack(ctx, st->ips, sizeof(st->ips), BPF_F_USER_STACK));
 	}

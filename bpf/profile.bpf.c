@@ -34,7 +34,6 @@ enum flamebpf_limits *flamebpf_limits_type = 0;
 enum flamebpf_cfa *flamebpf_cfa_type = 0;
 enum flamebpf_mapping *flamebpf_mapping_type = 0;
 enum flamebpf_sample_kind *flamebpf_sample_kind_type = 0;
-enum flamebpf_key_flags *flamebpf_key_flags_type = 0;
 
 /* The sampler: one perf event per CPU; each overflow adds the sample of the task
  * on that CPU to the in-kernel aggregate. */

@@ -113,14 +113,7 @@ struct sample_key {
 	__u64 kernel_stack_hash;
 	__u64 user_stack_hash;
 	__u32 kind; /* enum flamebpf_sample_kind */
-	__u32 flags; /* enum flamebpf_key_flags */
-};
-
-/* What else the key says of its stacks. */
-enum flamebpf_key_flags {
-	/* the user stack went on past FLAMEBPF_MAX_DEPTH frames: its outermost
-	 * frames are missing (userspace marks it [truncated]) */
-	KEY_USER_TRUNCATED = 1,
+	__u32 pad;
 };
 
 struct sample_value {

@@ -421,16 +421,6 @@ static __always_inline long step_once(struct walk *w)
 	return 0;
 }
 
-/* KEY_USER_TRUNCATED when a walk ended at the depth limit, as arithmetic: a
- * branch on the outcome would have the verifier track it through every step
- * of the walk and prune none of the walk's states. */
-static __always_inline __u32 truncated_flag(__u8 outcome)
-{
-	__u32 d = (__u32)outcome ^ STAT_CFI_TRUNCATED;
-	asm volatile("" : "+r"(d));
-	return ((d - 1) >> 31) & KEY_USER_TRUNCATED;
-}
-
 /* bpf_loop's callback: two frames per call, since each call and return costs
  * about as much as a frame's own work (returns go through a thunk on kernels
  * with return-stack mitigations); four a call measured no better. */

@@ -9,9 +9,7 @@ use anyhow::{Context, Result};
 use libbpf_rs::{MapCore, MapFlags, MapMut};
 
 use super::skel::limits::{EEXIST, EFAULT, STACK_HASHED};
-use super::skel::types::{
-    flamebpf_key_flags as F, flamebpf_sample_kind as K, overflow_stack, sample_key, sample_value,
-};
+use super::skel::types::{flamebpf_sample_kind as K, overflow_stack, sample_key, sample_value};
 use super::stats::Stats;
 
 /// Where a sample's stack lives.
@@ -76,8 +74,6 @@ pub struct Count {
     pub user: StackRef,
     /// What it measures.
     pub kind: Kind,
-    /// The user stack went on past the depth limit.
-    pub truncated: bool,
     /// Samples (off the CPU: waits).
     pub samples: u64,
     /// Summed sample periods.
@@ -120,7 +116,6 @@ pub fn read_set(
             kernel: StackRef::from_key(key.kernel_stack_id, key.kernel_stack_hash),
             user: StackRef::from_key(key.user_stack_id, key.user_stack_hash),
             kind: Kind::from_key(key.kind),
-            truncated: key.flags & (F::KEY_USER_TRUNCATED.0 as u32) != 0,
             samples: val.samples,
             weight: val.weight,
         });

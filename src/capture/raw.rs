@@ -68,8 +68,11 @@ impl RawProfile {
             None => RawStack::Absent,
         };
         for c in &drained.counts {
-            // a frame-pointer stack (bpf_get_stackid) is cut at the limit silently
-            let at_limit = matches!(drained.stacks.get(&c.user), Some(ips) if ips.len() >= MAX_DEPTH);
+            // a stack cut at the depth limit fills it (bpf_get_stackid cuts
+            // silently, the CFI walk stops there): one that ends exactly there
+            // is rare enough to be marked too
+            let at_limit =
+                matches!(drained.stacks.get(&c.user), Some(ips) if ips.len() >= MAX_DEPTH);
             let key = RawKey {
                 pid: c.pid,
                 tid: c.tid,
@@ -77,7 +80,7 @@ impl RawProfile {
                 user: stack(&c.user),
                 kernel: stack(&c.kernel),
                 kind: c.kind,
-                truncated: c.truncated || at_limit,
+                truncated: at_limit,
             };
             let w = self.samples.entry(key).or_default();
             w.count += c.samples;
@@ -158,7 +161,6 @@ mod tests {
                     kernel: StackRef::Absent,
                     user: StackRef::Id(1),
                     kind: Kind::OnCpu,
-                    truncated: false,
                     samples,
                     weight: samples * 10,
                 },
@@ -169,7 +171,6 @@ mod tests {
                     kernel: StackRef::Lost,
                     user: StackRef::Id(1),
                     kind: Kind::OnCpu,
-                    truncated: false,
                     samples: 1,
                     weight: 10,
                 },

@@ -359,8 +359,14 @@ mod tests {
         };
         assert!(a.has_losses());
         let line = a.classes_and_losses();
-        assert!(line.contains("2 samples' stacks or counts for want of kernel memory"), "{line}");
-        assert!(line.contains("1 samples' stacks or counts to a busy map"), "{line}");
+        assert!(
+            line.contains("2 samples' stacks or counts for want of kernel memory"),
+            "{line}"
+        );
+        assert!(
+            line.contains("1 samples' stacks or counts to a busy map"),
+            "{line}"
+        );
         assert!(!line.contains("raise --counts-map-size"), "{line}");
     }
 

@@ -133,6 +133,9 @@ fn threads_that_outlive_the_thread_group_leader_are_still_sampled() {
     let outlive = f.count(|s| s.iter().any(|x| x == "outlive"));
     let leader = f.count(|s| s.iter().any(|x| x == "leader_work"));
     // 1.2 s of spinning, a second of it after the leader exited
-    assert!(outlive > 1_000 * MS, "{outlive} ns of the thread that outlived the leader");
+    assert!(
+        outlive > 1_000 * MS,
+        "{outlive} ns of the thread that outlived the leader"
+    );
     assert!(leader > 100 * MS, "{leader} ns of the leader");
 }

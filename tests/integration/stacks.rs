@@ -43,8 +43,9 @@ fn stacks_deeper_than_the_limit_are_marked_truncated_and_counted_in_every_mode()
             "{mode}: {marked} of {in_descend} ns in the 300-deep recursion marked [truncated]"
         );
         assert!(
-            f.count(|s| s.get(1).is_some_and(|x| x == "[truncated]") && s.iter().any(|x| x == "main"))
-                == 0,
+            f.count(
+                |s| s.get(1).is_some_and(|x| x == "[truncated]") && s.iter().any(|x| x == "main")
+            ) == 0,
             "{mode}: a marked stack has lost its outermost frames"
         );
         let stderr = c.stderr();
