@@ -100,8 +100,14 @@ pub fn refusal_reason(e: &io::Error) -> String {
 }
 
 /// Opens the tracking event of `cpu`: a dummy software event that writes mmap2
-/// (with build ids where the kernel can), comm, fork and exit records of every task
-/// into its ring buffer, each stamped with CLOCK_MONOTONIC time.
+/// (with device and inode), comm, fork and exit records of every task into its
+/// ring buffer, each stamped with CLOCK_MONOTONIC time.
+///
+/// Build ids are not asked of the kernel (`build_id`): Linux sets the
+/// MMAP_BUILD_ID flag on the mmap event it hands every listener in turn and does
+/// not clear it, so the other listeners' records (`perf record`'s) carried the
+/// flag over device and inode data and perf 6.1 crashed reading them. Build ids
+/// are read from the files instead (symbolizer::buildid).
 pub fn open_tracking(cpu: u32, wakeup_bytes: u32) -> io::Result<OwnedFd> {
     let mut attr = b::perf_event_attr {
         type_: b::PERF_TYPE_SOFTWARE,
@@ -121,15 +127,7 @@ pub fn open_tracking(cpu: u32, wakeup_bytes: u32) -> io::Result<OwnedFd> {
     attr.set_use_clockid(1);
     attr.set_watermark(1);
     attr.__bindgen_anon_2.wakeup_watermark = wakeup_bytes;
-    attr.set_build_id(1);
-    match open(&mut attr, cpu) {
-        // Kernels before 5.12 do not know build ids in mmap2 records.
-        Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
-            attr.set_build_id(0);
-            open(&mut attr, cpu)
-        }
-        r => r,
-    }
+    open(&mut attr, cpu)
 }
 
 /// Starts counting (and sampling) on `fd`.

@@ -12,6 +12,7 @@
 //!
 //! [`Tracker`] ties the first three together for the capture loop.
 
+pub mod buildid;
 pub mod history;
 pub mod kallsyms;
 pub mod names;

@@ -37,7 +37,8 @@ pub struct Object {
     pub path: String,
     /// What it is.
     pub kind: ObjectKind,
-    /// The GNU build id, when the kernel reported one.
+    /// The GNU build id: read from the file (or, from a kernel that was asked
+    /// for them, reported with the mapping).
     pub build_id: Option<Vec<u8>>,
     file: Option<File>,
     identity: Option<(u64, u64)>,
@@ -215,7 +216,7 @@ impl ObjectStore {
             kind: ObjectKind::File,
             build_id: match file {
                 FileId::BuildId(b) => Some(b.clone()),
-                _ => None,
+                _ => opened.as_ref().and_then(crate::buildid::read),
             },
             file: opened,
             identity,

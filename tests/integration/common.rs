@@ -367,7 +367,8 @@ pub fn pprof_raw_totals(raw: &str) -> Vec<u64> {
 
 /// `perf record` of a command with `perf_flags` (e.g. `-g -F 999`), read back with
 /// `perf script`: each sample's frame names, leaf first. `None` (with the reason
-/// printed) where perf cannot record here, so the comparison is skipped, not failed.
+/// printed) where perf cannot record here, so the comparison is skipped, not
+/// failed; where BPF tests are required (CI), perf must work too.
 pub fn perf_samples(
     perf_flags: &[&str],
     command: &[&std::ffi::OsStr],
@@ -383,8 +384,14 @@ pub fn perf_samples(
         .arg("--")
         .args(command)
         .output();
+    let required = std::env::var("FLAMEBPF_REQUIRE_BPF").as_deref() == Ok("1");
     match rec {
         Ok(o) if o.status.success() => {}
+        Ok(o) if required => panic!(
+            "perf record failed where the comparisons are required: {}",
+            String::from_utf8_lossy(&o.stderr)
+        ),
+        Err(e) if required => panic!("perf is not installed (scripts/setup.sh installs it): {e}"),
         Ok(o) => {
             eprintln!(
                 "skipped the perf comparison: perf record failed: {}",

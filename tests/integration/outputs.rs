@@ -199,3 +199,29 @@ fn diff_draws_grown_frames_red_and_shrunk_frames_blue() {
         }
     }
 }
+
+#[test]
+fn pprof_mappings_carry_the_build_id_read_from_the_file() {
+    require_bpf!();
+    let w = workload("offcpu");
+    let c = record(
+        &["-F", "999", "-o", "{dir}/p.pb.gz"],
+        &[w.to_str().unwrap(), "wall", "300"],
+    );
+    let raw = go_pprof(&[OsStr::new("-raw"), c.dir.path().join("p.pb.gz").as_os_str()]);
+    let readelf = std::process::Command::new("readelf")
+        .arg("-n")
+        .arg(&w)
+        .output()
+        .expect("readelf runs");
+    let id = String::from_utf8_lossy(&readelf.stdout)
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("Build ID: ").map(str::to_string))
+        .expect("gcc gives the workload a build id");
+    let mappings = raw.split("Mappings").nth(1).expect("-raw lists mappings");
+    let line = mappings
+        .lines()
+        .find(|l| l.contains(w.to_str().unwrap()))
+        .unwrap_or_else(|| panic!("a mapping of the workload: {raw}"));
+    assert!(line.contains(&id), "{line} lacks {id}");
+}

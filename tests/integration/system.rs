@@ -98,3 +98,59 @@ fn pid_target_capture_ends_when_the_processes_exit() {
     // the process exited (and is a zombie until reaped): its samples are named
     assert!(f.with_frame("heavy") > 100 * MS);
 }
+
+/// `perf record -g -- COMMAND` while flamebpf samples the machine: it used to crash
+/// (flamebpf's tracking events asked the kernel for build ids, and the flag
+/// leaked into the mmap records perf received).
+fn perf_beside(flamebpf_args: &[&str]) {
+    let dir = tempfile::tempdir().unwrap();
+    let _lock = capture_lock();
+    let ours = Reaped(
+        flamebpf()
+            .args(flamebpf_args)
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    std::thread::sleep(Duration::from_millis(1500));
+    let data = dir.path().join("perf.data");
+    // new mappings while both listen: a command that maps its libraries (a
+    // command's perf events, not -a's, were the ones that crashed)
+    let out = Command::new("perf")
+        .args(["record", "-q", "-g", "-F", "999", "-o"])
+        .arg(&data)
+        .args([
+            "--",
+            "sh",
+            "-c",
+            "for i in 1 2 3 4 5; do ls / >/dev/null; sleep 0.2; done",
+        ])
+        .output()
+        .expect("perf runs (scripts/setup.sh installs it)");
+    assert!(
+        out.status.success(),
+        "perf record beside {flamebpf_args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report = Command::new("perf")
+        .args(["report", "--stdio", "-q", "-i"])
+        .arg(&data)
+        .output()
+        .unwrap();
+    assert!(
+        report.status.success(),
+        "perf report: {}",
+        String::from_utf8_lossy(&report.stderr)
+    );
+    drop(ours);
+}
+
+#[test]
+fn perf_record_works_beside_a_running_record_and_continuous() {
+    require_bpf!();
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("all.folded");
+    perf_beside(&["record", "-a", "-d", "10", "-o", out.to_str().unwrap()]);
+    let store = dir.path().join("store");
+    perf_beside(&["continuous", "--dir", store.to_str().unwrap()]);
+}

@@ -1,0 +1,149 @@
+//! An ELF file's GNU build id, read from its PT_NOTE segments with a few bounded
+//! reads: the files are whatever processes map, so a hostile or huge note cannot
+//! make this read much or long (a general ELF reader would follow the file's own
+//! sizes).
+
+use std::fs::File;
+use std::os::unix::fs::FileExt;
+
+/// The most program headers looked at.
+const MAX_PHDRS: usize = 128;
+/// The largest note segment read.
+const MAX_NOTES: u64 = 64 << 10;
+const PT_NOTE: u32 = 4;
+const NT_GNU_BUILD_ID: u32 = 3;
+
+fn u16_at(b: &[u8], at: usize) -> Option<u16> {
+    Some(u16::from_le_bytes(b.get(at..at + 2)?.try_into().ok()?))
+}
+
+fn u32_at(b: &[u8], at: usize) -> Option<u32> {
+    Some(u32::from_le_bytes(b.get(at..at + 4)?.try_into().ok()?))
+}
+
+fn u64_at(b: &[u8], at: usize) -> Option<u64> {
+    Some(u64::from_le_bytes(b.get(at..at + 8)?.try_into().ok()?))
+}
+
+/// The build id of a 64-bit little-endian ELF file (x86-64's kind), `None` when
+/// it has none or is not such a file.
+pub fn read(file: &File) -> Option<Vec<u8>> {
+    let mut header = [0u8; 64];
+    file.read_exact_at(&mut header, 0).ok()?;
+    // ELFCLASS64, ELFDATA2LSB
+    if &header[..4] != b"\x7fELF" || header[4] != 2 || header[5] != 1 {
+        return None;
+    }
+    let phoff = u64_at(&header, 32)?;
+    let phentsize = usize::from(u16_at(&header, 54)?);
+    let phnum = usize::from(u16_at(&header, 56)?).min(MAX_PHDRS);
+    if phentsize < 56 {
+        return None;
+    }
+    let mut phdrs = vec![0u8; phentsize * phnum];
+    file.read_exact_at(&mut phdrs, phoff).ok()?;
+    for ph in phdrs.chunks_exact(phentsize) {
+        if u32_at(ph, 0)? != PT_NOTE {
+            continue;
+        }
+        let (offset, size) = (u64_at(ph, 8)?, u64_at(ph, 32)?);
+        if size == 0 || size > MAX_NOTES {
+            continue;
+        }
+        let mut notes = vec![0u8; size as usize];
+        if file.read_exact_at(&mut notes, offset).is_err() {
+            continue;
+        }
+        if let Some(id) = find_build_id(&notes) {
+            return Some(id);
+        }
+    }
+    None
+}
+
+/// The NT_GNU_BUILD_ID note's descriptor in a note segment.
+fn find_build_id(notes: &[u8]) -> Option<Vec<u8>> {
+    let align4 = |n: usize| n.checked_add(3).map(|n| n & !3);
+    let mut at = 0usize;
+    while at + 12 <= notes.len() {
+        let namesz = u32_at(notes, at)? as usize;
+        let descsz = u32_at(notes, at + 4)? as usize;
+        let kind = u32_at(notes, at + 8)?;
+        let name_at = at + 12;
+        let desc_at = name_at.checked_add(align4(namesz)?)?;
+        let end = desc_at.checked_add(align4(descsz)?)?;
+        let name = notes.get(name_at..name_at.checked_add(namesz)?)?;
+        let desc = notes.get(desc_at..desc_at.checked_add(descsz)?)?;
+        if kind == NT_GNU_BUILD_ID && name == b"GNU\0" && !desc.is_empty() && desc.len() <= 64 {
+            return Some(desc.to_vec());
+        }
+        at = end;
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    fn hex(b: &[u8]) -> String {
+        b.iter().map(|x| format!("{x:02x}")).collect()
+    }
+
+    #[test]
+    fn reads_what_readelf_reads() {
+        let path = "/bin/ls";
+        let out = std::process::Command::new("readelf")
+            .args(["-n", path])
+            .output()
+            .expect("readelf (binutils) runs");
+        let text = String::from_utf8_lossy(&out.stdout);
+        let expected = text
+            .lines()
+            .find_map(|l| l.trim().strip_prefix("Build ID: "))
+            .expect("/bin/ls has a build id")
+            .trim()
+            .to_string();
+        let got = read(&File::open(path).unwrap()).expect("a build id");
+        assert_eq!(hex(&got), expected);
+    }
+
+    #[test]
+    fn garbage_and_truncated_files_have_none() {
+        let ls = std::fs::read("/bin/ls").unwrap();
+        for bytes in [
+            Vec::new(),
+            b"\x7fELF".to_vec(),
+            vec![0xffu8; 4096],
+            ls[..100].to_vec(),
+            ls[..ls.len() / 3].to_vec(),
+        ] {
+            let mut f = tempfile::tempfile().unwrap();
+            f.write_all(&bytes).unwrap();
+            // anything but a panic; a cut file may still hold its notes
+            let _ = read(&f);
+        }
+        let mut f = tempfile::tempfile().unwrap();
+        f.write_all(&vec![0xffu8; 4096]).unwrap();
+        assert_eq!(read(&f), None);
+    }
+
+    #[test]
+    fn notes_that_overrun_their_segment_are_refused() {
+        let mut n = Vec::new();
+        n.extend(4u32.to_le_bytes());
+        n.extend(u32::MAX.to_le_bytes()); // descsz past the end
+        n.extend(NT_GNU_BUILD_ID.to_le_bytes());
+        n.extend(b"GNU\0");
+        n.extend([1, 2, 3]);
+        assert_eq!(find_build_id(&n), None);
+        let mut ok = Vec::new();
+        ok.extend(4u32.to_le_bytes());
+        ok.extend(3u32.to_le_bytes());
+        ok.extend(NT_GNU_BUILD_ID.to_le_bytes());
+        ok.extend(b"GNU\0");
+        ok.extend([1, 2, 3, 0]);
+        assert_eq!(find_build_id(&ok), Some(vec![1, 2, 3]));
+    }
+}
