@@ -24,6 +24,9 @@ pub struct SymbolizeStats {
     pub kernel_addrs: usize,
     /// Objects whose symbols could not be read at all, with the reason.
     pub object_failures: Vec<String>,
+    /// Kernel addresses were sampled but /proc/kallsyms showed none: every
+    /// kernel frame is [unknown].
+    pub no_kernel_symbols: bool,
 }
 
 /// A thread that owns the symbolizer: it reads kallsyms while the capture runs,
@@ -146,7 +149,8 @@ pub fn build(
     let (user_addrs, kernel_addrs) = unique_addresses(&instances, tracker);
     stats.user_addrs = user_addrs.len();
     stats.kernel_addrs = kernel_addrs.len();
-    let kernel = name_kernel(&mut profile, symbolizer, kernel_addrs);
+    let (kernel, no_kernel_symbols) = name_kernel(&mut profile, symbolizer, kernel_addrs);
+    stats.no_kernel_symbols = no_kernel_symbols;
     let named = name_user(&mut profile, tracker, symbolizer, &user_addrs, &mut stats);
     let names = Names {
         user_addrs,
@@ -200,12 +204,13 @@ fn name_kernel(
     profile: &mut Profile,
     symbolizer: &Symbolizer,
     kaddrs: Vec<u64>,
-) -> HashMap<u64, LocationId> {
+) -> (HashMap<u64, LocationId>, bool) {
     let ksyms = if kaddrs.is_empty() {
         Ok(Vec::new())
     } else {
         symbolizer.kernel(&kaddrs)
     };
+    let unnamed = ksyms.is_err();
     let ksyms = ksyms.unwrap_or_else(|_| vec![Frames::from([]); kaddrs.len()]);
     let kernel_mapping = profile.intern_mapping(Mapping {
         path: "[kernel.kallsyms]".into(),
@@ -222,7 +227,7 @@ fn name_kernel(
         });
         locations.insert(*addr, location);
     }
-    locations
+    (locations, unnamed)
 }
 
 /// Names the user addresses that fall in objects: one batch per object, shared by

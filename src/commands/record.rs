@@ -205,6 +205,11 @@ fn write(
             eprintln!("flamebpf: no symbols from {failure}");
         }
     }
+    if sym_stats.no_kernel_symbols {
+        eprintln!(
+            "flamebpf: kernel frames are [unknown]: /proc/kallsyms shows this process no addresses (run as root, or add CAP_SYSLOG)"
+        );
+    }
     output::write_all(outputs, &profile, &output::write_options(&args.out))?;
     Ok(profile)
 }

@@ -154,3 +154,54 @@ fn perf_record_works_beside_a_running_record_and_continuous() {
     let store = dir.path().join("store");
     perf_beside(&["continuous", "--dir", store.to_str().unwrap()]);
 }
+
+/// flamebpf run by `nobody` with the capabilities in `caps` (setpriv), over the
+/// whole machine for a second: (success, stderr, folded output).
+fn as_nobody_with(caps: &str) -> (bool, String, String) {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+    let bin = dir.path().join("flamebpf");
+    std::fs::copy(env!("CARGO_BIN_EXE_flamebpf"), &bin).unwrap();
+    let out_file = dir.path().join("out.folded");
+    let out = Command::new("setpriv")
+        .args(["--reuid=nobody", "--regid=nogroup", "--clear-groups"])
+        .arg(format!("--inh-caps={caps}"))
+        .arg(format!("--ambient-caps={caps}"))
+        .arg(&bin)
+        .args(["record", "-a", "-F", "999", "-d", "1", "-o"])
+        .arg(&out_file)
+        .output()
+        .expect("setpriv (util-linux) runs");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+        std::fs::read_to_string(&out_file).unwrap_or_default(),
+    )
+}
+
+#[test]
+fn cap_bpf_and_cap_perfmon_profile_and_cap_syslog_names_the_kernel() {
+    require_bpf!();
+    let _lock = capture_lock();
+    let (ok, stderr, folded) = as_nobody_with("+bpf,+perfmon");
+    assert!(ok, "CAP_BPF + CAP_PERFMON: {stderr}");
+    assert!(!folded.is_empty(), "samples were written");
+    if folded.contains("_[k]") {
+        assert!(
+            stderr.contains("kernel frames are [unknown]") || !folded.contains("[unknown]_[k]"),
+            "an unnamed kernel says why: {stderr}"
+        );
+    }
+    let (ok, stderr, folded) = as_nobody_with("+bpf,+perfmon,+syslog");
+    assert!(ok, "with CAP_SYSLOG: {stderr}");
+    assert!(!stderr.contains("kernel frames are [unknown]"), "{stderr}");
+    assert!(
+        folded
+            .lines()
+            .any(|l| l.contains("_[k]") && !l.contains("[unknown]_[k]")),
+        "kernel frames named with CAP_SYSLOG"
+    );
+    let (ok, stderr, _) = as_nobody_with("-all");
+    assert!(!ok && stderr.contains("CAP_BPF"), "{stderr}");
+}
