@@ -15,6 +15,10 @@ const volatile bool filter_comm = false; /* sample only threads named target_com
 const volatile char target_comm[FLAMEBPF_COMM_LEN] = {};
 const volatile bool filter_cgroup = false; /* sample only tasks under cgroups[0] */
 const volatile __u32 exclude_tgid = 0;     /* leave this process out (the daemon itself) */
+/* Keep the thread id in the counts key: only when an output shows threads
+ * (--per-thread); otherwise a process's threads share its entries, and a
+ * many-threaded process does not multiply them. */
+const volatile bool per_thread = true;
 
 /* targets: the processes (tgids) to sample when filter_pids is set. Written by
  * userspace (-p, the command's pid) and by on_fork/on_exit (children come and

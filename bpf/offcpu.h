@@ -184,6 +184,8 @@ static __always_inline void begin_wait(void *ctx, struct task_struct *prev, bool
 	key.tid = prev->pid;
 	if (!wait_wanted(prev, &key))
 		return;
+	if (!per_thread)
+		key.tid = 0;
 	count(STAT_OFFCPU_WAITS);
 	struct off_cpu_wait *w = bpf_task_storage_get(&waits, prev, 0, BPF_LOCAL_STORAGE_GET_F_CREATE);
 	if (!w) {
@@ -309,6 +311,8 @@ static __always_inline void seed_wait(struct task_struct *task)
 	bpf_probe_read_kernel_str(key.comm, sizeof(key.comm), task->comm);
 	if (filter_comm && !comm_matches(key.comm))
 		return;
+	if (!per_thread)
+		key.tid = 0;
 	struct off_cpu_wait *w = bpf_task_storage_get(&waits, task, 0, BPF_LOCAL_STORAGE_GET_F_CREATE);
 	if (!w || w->since)
 		return;

@@ -46,6 +46,8 @@ int profile(struct bpf_perf_event_data *ctx)
 	key.tid = (__u32)id;
 	if (!wanted(key.pid, key.tid, key.comm))
 		return 0;
+	if (!per_thread)
+		key.tid = 0;
 	count(STAT_SAMPLES);
 	record(ctx, &key);
 	return 0;

@@ -384,10 +384,16 @@ fn samples(profile: &Profile, columns: usize, st: &mut Strings) -> Vec<PSample> 
                 str: st.get(&s.comm),
                 num: 0,
             };
+            // threads are kept apart only when asked (tid 0: the process's)
+            let label = if s.tid != 0 {
+                vec![num(k_pid, s.pid), num(k_tid, s.tid), comm]
+            } else {
+                vec![num(k_pid, s.pid), comm]
+            };
             PSample {
                 location_id: s.stack.iter().rev().map(|&l| u64::from(l) + 1).collect(),
                 value,
-                label: vec![num(k_pid, s.pid), num(k_tid, s.tid), comm],
+                label,
             }
         })
         .collect()

@@ -49,6 +49,8 @@ pub struct Config {
     pub cfi: Option<u32>,
     /// `--off-cpu`: waits shorter than this many nanoseconds are left out.
     pub off_cpu_min_ns: Option<u64>,
+    /// Keep thread ids in the aggregate (an output shows threads).
+    pub per_thread: bool,
 }
 
 /// The loaded program with its attachments.
@@ -119,6 +121,7 @@ fn open_and_load(config: &Config, no_prealloc: bool) -> Result<ProfileSkel<'stat
         rodata.exclude_tgid = std::process::id();
     }
     rodata.off_cpu_min_ns = config.off_cpu_min_ns.unwrap_or(0);
+    rodata.per_thread = config.per_thread;
     // a single capture's flush ends the waits; a window's counts them so far
     rodata.flush_final = !config.two_sets;
     let (mut stack, mut counts) = (config.stack_map_size, config.counts_map_size);

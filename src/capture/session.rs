@@ -73,6 +73,7 @@ impl Session {
             dwarf: setup.dwarf,
             cfi: setup.cfi,
             off_cpu_min_ns: setup.off_cpu_min_ns,
+            per_thread: setup.per_thread,
         };
         let mut sampler = Sampler::load(&config).map_err(|e| load_error(e, setup.verbose))?;
         if follow_forks || setup.cfi.is_some() {

@@ -94,6 +94,8 @@ pub struct Setup {
     pub cfi: Option<u32>,
     /// `--off-cpu`: the shortest wait kept, in nanoseconds.
     pub off_cpu_min_ns: Option<u64>,
+    /// Keep thread ids apart in the aggregate (an output shows threads).
+    pub per_thread: bool,
     /// Show the verifier log on a load failure.
     pub verbose: bool,
 }
@@ -202,6 +204,7 @@ impl Plan {
             dwarf: self.dwarf,
             cfi: self.cfi,
             off_cpu_min_ns: self.off_cpu_min_ns,
+            per_thread: false,
             verbose,
         };
         Ok((setup, note))

@@ -32,9 +32,11 @@ pub fn run(args: RecordArgs) -> Result<i32> {
     let outputs = output::plan(&args.out.output, args.out.format.map(Into::into))?;
     output::preflight(&outputs)?;
     let target = Target::from_args(&args.pid, args.all_cpus, &args.command)?;
-    let (setup, precise_note) =
+    let (mut setup, precise_note) =
         plan.clone()
             .setup(target.clone(), Filters::default(), args.verbose)?;
+    // only speedscope's per-thread profiles need threads kept apart
+    setup.per_thread = args.out.per_thread;
     if let Some(note) = precise_note {
         eprintln!("flamebpf: {note}");
     }

@@ -225,3 +225,35 @@ fn pprof_mappings_carry_the_build_id_read_from_the_file() {
         .unwrap_or_else(|| panic!("a mapping of the workload: {raw}"));
     assert!(line.contains(&id), "{line} lacks {id}");
 }
+
+#[test]
+fn threads_are_kept_apart_only_when_an_output_shows_them() {
+    require_bpf!();
+    let w = workload("offcpu");
+    // two threads taking turns at a mutex, spinning while they hold it
+    let c = record(
+        &["-F", "999", "-o", "{dir}/p.pb.gz"],
+        &[w.to_str().unwrap(), "mutex", "10"],
+    );
+    let raw = go_pprof(&[OsStr::new("-raw"), c.dir.path().join("p.pb.gz").as_os_str()]);
+    assert!(
+        raw.contains("pid:[") && !raw.contains("tid:["),
+        "one entry per process and stack"
+    );
+    let c = record(
+        &["-F", "999", "--per-thread", "-o", "{dir}/t.speedscope.json"],
+        &[w.to_str().unwrap(), "mutex", "10"],
+    );
+    let json: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(c.dir.path().join("t.speedscope.json")).unwrap(),
+    )
+    .unwrap();
+    let threads: Vec<String> = json["profiles"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["name"].as_str().unwrap().to_string())
+        .filter(|n| n.starts_with("offcpu"))
+        .collect();
+    assert!(threads.len() >= 2, "a profile per thread: {threads:?}");
+}
