@@ -71,6 +71,28 @@ fn debug_dirs(extra: &[PathBuf]) -> Vec<PathBuf> {
 /// from the cache copies a pointer, not the names.
 pub type Frames = Rc<[Symbol]>;
 
+/// Which file a path names: device, inode, size and modification time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FileStamp {
+    dev: u64,
+    ino: u64,
+    size: u64,
+    mtime_ns: i128,
+}
+
+impl FileStamp {
+    fn of(path: &Path) -> Option<FileStamp> {
+        use std::os::unix::fs::MetadataExt;
+        let m = std::fs::metadata(path).ok()?;
+        Some(FileStamp {
+            dev: m.dev(),
+            ino: m.ino(),
+            size: m.size(),
+            mtime_ns: i128::from(m.mtime()) * 1_000_000_000 + i128::from(m.mtime_nsec()),
+        })
+    }
+}
+
 /// A blazesym symbolizer with flamebpf's settings, kallsyms, the vDSO, and a cache
 /// of what each object's offsets were named.
 pub struct Symbolizer {
@@ -78,10 +100,12 @@ pub struct Symbolizer {
     options: Options,
     kallsyms: OnceCell<Kallsyms>,
     vdso: OnceCell<Option<Vdso>>,
-    /// Per object (by the path it is read from), the frames of each offset named so
-    /// far: a later capture of the same objects (continuous mode) names its
-    /// addresses from here.
-    cache: RefCell<HashMap<PathBuf, HashMap<u64, Frames>>>,
+    /// Per object (by the path it is read from, and the identity of the file
+    /// found there), the frames of each offset named so far: a later capture of
+    /// the same objects (continuous mode) names its addresses from here. The
+    /// identity matters: a path (a `/proc/self/fd/N` whose number was reused, a
+    /// library replaced by an upgrade) may come to name another file.
+    cache: RefCell<HashMap<PathBuf, (Option<FileStamp>, HashMap<u64, Frames>)>>,
     /// When each object was last used, in calls to [`Symbolizer::next_round`].
     last_used: RefCell<HashMap<PathBuf, u64>>,
     round: u64,
@@ -195,8 +219,18 @@ impl Symbolizer {
         self.last_used
             .borrow_mut()
             .insert(path.to_path_buf(), self.round);
+        let stamp = FileStamp::of(path);
         let mut cache = self.cache.borrow_mut();
-        let known = cache.entry(path.to_path_buf()).or_default();
+        let (seen, known) = cache.entry(path.to_path_buf()).or_default();
+        if *seen != stamp {
+            // another file than the one named so far: forget its names, and
+            // what blazesym parsed under this path
+            *seen = stamp;
+            known.clear();
+            let _ = self.inner.evict(&blazesym::symbolize::evict::Evict::Elf(
+                blazesym::symbolize::evict::Elf::new(path),
+            ));
+        }
         let missing: Vec<u64> = offsets
             .iter()
             .copied()
@@ -335,6 +369,34 @@ mod tests {
             "{frames:?}"
         );
         assert!(frames[1].is_empty());
+        assert_eq!(marker_function_for_symbolizer_test(), 42);
+    }
+
+    #[test]
+    fn a_path_that_comes_to_name_another_file_is_named_afresh() {
+        // as a library upgrade does: the same path, a new file renamed over it
+        let addr = marker_function_for_symbolizer_test as *const () as usize as u64;
+        let exe = std::env::current_exe().unwrap();
+        let maps = crate::procmaps::read(std::process::id()).unwrap();
+        let m = maps
+            .iter()
+            .find(|m| m.start <= addr && addr < m.end)
+            .expect("our code is mapped");
+        let offset = addr - m.start + m.offset;
+        let dir = tempfile::tempdir().unwrap();
+        let lib = dir.path().join("libthing.so");
+        std::fs::copy(&exe, &lib).unwrap();
+        let s = Symbolizer::new(Options::default());
+        let named = |s: &Symbolizer| {
+            s.object(&lib, &[offset]).unwrap()[0]
+                .iter()
+                .any(|f| f.name.contains("marker_function_for_symbolizer_test"))
+        };
+        assert!(named(&s), "the first file's name");
+        let new = dir.path().join("libthing.so.new");
+        std::fs::copy("/bin/ls", &new).unwrap();
+        std::fs::rename(&new, &lib).unwrap();
+        assert!(!named(&s), "the replaced file's names are not the old file's");
         assert_eq!(marker_function_for_symbolizer_test(), 42);
     }
 
