@@ -223,13 +223,10 @@ impl Symbolizer {
         let mut cache = self.cache.borrow_mut();
         let (seen, known) = cache.entry(path.to_path_buf()).or_default();
         if *seen != stamp {
-            // another file than the one named so far: forget its names, and
-            // what blazesym parsed under this path
+            // another file than the one named so far: forget its names
+            // (blazesym's own file cache checks the same identity)
             *seen = stamp;
             known.clear();
-            let _ = self.inner.evict(&blazesym::symbolize::evict::Evict::Elf(
-                blazesym::symbolize::evict::Elf::new(path),
-            ));
         }
         let missing: Vec<u64> = offsets
             .iter()
@@ -396,7 +393,10 @@ mod tests {
         let new = dir.path().join("libthing.so.new");
         std::fs::copy("/bin/ls", &new).unwrap();
         std::fs::rename(&new, &lib).unwrap();
-        assert!(!named(&s), "the replaced file's names are not the old file's");
+        assert!(
+            !named(&s),
+            "the replaced file's names are not the old file's"
+        );
         assert_eq!(marker_function_for_symbolizer_test(), 42);
     }
 
