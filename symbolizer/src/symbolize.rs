@@ -71,6 +71,10 @@ fn debug_dirs(extra: &[PathBuf]) -> Vec<PathBuf> {
 /// from the cache copies a pointer, not the names.
 pub type Frames = Rc<[Symbol]>;
 
+/// The names found in one object: the file they were read from, and each
+/// offset's frames.
+type ObjectNames = (Option<FileStamp>, HashMap<u64, Frames>);
+
 /// Which file a path names: device, inode, size and modification time.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct FileStamp {
@@ -105,7 +109,7 @@ pub struct Symbolizer {
     /// the same objects (continuous mode) names its addresses from here. The
     /// identity matters: a path (a `/proc/self/fd/N` whose number was reused, a
     /// library replaced by an upgrade) may come to name another file.
-    cache: RefCell<HashMap<PathBuf, (Option<FileStamp>, HashMap<u64, Frames>)>>,
+    cache: RefCell<HashMap<PathBuf, ObjectNames>>,
     /// When each object was last used, in calls to [`Symbolizer::next_round`].
     last_used: RefCell<HashMap<PathBuf, u64>>,
     round: u64,
