@@ -1,8 +1,11 @@
 """What the benchmark scripts share: where things are, the build, the job, a
 process's CPU time, and writing the report."""
 
+import json
 import os
+import statistics
 import subprocess
+import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -41,3 +44,63 @@ def report(lines, out):
     print(text)
     if out:
         out.write_text(text)
+
+
+def prog_ids(pid):
+    """Ids of the BPF programs the process holds (its fds' fdinfo): its own
+    programs, not the others loaded on the machine."""
+    ids = set()
+    try:
+        fds = list(Path(f"/proc/{pid}/fdinfo").iterdir())
+    except (FileNotFoundError, ProcessLookupError):
+        return ids
+    for fd in fds:
+        try:
+            for line in fd.read_text().splitlines():
+                if line.startswith("prog_id:"):
+                    ids.add(int(line.split()[1]))
+        except (OSError, ValueError):
+            pass
+    return ids
+
+
+def prog_stats(ids):
+    """{id: (name, run_time_ns, run_cnt)} of these programs (bpftool; the counts
+    need kernel.bpf_stats_enabled=1)."""
+    progs = json.loads(subprocess.run(["bpftool", "prog", "show", "-j"], capture_output=True, text=True,
+                                      check=True).stdout)
+    return {p["id"]: (p.get("name", "?"), p.get("run_time_ns", 0), p.get("run_cnt", 0))
+            for p in progs if p["id"] in ids}
+
+
+def wait_exit(p, timeout):
+    """Waits for `p` (a Popen not yet reaped) and returns its CPU time (ns) from
+    the kernel's rusage, all its threads and its whole life; kills it after
+    `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        if p.returncode is not None:  # already reaped by poll(): its rusage is gone
+            return 0
+        pid, status, ru = os.wait4(p.pid, os.WNOHANG)
+        if pid:
+            p.returncode = os.waitstatus_to_exitcode(status)
+            return int((ru.ru_utime + ru.ru_stime) * 1e9)
+        if time.monotonic() > deadline:
+            p.kill()
+            _, status, ru = os.wait4(p.pid, 0)
+            p.returncode = os.waitstatus_to_exitcode(status)
+            return int((ru.ru_utime + ru.ru_stime) * 1e9)
+        time.sleep(0.05)
+
+
+def med(rows, key):
+    """(median, min, max) of rows[*][key], NaNs and missing keys left out."""
+    vals = [r[key] for r in rows if key in r and r[key] == r[key]]
+    return (statistics.median(vals), min(vals), max(vals)) if vals else (float("nan"),) * 3
+
+
+def machine():
+    cpu_model = next((l.split(":", 1)[1].strip() for l in Path("/proc/cpuinfo").read_text().splitlines()
+                      if l.startswith("model name")), "unknown CPU")
+    nproc = subprocess.run(["nproc"], capture_output=True, text=True).stdout.strip()
+    return f"{nproc} CPUs (nproc), {cpu_model}, kernel {os.uname().release}"

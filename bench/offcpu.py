@@ -40,8 +40,6 @@ Run as root: bench/offcpu.py [--rounds 3] [--seconds 5] [--cpu 0] [--settle 2] [
 """
 
 import argparse
-import hashlib
-import json
 import os
 import random
 import shutil
@@ -54,10 +52,9 @@ import time
 from pathlib import Path
 
 import benchlib
-from benchlib import ROOT, cpu_ns, report, sh
+import libbpf_tools
+from benchlib import ROOT, cpu_ns, machine, med, prog_ids, prog_stats, report, sh, wait_exit
 
-BCC_MIRROR = Path("/work/.mirror/iovisor+bcc/repo")
-BUILD_CACHE = Path("/tmp/flamebpf-bench-offcputime")
 STATS = Path("/proc/sys/kernel/bpf_stats_enabled")
 
 
@@ -85,166 +82,7 @@ def find_flamebpf(explicit):
     sys.exit("bench/offcpu.py: no flamebpf binary with --off-cpu (set FLAMEBPF)")
 
 
-# ---------------------------------------------------------------- offcputime
-
-def bcc_source():
-    """(kind, location) of bcc's source, or (None, reason)."""
-    env = os.environ.get("BCC_SRC")
-    if env:
-        if (Path(env) / "libbpf-tools" / "offcputime.bpf.c").is_file():
-            return "dir", Path(env)
-        return None, f"BCC_SRC={env} has no libbpf-tools/offcputime.bpf.c"
-    if BCC_MIRROR.is_dir():
-        return "git", BCC_MIRROR
-    return None, f"no bcc source: BCC_SRC is not set and {BCC_MIRROR} does not exist"
-
-
-def wanted(name):
-    """The libbpf-tools files offcputime's build may need: its own, every header,
-    the common helpers (linked from an archive, so only what is used comes in)."""
-    return (name.startswith("offcputime.") or name.endswith(".h")
-            or name.endswith("_helpers.c") or name == "compat.c")
-
-
-def fetch_source(kind, loc, dst):
-    """Copies the files offcputime needs into `dst`; returns a label of the source."""
-    if kind == "dir":
-        for f in (loc / "libbpf-tools").iterdir():
-            if f.is_file() and wanted(f.name):
-                shutil.copy(f, dst / f.name)
-        rev = subprocess.run(["git", "-C", str(loc), "rev-parse", "--short", "HEAD"],
-                             capture_output=True, text=True)
-        return f"{loc}" + (f" at {rev.stdout.strip()}" if rev.returncode == 0 else "")
-    git = ["git", "--git-dir", str(loc)]
-    commit = subprocess.run(git + ["rev-parse", "HEAD"], capture_output=True, text=True,
-                            check=True).stdout.strip()
-    names = subprocess.run(git + ["ls-tree", "--name-only", commit, "libbpf-tools/"], capture_output=True,
-                           text=True, check=True).stdout.split()
-    # One file at a time: the mirror lacks some objects of the tree (arm64 headers),
-    # which makes `git archive` of the whole directory fail.
-    for path in names:
-        name = path.rsplit("/", 1)[-1]
-        if wanted(name):
-            blob = subprocess.run(git + ["show", f"{commit}:{path}"], capture_output=True)
-            if blob.returncode == 0:
-                (dst / name).write_bytes(blob.stdout)
-    return f"{loc} at {commit[:12]}"
-
-
-def ensure_packages():
-    """libbpf-dev (static libbpf.a and headers), libelf-dev, zlib1g-dev, clang,
-    bpftool: installed with apt-get when missing. Returns a reason when it fails."""
-    need = {"libbpf-dev": Path("/usr/include/bpf/libbpf.h"), "libelf-dev": Path("/usr/include/gelf.h"),
-            "zlib1g-dev": Path("/usr/include/zlib.h")}
-    missing = [p for p, f in need.items() if not f.exists()]
-    missing += [p for p in ("clang", "bpftool") if not shutil.which(p)]
-    if not missing:
-        return None
-    log(f"installing {' '.join(missing)} with apt-get ...")
-    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
-    p = subprocess.run(["apt-get", "install", "-y", "-qq", "--no-install-recommends"] + missing,
-                       capture_output=True, text=True, env=env, stdin=subprocess.DEVNULL)
-    if p.returncode != 0:
-        subprocess.run(["apt-get", "update", "-qq"], capture_output=True, env=env, stdin=subprocess.DEVNULL)
-        p = subprocess.run(["apt-get", "install", "-y", "-qq", "--no-install-recommends"] + missing,
-                           capture_output=True, text=True, env=env, stdin=subprocess.DEVNULL)
-    if p.returncode != 0:
-        return f"apt-get install {' '.join(missing)} failed: {p.stderr.strip()[-300:]}"
-    return None
-
-
-def build_offcputime():
-    """(path of the offcputime binary, label of its source), or (None, reason).
-    Built as TESTING.md says, cached by the source's contents and the kernel's BTF."""
-    kind, loc = bcc_source()
-    if kind is None:
-        return None, loc
-    reason = ensure_packages()
-    if reason:
-        return None, reason
-    stage = Path(tempfile.mkdtemp(prefix="flamebpf-bench-bcc-src-"))
-    try:
-        try:
-            label = fetch_source(kind, loc, stage)
-        except (subprocess.CalledProcessError, OSError) as e:
-            return None, f"cannot read bcc's source at {loc}: {e}"
-        if not (stage / "offcputime.bpf.c").exists():
-            return None, f"no libbpf-tools/offcputime.bpf.c in {loc}"
-        h = hashlib.sha256(Path("/sys/kernel/btf/vmlinux").read_bytes())
-        for f in sorted(stage.iterdir()):
-            h.update(f.name.encode() + f.read_bytes())
-        out = BUILD_CACHE / h.hexdigest()[:16]
-        exe = out / "offcputime"
-        if exe.exists():
-            return exe, label
-        out.mkdir(parents=True, exist_ok=True)
-        for f in stage.iterdir():
-            shutil.copy(f, out / f.name)
-    finally:
-        shutil.rmtree(stage, ignore_errors=True)
-
-    arch = {"x86_64": "x86", "aarch64": "arm64"}.get(os.uname().machine, os.uname().machine)
-    multiarch = subprocess.run(["gcc", "-print-multiarch"], capture_output=True, text=True).stdout.strip()
-    libbpf_a = subprocess.run(["gcc", "-print-file-name=libbpf.a"], capture_output=True, text=True).stdout.strip()
-    libbpf = [libbpf_a] if os.path.isabs(libbpf_a) and Path(libbpf_a).exists() else ["-lbpf"]
-
-    def step(cmd, stdout=None):
-        p = subprocess.run(cmd, cwd=out, stdout=stdout or subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        if p.returncode != 0:
-            raise RuntimeError(f"`{' '.join(cmd)}` failed: {p.stderr.strip()[-600:]}")
-
-    try:
-        log(f"building offcputime from {label} in {out} ...")
-        with open(out / "vmlinux.h", "w") as f:
-            step(["bpftool", "btf", "dump", "file", "/sys/kernel/btf/vmlinux", "format", "c"], stdout=f)
-        step(["clang", "-g", "-O2", "-target", "bpf", f"-D__TARGET_ARCH_{arch}", "-I.",
-              f"-I/usr/include/{multiarch}", "-c", "offcputime.bpf.c", "-o", "offcputime.bpf.o"])
-        with open(out / "offcputime.skel.h", "w") as f:
-            step(["bpftool", "gen", "skeleton", "offcputime.bpf.o"], stdout=f)
-        step(["gcc", "-g", "-O2", "-I.", "-c", "offcputime.c", "-o", "offcputime.o"])
-        helpers = []
-        for c in sorted(out.glob("*.c")):
-            if c.name.startswith("offcputime"):
-                continue
-            o = c.with_suffix(".o")
-            # A helper that does not build here is left out; the link says if it was needed.
-            if subprocess.run(["gcc", "-g", "-O2", "-I.", "-c", c.name, "-o", o.name], cwd=out,
-                              capture_output=True).returncode == 0:
-                helpers.append(o.name)
-        step(["ar", "rcs", "libhelpers.a"] + helpers)
-        step(["gcc", "-o", "offcputime.tmp", "offcputime.o", "libhelpers.a"] + libbpf + ["-lelf", "-lz"])
-        (out / "offcputime.tmp").rename(exe)
-    except (RuntimeError, OSError) as e:
-        return None, f"building offcputime failed: {e}"
-    return exe, label
-
-
 # ---------------------------------------------------------------- measuring
-
-def prog_ids(pid):
-    """Ids of the BPF programs the process holds (its fds' fdinfo)."""
-    ids = set()
-    try:
-        fds = list(Path(f"/proc/{pid}/fdinfo").iterdir())
-    except (FileNotFoundError, ProcessLookupError):
-        return ids
-    for fd in fds:
-        try:
-            for line in fd.read_text().splitlines():
-                if line.startswith("prog_id:"):
-                    ids.add(int(line.split()[1]))
-        except (OSError, ValueError):
-            pass
-    return ids
-
-
-def prog_stats(ids):
-    """{id: (name, run_time_ns, run_cnt)} of these programs."""
-    progs = json.loads(subprocess.run(["bpftool", "prog", "show", "-j"], capture_output=True, text=True,
-                                      check=True).stdout)
-    return {p["id"]: (p.get("name", "?"), p.get("run_time_ns", 0), p.get("run_cnt", 0))
-            for p in progs if p["id"] in ids}
-
 
 def run_pingpong(job, trips, cpu):
     cmd = [str(job)] + (["-c", str(cpu)] if cpu >= 0 else []) + [str(trips)]
@@ -263,24 +101,6 @@ class Config:
         self.rows = []       # one dict per round
         self.error = None    # the first failure, verbatim
         self.last_stderr = ""
-
-
-def wait_exit(p, timeout):
-    """Waits for `p` and returns its CPU time (ns) from the kernel's rusage."""
-    deadline = time.monotonic() + timeout
-    while True:
-        if p.returncode is not None:  # already reaped by poll(): its rusage is gone
-            return 0
-        pid, status, ru = os.wait4(p.pid, os.WNOHANG)
-        if pid:
-            p.returncode = os.waitstatus_to_exitcode(status)
-            return int((ru.ru_utime + ru.ru_stime) * 1e9)
-        if time.monotonic() > deadline:
-            p.kill()
-            _, status, ru = os.wait4(p.pid, 0)
-            p.returncode = os.waitstatus_to_exitcode(status)
-            return int((ru.ru_utime + ru.ru_stime) * 1e9)
-        time.sleep(0.05)
 
 
 def one_run(cfg, job, trips, cpu, settle, tmp):
@@ -361,18 +181,6 @@ def ping_pong_share(folded):
     return 100.0 * inside / tot if tot else float("nan")
 
 
-def med(rows, key):
-    vals = [r[key] for r in rows if key in r and r[key] == r[key]]
-    return (statistics.median(vals), min(vals), max(vals)) if vals else (float("nan"),) * 3
-
-
-def machine():
-    cpu_model = next((l.split(":", 1)[1].strip() for l in Path("/proc/cpuinfo").read_text().splitlines()
-                      if l.startswith("model name")), "unknown CPU")
-    nproc = subprocess.run(["nproc"], capture_output=True, text=True).stdout.strip()
-    return f"{nproc} CPUs (nproc), {cpu_model}, kernel {os.uname().release}"
-
-
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--rounds", type=int, default=3, help="rounds of the four configurations (default 3)")
@@ -392,7 +200,7 @@ def main():
             sys.exit(f"bench/offcpu.py: {tool} is missing (scripts/setup.sh with FLAMEBPF_SETUP_BENCH=1)")
 
     src_flamebpf = find_flamebpf(a.flamebpf)
-    offcputime, oc_label = build_offcputime()
+    offcputime, oc_label = libbpf_tools.build("offcputime")
     if offcputime is None:
         log(f"SKIPPING offcputime: {oc_label}")
 
