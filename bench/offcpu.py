@@ -32,9 +32,8 @@ offcputime's source: $BCC_SRC (a bcc checkout) or the git mirror
 /tmp/flamebpf-bench-offcputime. Without a source, or when the build fails, the
 offcputime column is skipped with the reason.
 
-flamebpf: $FLAMEBPF, else target/release/flamebpf of this checkout, else
-/work/main/target/release/flamebpf; it is copied before the runs, since it may be
-rebuilt meanwhile.
+flamebpf: $FLAMEBPF, else target/release/flamebpf of this checkout; it is copied
+before the runs, since it may be rebuilt meanwhile.
 
 Run as root: bench/offcpu.py [--rounds 3] [--seconds 5] [--cpu 0] [--settle 2] [--note TEXT] [--out FILE]
 """
@@ -67,7 +66,7 @@ def log(msg):
 def find_flamebpf(explicit):
     """The flamebpf binary to use, copied into a temporary place (it is rebuilt
     often on a shared machine); waits for a missing one, a few minutes at most."""
-    cands = [Path(explicit)] if explicit else [benchlib.FLAMEBPF, Path("/work/main/target/release/flamebpf")]
+    cands = [Path(explicit)] if explicit else [benchlib.FLAMEBPF]
     for attempt in range(6):
         for c in cands:
             if c.is_file() and os.access(c, os.X_OK):

@@ -55,7 +55,7 @@ profile's source: $BCC_SRC (a bcc checkout) or the git mirror
 /work/.mirror/iovisor+bcc/repo, built (cached) under /tmp/flamebpf-bench-profile
 by bench/libbpf_tools.py; without it the profile rows are skipped with the
 reason. flamebpf: $FLAMEBPF or --flamebpf, else target/release/flamebpf of this
-checkout, else /work/main/target/release/flamebpf; copied before the runs.
+checkout; copied before the runs.
 
 Run as root: bench/profile_cost.py [--rounds 5] [--seconds 10] [--freq 999] [--depth 17]
     [--min-share 90] [--retries 2] [--budget 420] [--wait-quiet 120] [--note TEXT] [--out FILE]
@@ -86,7 +86,7 @@ def log(msg):
 def find_flamebpf(explicit):
     """The flamebpf binary to use (copied by the caller: it is rebuilt often on a
     shared machine); waits for a missing one, a few minutes at most."""
-    cands = [Path(explicit)] if explicit else [benchlib.FLAMEBPF, Path("/work/main/target/release/flamebpf")]
+    cands = [Path(explicit)] if explicit else [benchlib.FLAMEBPF]
     for attempt in range(6):
         for c in cands:
             if c.is_file() and os.access(c, os.X_OK):
