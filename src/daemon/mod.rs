@@ -110,9 +110,6 @@ impl Daemon {
             self.session.tracking.tracker.lost_records(),
             Ordering::Relaxed,
         );
-        self.metrics
-            .missed_runs
-            .store(self.session.sampler.missed(), Ordering::Relaxed);
         self.last_drain = now_mono;
         if let (Some(t), Ok(mut m)) = (&self.session.tables, self.metrics.tables.lock()) {
             *m = t.stats;
@@ -152,6 +149,10 @@ impl Daemon {
 
     /// Symbolizes and writes the current window, then applies retention.
     fn write_window(&mut self) {
+        // once a window: reading it walks every BPF program on the machine
+        self.metrics
+            .missed_runs
+            .store(self.session.sampler.missed(), Ordering::Relaxed);
         let end = SystemTime::now();
         let raw = std::mem::take(&mut self.window);
         let profile = self.profile(&raw, self.window_start, end);

@@ -345,17 +345,21 @@ mod tests {
         std::hint::black_box(42)
     }
 
-    #[test]
-    fn names_a_function_of_this_test_binary_by_file_offset() {
-        // Find our own function's file offset through our own mappings.
+    /// The marker function's file offset, found through our own mappings.
+    fn marker_offset() -> u64 {
         let addr = marker_function_for_symbolizer_test as *const () as usize as u64;
-        let exe = std::env::current_exe().unwrap();
         let maps = crate::procmaps::read(std::process::id()).unwrap();
         let m = maps
             .iter()
             .find(|m| m.start <= addr && addr < m.end)
             .expect("our code is mapped");
-        let offset = addr - m.start + m.offset;
+        addr - m.start + m.offset
+    }
+
+    #[test]
+    fn names_a_function_of_this_test_binary_by_file_offset() {
+        let exe = std::env::current_exe().unwrap();
+        let offset = marker_offset();
         let s = Symbolizer::new(Options::default());
         let frames = s.object(&exe, &[offset, u64::MAX / 2]).unwrap();
         assert_eq!(
@@ -376,14 +380,8 @@ mod tests {
     #[test]
     fn a_path_that_comes_to_name_another_file_is_named_afresh() {
         // as a library upgrade does: the same path, a new file renamed over it
-        let addr = marker_function_for_symbolizer_test as *const () as usize as u64;
         let exe = std::env::current_exe().unwrap();
-        let maps = crate::procmaps::read(std::process::id()).unwrap();
-        let m = maps
-            .iter()
-            .find(|m| m.start <= addr && addr < m.end)
-            .expect("our code is mapped");
-        let offset = addr - m.start + m.offset;
+        let offset = marker_offset();
         let dir = tempfile::tempdir().unwrap();
         let lib = dir.path().join("libthing.so");
         std::fs::copy(&exe, &lib).unwrap();

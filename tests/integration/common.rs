@@ -199,6 +199,18 @@ pub fn run(cmd: &mut Command) -> Output {
 /// A millisecond in the weight unit of the clock events (nanoseconds).
 pub const MS: u64 = 1_000_000;
 
+/// The window files of a continuous store, oldest first.
+pub fn windows(dir: &Path) -> Vec<String> {
+    let mut w: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("window-") && n.ends_with(".pb.gz"))
+        .collect();
+    w.sort();
+    w
+}
+
 /// Folded stacks: (frames with the comm first, weight).
 pub struct Folded(pub Vec<(Vec<String>, u64)>);
 

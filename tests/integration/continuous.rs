@@ -5,13 +5,12 @@
 use std::ffi::OsStr;
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use crate::common::{
-    capture_lock, flamebpf, go_pprof, heavy_share, pprof_raw_totals, require_bpf, run, workload,
-    Folded,
+    capture_lock, flamebpf, go_pprof, heavy_share, pprof_raw_totals, require_bpf, run, windows,
+    workload, Folded,
 };
 
 /// A daemon that is stopped (SIGTERM) and reaped however the test ends.
@@ -82,17 +81,6 @@ fn wait_for_port(port: u16) {
         std::thread::sleep(Duration::from_millis(50));
     }
     panic!("the daemon never listened on {port}");
-}
-
-fn windows(dir: &Path) -> Vec<String> {
-    let mut w: Vec<String> = std::fs::read_dir(dir)
-        .unwrap()
-        .flatten()
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-        .filter(|n| n.starts_with("window-") && n.ends_with(".pb.gz"))
-        .collect();
-    w.sort();
-    w
 }
 
 #[test]

@@ -8,7 +8,7 @@ use std::process::{Command, Stdio};
 
 use crate::common::{
     capture_lock, flamebpf, go_pprof, heavy_share, pprof_raw_totals, record, record_holding,
-    require_bpf, run, workload, Folded,
+    require_bpf, run, windows, workload, Folded,
 };
 
 /// The off-CPU time (both kinds) of the stacks that hold `frame`.
@@ -182,15 +182,10 @@ fn continuous_windows_carry_both_sample_types_and_query_reads_them_back() {
         .arg(&w)
         .args(["split", "8"]));
     assert!(out.status.success());
-    let windows: Vec<_> = std::fs::read_dir(&store)
-        .unwrap()
-        .flatten()
-        .map(|e| e.path())
-        .filter(|p| p.to_string_lossy().ends_with(".pb.gz"))
-        .collect();
-    assert!(windows.len() >= 2, "{windows:?}");
+    let files: Vec<_> = windows(&store).iter().map(|n| store.join(n)).collect();
+    assert!(files.len() >= 2, "{files:?}");
     let mut off_total = 0;
-    for p in &windows {
+    for p in &files {
         let raw = go_pprof(&[OsStr::new("-raw"), p.as_os_str()]);
         assert!(
             raw.contains("samples/count cpu/nanoseconds[dflt] off_cpu/nanoseconds"),
