@@ -105,11 +105,11 @@ static __always_inline __u64 keep_by_hash(struct overflow_stack *st, __u32 n, vo
  * and keeps it by hash. */
 static __always_inline __u64 keep_overflowed(struct bpf_perf_event_data *ctx, void *overflow_stacks, __u64 flags)
 {
-	__u32 zero = 0;
 	long err = 0;
-	struct overflow_stack *st = bpf_map_lookup_elem(&scratch, &zero);
-	if (!st)
+	struct room *s = room_of(sample_room);
+	if (!s)
 		return 0;
+	struct overflow_stack *st = &s->st;
 	long len = bpf_get_stack(ctx, st->ips, sizeof(st->ips), flags);
 	__u64 h = len > 0 ? keep_by_hash(st, len / sizeof(__u64), overflow_stacks, &err) : 0;
 	if (h)
@@ -154,16 +154,15 @@ static __always_inline __s32 cfi_stack(struct bpf_perf_event_data *ctx, __u32 tg
 	current_user_regs(ctx, &r);
 	__u8 outcome;
 	__u64 h;
-	__u32 n = unwind_user(tgid, gen, r.ip, r.sp, r.bp, &outcome, &h);
+	__u32 n = unwind_user(sample_room, tgid, gen, r.ip, r.sp, r.bp, &outcome, &h);
 	count(outcome);
-	__u32 zero = 0;
-	struct overflow_stack *st = bpf_map_lookup_elem(&scratch, &zero);
-	if (!st || n == 0) {
+	struct room *s = room_of(sample_room);
+	if (!s || n == 0) {
 		count(STAT_STACK_LOST);
 		return -FLAMEBPF_EEXIST;
 	}
 	long err = 0;
-	*hash = keep_hashed(st, n, h, overflow_stacks, &err);
+	*hash = keep_hashed(&s->st, n, h, overflow_stacks, &err);
 	if (!*hash) {
 		count_stack_lost(err);
 		return -FLAMEBPF_EEXIST;

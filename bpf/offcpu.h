@@ -65,16 +65,16 @@ static __always_inline __u32 frames(long len)
 	return len > 0 ? (__u64)len / 8 : 0;
 }
 
-/* Keeps the first n frames of scratch by hash in set `set`'s overflow map;
+/* Keeps the first n frames of scratch room `room` by hash in set `set`'s overflow map;
  * returns the hash, 0 when lost. A function of its own, verified once, rather
  * than a loop inlined at each of its callers (which exceeds the verifier's
  * budget). */
-__noinline __u64 keep_scratch(__u32 n, __u32 set)
+__noinline __u64 keep_scratch(__u32 n, __u32 set, __u32 room)
 {
-	__u32 zero = 0;
-	struct overflow_stack *st = bpf_map_lookup_elem(&scratch, &zero);
-	if (!st)
+	struct room *s = room_of(room);
+	if (!s)
 		return 0;
+	struct overflow_stack *st = &s->st;
 	if (n > FLAMEBPF_MAX_DEPTH)
 		n = FLAMEBPF_MAX_DEPTH;
 	long err = 0;
@@ -85,12 +85,12 @@ __noinline __u64 keep_scratch(__u32 n, __u32 set)
 
 /* Keeps the first n frames of scratch by hash in set `set`; returns the key's
  * stack id (-STACK_HASHED, -EFAULT for no frames, -EEXIST when lost). */
-static __always_inline __s32 keep_wait_stack(__u32 n, __u32 set, __u64 *hash)
+static __always_inline __s32 keep_wait_stack(__u32 n, __u32 set, __u32 room, __u64 *hash)
 {
 	*hash = 0;
 	if (n == 0)
 		return -FLAMEBPF_EFAULT;
-	*hash = keep_scratch(n, set);
+	*hash = keep_scratch(n, set, room);
 	if (!*hash) {
 		count(STAT_OFFCPU_STACK_LOST);
 		return -FLAMEBPF_EEXIST;
@@ -103,14 +103,14 @@ static __always_inline __s32 keep_wait_stack(__u32 n, __u32 set, __u64 *hash)
  * kernel entry, by CFI tables where the mode has them. */
 static __always_inline void keep_switch_stacks(void *ctx, struct sample_key *key, __u32 set)
 {
-	__u32 zero = 0;
-	struct overflow_stack *st = bpf_map_lookup_elem(&scratch, &zero);
-	if (!st)
+	struct room *s = room_of(ROOM_TASK);
+	if (!s)
 		return;
+	struct overflow_stack *st = &s->st;
 	/* it starts with this program and the tracepoint's callers, which userspace
 	 * cuts off at __schedule (their number depends on the probes attached) */
 	long len = bpf_get_stack(ctx, st->ips, sizeof(st->ips), 0);
-	key->kernel_stack_id = keep_wait_stack(frames(len), set, &key->kernel_stack_hash);
+	key->kernel_stack_id = keep_wait_stack(frames(len), set, ROOM_TASK, &key->kernel_stack_hash);
 	if (current_is_kthread()) {
 		key->user_stack_id = -FLAMEBPF_EFAULT;
 		return;
@@ -123,11 +123,11 @@ static __always_inline void keep_switch_stacks(void *ctx, struct sample_key *key
 		entry_user_regs(&r);
 		__u8 outcome;
 		__u64 h;
-		n = unwind_user(key->pid, gen, r.ip, r.sp, r.bp, &outcome, &h);
+		n = unwind_user(ROOM_TASK, key->pid, gen, r.ip, r.sp, r.bp, &outcome, &h);
 	} else {
 		n = frames(bpf_get_stack(ctx, st->ips, sizeof(st->ips), BPF_F_USER_STACK));
 	}
-	key->user_stack_id = keep_wait_stack(n, set, &key->user_stack_hash);
+	key->user_stack_id = keep_wait_stack(n, set, ROOM_TASK, &key->user_stack_hash);
 }
 
 /* Adds `ns` of kind `kind` under the wait's key to set `set`. */
@@ -261,11 +261,9 @@ static __always_inline void flush_wait(struct task_struct *task)
 	}
 	if (set != old) {
 		/* the stacks go first, so a switch-in that sees the new set finds them */
-		__u32 zero = 0;
-		struct overflow_stack *st = bpf_map_lookup_elem(&scratch, &zero);
 		__u64 hashes[2] = {w->key.kernel_stack_hash, w->key.user_stack_hash};
 		for (int i = 0; i < 2; i++) {
-			if (!hashes[i] || !st)
+			if (!hashes[i])
 				continue;
 			struct overflow_stack *s = bpf_map_lookup_elem(overflow_of(old), &hashes[i]);
 			if (!s || bpf_map_update_elem(overflow_of(set), &hashes[i], s, BPF_ANY))
@@ -317,13 +315,12 @@ static __always_inline void seed_wait(struct task_struct *task)
 	if (!w || w->since)
 		return;
 	count(STAT_OFFCPU_WAITS);
-	__u32 zero = 0;
-	struct overflow_stack *st = bpf_map_lookup_elem(&scratch, &zero);
-	if (!st)
+	struct room *s = room_of(ROOM_ITER);
+	if (!s)
 		return;
 	__u32 set = active_set;
-	long len = bpf_get_task_stack(task, st->ips, sizeof(st->ips), 0);
-	key.kernel_stack_id = keep_wait_stack(frames(len), set, &key.kernel_stack_hash);
+	long len = bpf_get_task_stack(task, s->st.ips, sizeof(s->st.ips), 0);
+	key.kernel_stack_id = keep_wait_stack(frames(len), set, ROOM_ITER, &key.kernel_stack_hash);
 	key.user_stack_id = -FLAMEBPF_EFAULT;
 	__u64 now = bpf_ktime_get_ns();
 	w->key = key;

@@ -5,7 +5,7 @@
  *   kernel.h     the kernel types read through CO-RE
  *   stats.h      the per-class sample accounting (stats map)
  *   filters.h    which samples are the capture's (targets, cgroups, comm, idle)
- *   scratch.h    per-CPU room for one whole stack
+ *   scratch.h    per-CPU rooms: a whole stack, the walk's window and row cache
  *   unwind.h     --call-graph cfi: user stacks unwound with CFI tables
  *   aggregate.h  the in-kernel aggregate: two map sets of stacks and counts
  *   dwarf_copy.h --call-graph dwarf: stack copies sent through a ring buffer

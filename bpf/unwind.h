@@ -54,50 +54,6 @@ struct {
 	__uint(max_entries, 16384);
 } process_maps SEC(".maps");
 
-/* A window of the sampled stack, copied in one read: frames lie close together,
- * so one copy serves many frames' reads, and each bpf_probe_read_user costs far
- * more than the bytes it copies. */
-#define STACK_WINDOW 1024
-
-struct stack_window {
-	__u8 bytes[STACK_WINDOW];
-};
-
-/* stack_window: the copy of the stack around the frames being walked, per CPU.
- * Written and read by the walk within one sample. Size: 1 per CPU. */
-struct {
-	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__type(key, __u32);
-	__type(value, struct stack_window);
-	__uint(max_entries, 1);
-} stack_window SEC(".maps");
-
-/* The rows found lately, per CPU, by (process, generation of its mappings,
- * pc): most samples walk through return addresses walked before, and a hit
- * costs a few loads where finding the mapping and the row costs two calls and
- * two binary searches. A direct-mapped cache; a process's entries go stale with
- * the generation of its mappings (process_mappings.gen). */
-#define ROW_CACHE 512
-
-struct row_cache_entry {
-	__u64 pc;
-	__u32 tgid;
-	__u32 gen;
-	struct unwind_row row;
-};
-
-struct row_cache {
-	struct row_cache_entry e[ROW_CACHE];
-};
-
-/* row_cache: written and read by the walk. Size: 1 per CPU (12 KiB). */
-struct {
-	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__type(key, __u32);
-	__type(value, struct row_cache);
-	__uint(max_entries, 1);
-} row_cache SEC(".maps");
-
 /* The state of one walk, on the program's stack. */
 struct walk {
 	__u64 pc;
@@ -112,8 +68,10 @@ struct walk {
 	__u8 fell_back; /* a frame was stepped with frame pointers for want of a table */
 	__u8 found;     /* `m` below holds the mapping of the last frame */
 	__u8 have_row;  /* `row` below is the row of `row_pc` */
-	__u32 win_len;  /* bytes of the stack in stack_window, from win_base */
-	__u64 win_base;
+	__u32 win_len;  /* bytes of the stack in the room's window, from win_base */
+	__u32 room;     /* the scratch room (scratch.h) of the running program */
+	__u32 pad;
+	__u64 win_base; /* 8-byte aligned */
 	__u64 val;      /* what read_stack() read */
 	__u64 ra;       /* what read_frame() read: the return address */
 	__u64 nbp;      /* and the caller's rbp */
@@ -223,10 +181,13 @@ __noinline int read_stack(struct walk *w, __u64 addr)
 {
 	if (!w)
 		return 0;
-	__u32 zero = 0;
-	struct stack_window *win = bpf_map_lookup_elem(&stack_window, &zero);
-	if (!win)
+	struct room *s = room_of(w->room);
+	if (!s)
 		return 0;
+	/* what the walk reads is aligned on any real stack; anything else is read
+	 * on its own */
+	if (addr & 7)
+		return bpf_probe_read_user(&w->val, sizeof(w->val), (void *)addr) == 0;
 	__u64 off = addr - w->win_base;
 	if (addr < w->win_base || off + 8 > w->win_len) {
 		/* from a little below addr, but not below its page, which may not be
@@ -235,7 +196,7 @@ __noinline int read_stack(struct walk *w, __u64 addr)
 		if ((base >> 12) != (addr >> 12))
 			base = addr & ~4095ULL;
 		__u64 len = STACK_WINDOW;
-		if (bpf_probe_read_user(win->bytes, STACK_WINDOW, (void *)base) != 0) {
+		if (bpf_probe_read_user(s->window, STACK_WINDOW, (void *)base) != 0) {
 			/* near the end of the stack's mapping, which ends on a page
 			 * boundary: up to the end of addr's page */
 			len = ((addr | 4095) + 1) - base;
@@ -246,7 +207,7 @@ __noinline int read_stack(struct walk *w, __u64 addr)
 				len = 8;
 			asm volatile("" : "+r"(len));
 			if (len > STACK_WINDOW || len < 8 ||
-			    bpf_probe_read_user(win->bytes, len, (void *)base) != 0) {
+			    bpf_probe_read_user(s->window, len, (void *)base) != 0) {
 				w->win_len = 0;
 				return bpf_probe_read_user(&w->val, sizeof(w->val), (void *)addr) == 0;
 			}
@@ -255,9 +216,11 @@ __noinline int read_stack(struct walk *w, __u64 addr)
 		w->win_len = len;
 		off = addr - base;
 	}
-	if (off > STACK_WINDOW - 8)
+	__u64 i = off >> 3;
+	if (i >= WINDOW_WORDS)
 		return 0;
-	__builtin_memcpy(&w->val, win->bytes + off, sizeof(w->val));
+	asm volatile("" : "+r"(i));
+	w->val = s->window[i & (WINDOW_WORDS - 1)];
 	return 1;
 }
 
@@ -281,22 +244,22 @@ __noinline int read_frame_slow(struct walk *w, __u64 cfa, __s64 bp_off)
 /* read_frame_slow() without a call when the window already holds both: a call
  * and its return cost more than the reads (every return is a return thunk on
  * kernels with return-stack mitigations). */
-static __always_inline bool read_frame(struct walk *w, __u64 cfa, __s64 bp_off)
+static __always_inline bool read_frame(struct walk *w, struct room *s, __u64 cfa, __s64 bp_off)
 {
-	__u64 ra_at = cfa - 8, bp_at = bp_off ? cfa + bp_off : ra_at;
-	__u64 lo = ra_at < bp_at ? ra_at : bp_at, hi = ra_at < bp_at ? bp_at : ra_at;
-	if (lo >= w->win_base && hi + 8 <= w->win_base + w->win_len) {
-		__u32 zero = 0;
-		struct stack_window *win = bpf_map_lookup_elem(&stack_window, &zero);
-		__u64 a = ra_at - w->win_base, b = bp_at - w->win_base;
-		if (win && a <= STACK_WINDOW - 8 && b <= STACK_WINDOW - 8) {
-			__builtin_memcpy(&w->ra, win->bytes + a, 8);
-			if (bp_off)
-				__builtin_memcpy(&w->nbp, win->bytes + b, 8);
-			else
-				w->nbp = w->bp;
-			return true;
-		}
+	/* word indexes into the window; below its base they wrap around to huge
+	 * ones, so one unsigned compare bounds each. bp_off is a multiple of 8:
+	 * cfa's alignment is both reads'. */
+	__u64 a = (cfa - 8 - w->win_base) >> 3;
+	__u64 b = bp_off ? (cfa + bp_off - w->win_base) >> 3 : a;
+	__u64 words = w->win_len >> 3;
+	if (!(cfa & 7) && a < words && b < words) {
+		/* the masks restate the bounds for the verifier, which sees the
+		 * compiler's merged check on a copy (and the compiler would drop
+		 * them as redundant) */
+		asm volatile("" : "+r"(a), "+r"(b));
+		w->ra = s->window[a & (WINDOW_WORDS - 1)];
+		w->nbp = bp_off ? s->window[b & (WINDOW_WORDS - 1)] : w->bp;
+		return true;
 	}
 	return read_frame_slow(w, cfa, bp_off);
 }
@@ -325,29 +288,22 @@ __noinline int read_signal(struct walk *w)
 
 /* One frame: records the pc, finds the caller's pc, sp and bp. Returns 1 to end
  * the walk, with w->outcome set. */
-static __always_inline long step_once(struct walk *w)
+static __always_inline long step_once(struct walk *w, struct room *s)
 {
-	__u32 zero = 0;
-	struct overflow_stack *st = bpf_map_lookup_elem(&scratch, &zero);
-	if (!st) {
-		w->outcome = STAT_CFI_STOPPED;
-		return 1;
-	}
 	__u32 n = w->n;
 	if (n >= FLAMEBPF_MAX_DEPTH) {
 		w->outcome = STAT_CFI_TRUNCATED;
 		return 1;
 	}
-	st->ips[n] = w->pc;
+	s->st.ips[n] = w->pc;
 	w->n = n + 1;
 	w->hash = (w->hash ^ w->pc) * 0x100000001b3ULL;
 
 	__u64 lookup = w->exact ? w->pc : w->pc - 1;
 	struct unwind_row row = {};
-	struct row_cache *cache = bpf_map_lookup_elem(&row_cache, &zero);
 	__u32 slot = ((__u32)(lookup ^ (lookup >> 17)) ^ (w->tgid << 11)) * 0x9E3779B1u >> 23;
-	struct row_cache_entry *ce = cache ? &cache->e[slot & (ROW_CACHE - 1)] : 0;
-	if (ce && ce->pc == lookup && ce->tgid == w->tgid && ce->gen == w->gen) {
+	struct row_cache_entry *ce = &s->cache[slot & (ROW_CACHE - 1)];
+	if (ce->pc == lookup && ce->tgid == w->tgid && ce->gen == w->gen) {
 		row = ce->row;
 	} else {
 		if (!w->found || lookup < w->m.start || lookup >= w->m.end)
@@ -358,12 +314,10 @@ static __always_inline long step_once(struct walk *w)
 				if (!w->have_row || w->row_pc != lookup)
 					find_row(w, lookup);
 				row = w->row;
-				if (ce) {
-					ce->pc = lookup;
-					ce->tgid = w->tgid;
-					ce->gen = w->gen;
-					ce->row = row;
-				}
+				ce->pc = lookup;
+				ce->tgid = w->tgid;
+				ce->gen = w->gen;
+				ce->row = row;
 			} else if (w->m.kind == MAPPING_NOT_LOADED) {
 				w->fell_back = 1;
 			}
@@ -406,7 +360,7 @@ static __always_inline long step_once(struct walk *w)
 		break;
 	}
 	/* the stack grows down: a caller's frame lies above its callee's */
-	if (cfa <= w->sp || !read_frame(w, cfa, bp_off)) {
+	if (cfa <= w->sp || !read_frame(w, s, cfa, bp_off)) {
 		w->outcome = STAT_CFI_STOPPED;
 		return 1;
 	}
@@ -426,18 +380,24 @@ static __always_inline long step_once(struct walk *w)
  * with return-stack mitigations); four a call measured no better. */
 static long unwind_step(__u32 i, struct walk *w)
 {
-	if (step_once(w))
+	struct room *s = room_of(w->room);
+	if (!s) {
+		w->outcome = STAT_CFI_STOPPED;
 		return 1;
-	return step_once(w);
+	}
+	if (step_once(w, s))
+		return 1;
+	return step_once(w, s);
 }
 
-/* Unwinds the current task's user stack from (ip, sp, bp) into the scratch
- * stack; returns the number of frames, with how the walk ended (a STAT_CFI_*
+/* Unwinds the current task's user stack from (ip, sp, bp) into the stack of
+ * scratch room `room`; returns the number of frames, with how the walk ended (a STAT_CFI_*
  * class) in *outcome and the frames' FNV-1a hash in *hash. */
-static __always_inline __u32 unwind_user(__u32 tgid, __u32 gen, __u64 ip, __u64 sp, __u64 bp,
-					 __u8 *outcome, __u64 *hash)
+static __always_inline __u32 unwind_user(__u32 room, __u32 tgid, __u32 gen, __u64 ip, __u64 sp,
+					 __u64 bp, __u8 *outcome, __u64 *hash)
 {
 	struct walk w = {};
+	w.room = room;
 	w.hash = 0xcbf29ce484222325ULL;
 	w.tgid = tgid;
 	w.gen = gen;

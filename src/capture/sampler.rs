@@ -51,6 +51,9 @@ pub struct Config {
     pub off_cpu_min_ns: Option<u64>,
     /// Keep thread ids in the aggregate (an output shows threads).
     pub per_thread: bool,
+    /// The sampling event is a hardware one, whose samples are taken in NMI and
+    /// may interrupt another program half way through its scratch room.
+    pub nmi_event: bool,
 }
 
 /// The loaded program with its attachments.
@@ -122,6 +125,8 @@ fn open_and_load(config: &Config, no_prealloc: bool) -> Result<ProfileSkel<'stat
     }
     rodata.off_cpu_min_ns = config.off_cpu_min_ns.unwrap_or(0);
     rodata.per_thread = config.per_thread;
+    // scratch.h: ROOM_NMI; ROOM_TASK (0) otherwise
+    rodata.sample_room = u32::from(config.nmi_event);
     // a single capture's flush ends the waits; a window's counts them so far
     rodata.flush_final = !config.two_sets;
     let (mut stack, mut counts) = (config.stack_map_size, config.counts_map_size);

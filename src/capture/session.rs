@@ -74,6 +74,7 @@ impl Session {
             cfi: setup.cfi,
             off_cpu_min_ns: setup.off_cpu_min_ns,
             per_thread: setup.per_thread,
+            nmi_event: setup.sampling.event.kind != crate::capture::events::Kind::Software,
         };
         let mut sampler = Sampler::load(&config).map_err(|e| load_error(e, setup.verbose))?;
         if follow_forks || setup.cfi.is_some() {
