@@ -196,7 +196,7 @@ static __always_inline void begin_wait(void *ctx, struct task_struct *prev, bool
 	 * or was skipped) is lost rather than counted to now */
 	if (__sync_lock_test_and_set(&w->since, 0))
 		count(STAT_OFFCPU_LOST);
-	__u32 set = active_set;
+	__u32 set = current_set();
 	keep_switch_stacks(ctx, &key, set);
 	w->key = key;
 	w->set = set;
@@ -247,7 +247,7 @@ static __always_inline void flush_wait(struct task_struct *task)
 		return;
 	__u64 now = bpf_ktime_get_ns();
 	__u32 old = w->set;
-	__u32 set = active_set;
+	__u32 set = current_set();
 	if (flush_final) {
 		if (__sync_val_compare_and_swap(&w->since, since, 0) != since)
 			return;
@@ -318,7 +318,7 @@ static __always_inline void seed_wait(struct task_struct *task)
 	struct room *s = room_of(ROOM_ITER);
 	if (!s)
 		return;
-	__u32 set = active_set;
+	__u32 set = current_set();
 	long len = bpf_get_task_stack(task, s->st.ips, sizeof(s->st.ips), 0);
 	key.kernel_stack_id = keep_wait_stack(frames(len), set, ROOM_ITER, &key.kernel_stack_hash);
 	key.user_stack_id = -FLAMEBPF_EFAULT;

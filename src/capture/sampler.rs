@@ -125,6 +125,7 @@ fn open_and_load(config: &Config, no_prealloc: bool) -> Result<ProfileSkel<'stat
     }
     rodata.off_cpu_min_ns = config.off_cpu_min_ns.unwrap_or(0);
     rodata.per_thread = config.per_thread;
+    rodata.two_sets = config.two_sets;
     // scratch.h: ROOM_NMI; ROOM_TASK (0) otherwise
     rodata.sample_room = u32::from(config.nmi_event);
     // a single capture's flush ends the waits; a window's counts them so far
