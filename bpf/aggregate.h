@@ -61,9 +61,44 @@ MAP_SET(1)
 #define FNV_OFFSET 0xcbf29ce484222325ULL
 #define FNV_PRIME 0x100000001b3ULL
 
-/* Stores the first n addresses of the scratch stack under `h`, their hash, in
+/*
+ * The loops over a whole stack are global functions: the verifier checks each
+ * once, on its own, where an inlined 127-step loop is simulated step by step at
+ * every place it is inlined (a third of the sampler's load time went there).
+ */
+
+/* Zeroes the frames of room `room`'s stack from n on: a stack shorter than the
+ * last one stored from that room must not carry its tail. */
+__noinline int zero_tail(__u32 n, __u32 room)
+{
+	struct room *s = room_of(room);
+	if (!s)
+		return 0;
+	for (__u32 i = 0; i < FLAMEBPF_MAX_DEPTH; i++) {
+		if (i >= n)
+			s->st.ips[i] = 0;
+	}
+	return 0;
+}
+
+/* FNV-1a of the first n frames of room `room`'s stack. */
+__noinline __u64 hash_frames(__u32 n, __u32 room)
+{
+	struct room *s = room_of(room);
+	__u64 h = FNV_OFFSET;
+	if (!s)
+		return h;
+	for (__u32 i = 0; i < FLAMEBPF_MAX_DEPTH; i++) {
+		if (i >= n)
+			break;
+		h = (h ^ s->st.ips[i]) * FNV_PRIME;
+	}
+	return h;
+}
+
+/* Stores the first n addresses of room `room`'s stack under `h`, their hash, in
  * an overflow map. Returns the hash, or 0 when the stack could not be kept. */
-static __always_inline __u64 keep_hashed(struct overflow_stack *st, __u32 n, __u64 h, void *overflow_stacks,
+static __always_inline __u64 keep_hashed(struct room *s, __u32 room, __u32 n, __u64 h, void *overflow_stacks,
 					  long *err)
 {
 	/* never 0 (which says "not kept"), without a branch on the hash: a
@@ -73,12 +108,9 @@ static __always_inline __u64 keep_hashed(struct overflow_stack *st, __u32 n, __u
 	/* most samples repeat a stack already kept */
 	if (bpf_map_lookup_elem(overflow_stacks, &h))
 		return h;
-	/* a new one is stored whole: clear the tail a longer stack left */
-	for (__u32 i = 0; i < FLAMEBPF_MAX_DEPTH; i++) {
-		if (i >= n)
-			st->ips[i] = 0;
-	}
-	*err = bpf_map_update_elem(overflow_stacks, &h, st, BPF_NOEXIST);
+	/* a new one is stored whole */
+	zero_tail(n, room);
+	*err = bpf_map_update_elem(overflow_stacks, &h, &s->st, BPF_NOEXIST);
 	if (*err == 0)
 		return h;
 	/* Another CPU may have stored the same stack in between. */
@@ -99,15 +131,9 @@ static __always_inline void count_stack_lost(long err)
 }
 
 /* keep_hashed() of a stack whose hash is not known yet. */
-static __always_inline __u64 keep_by_hash(struct overflow_stack *st, __u32 n, void *overflow_stacks, long *err)
+static __always_inline __u64 keep_by_hash(struct room *s, __u32 room, __u32 n, void *overflow_stacks, long *err)
 {
-	__u64 h = FNV_OFFSET;
-	for (__u32 i = 0; i < FLAMEBPF_MAX_DEPTH; i++) {
-		if (i >= n)
-			break;
-		h = (h ^ st->ips[i]) * FNV_PRIME;
-	}
-	return keep_hashed(st, n, h, overflow_stacks, err);
+	return keep_hashed(s, room, n, hash_frames(n, room), overflow_stacks, err);
 }
 
 /* Keeps a stack whose STACK_TRACE bucket is taken: copies it with bpf_get_stack
@@ -118,9 +144,8 @@ static __always_inline __u64 keep_overflowed(struct bpf_perf_event_data *ctx, vo
 	struct room *s = room_of(sample_room);
 	if (!s)
 		return 0;
-	struct overflow_stack *st = &s->st;
-	long len = bpf_get_stack(ctx, st->ips, sizeof(st->ips), flags);
-	__u64 h = len > 0 ? keep_by_hash(st, len / sizeof(__u64), overflow_stacks, &err) : 0;
+	long len = bpf_get_stack(ctx, s->st.ips, sizeof(s->st.ips), flags);
+	__u64 h = len > 0 ? keep_by_hash(s, sample_room, len / sizeof(__u64), overflow_stacks, &err) : 0;
 	if (h)
 		count(STAT_STACK_OVERFLOWED);
 	else
@@ -171,7 +196,7 @@ static __always_inline __s32 cfi_stack(struct bpf_perf_event_data *ctx, __u32 tg
 		return -FLAMEBPF_EEXIST;
 	}
 	long err = 0;
-	*hash = keep_hashed(&s->st, n, h, overflow_stacks, &err);
+	*hash = keep_hashed(s, sample_room, n, h, overflow_stacks, &err);
 	if (!*hash) {
 		count_stack_lost(err);
 		return -FLAMEBPF_EEXIST;

@@ -74,13 +74,12 @@ __noinline __u64 keep_scratch(__u32 n, __u32 set, __u32 room)
 	struct room *s = room_of(room);
 	if (!s)
 		return 0;
-	struct overflow_stack *st = &s->st;
 	if (n > FLAMEBPF_MAX_DEPTH)
 		n = FLAMEBPF_MAX_DEPTH;
 	long err = 0;
 	if (set)
-		return keep_by_hash(st, n, &overflow1, &err);
-	return keep_by_hash(st, n, &overflow0, &err);
+		return keep_by_hash(s, room, n, &overflow1, &err);
+	return keep_by_hash(s, room, n, &overflow0, &err);
 }
 
 /* Keeps the first n frames of scratch by hash in set `set`; returns the key's
