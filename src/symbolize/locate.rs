@@ -12,25 +12,25 @@
 use std::collections::{HashMap, HashSet};
 
 use symbolizer::objects::{Object, ObjectKind};
-use symbolizer::{ObjectId, Resolved, Tracker};
+use symbolizer::{Moment, ObjectId, Resolved, Tracker};
 
 use crate::capture::raw::{RawKey, RawProfile, RawStack};
 
 /// Which address space a stack's addresses are read in: samples aggregated in the
-/// kernel carry no time, so the newest generation that maps an address answers;
-/// timestamped samples (DWARF mode) use the one live at their time.
+/// kernel carry no time, so the newest mapping of an address answers; timestamped
+/// samples (DWARF mode) use the mappings live at their time.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub(super) enum When {
     Newest,
-    Generation(usize),
+    At(Moment),
 }
 
 impl When {
     fn of(tracker: &Tracker, pid: u32, time: u64) -> When {
         tracker
             .history
-            .generation_at(pid, time)
-            .map_or(When::Newest, When::Generation)
+            .moment(pid, time)
+            .map_or(When::Newest, When::At)
     }
 }
 
@@ -125,7 +125,7 @@ pub(super) fn lookup_addr(ip: u64, index: usize) -> u64 {
 fn classify(tracker: &Tracker, pid: u32, when: When, addr: u64) -> UserAddr {
     let resolved = match when {
         When::Newest => tracker.resolve(pid, addr),
-        When::Generation(g) => tracker.history.resolve_in(pid, g, addr),
+        When::At(moment) => tracker.history.resolve_in(pid, moment, addr),
     };
     match resolved {
         Some(r) if tracker.objects.get(r.object).kind != ObjectKind::Anonymous => {
