@@ -20,7 +20,7 @@ fn testdata(name: &str) -> PathBuf {
 }
 
 /// testdata/libversion.c built at `out` with its hot function called `hot`.
-fn library(out: &Path, hot: &str) {
+pub fn library(out: &Path, hot: &str) {
     let status = Command::new("gcc")
         .args([
             "-O2",
