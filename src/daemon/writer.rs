@@ -161,3 +161,84 @@ impl Writer {
         symbolizer.release_parsed();
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::capture::RawProfile;
+    use symbolizer::symbolize::Options;
+    use symbolizer::Tracker;
+
+    fn writer(dir: &std::path::Path) -> (Writer, Arc<Metrics>) {
+        let metrics = Arc::new(Metrics::default());
+        let store = StoreConfig {
+            dir: dir.to_path_buf(),
+            retain: Duration::from_secs(3600),
+            max_disk: 1 << 30,
+            window: Duration::from_secs(1),
+        };
+        let w = Writer::new(Arc::clone(&metrics), Meta::default(), store, false);
+        (w, metrics)
+    }
+
+    fn window(start: SystemTime) -> Window {
+        Window {
+            located: Located::new(RawProfile::default(), &Tracker::new()),
+            start,
+            end: start + Duration::from_secs(1),
+            released: vec![PathBuf::from("/no/such/object")],
+        }
+    }
+
+    #[test]
+    fn a_window_is_written_counted_and_no_longer_pending() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = dir.path().join("store");
+        let (w, metrics) = writer(&store);
+        let mut symbolizer = Symbolizer::new(Options::default());
+        let start = SystemTime::now();
+        metrics.windows_pending.store(1, Ordering::Relaxed);
+        w.window(&mut symbolizer, window(start));
+        let written = store::list(&store).unwrap();
+        assert_eq!(written.len(), 1);
+        assert_eq!(metrics.windows_written.load(Ordering::Relaxed), 1);
+        assert_eq!(metrics.windows_pending.load(Ordering::Relaxed), 0);
+        assert_eq!(
+            metrics.store_bytes.load(Ordering::Relaxed),
+            written[0].bytes
+        );
+    }
+
+    #[test]
+    fn a_window_that_cannot_be_written_is_counted_as_a_failure() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = dir.path().join("store");
+        std::fs::write(&store, "in the way").unwrap();
+        let (w, metrics) = writer(&store);
+        let mut symbolizer = Symbolizer::new(Options::default());
+        metrics.windows_pending.store(1, Ordering::Relaxed);
+        w.window(&mut symbolizer, window(SystemTime::now()));
+        assert_eq!(metrics.window_failures.load(Ordering::Relaxed), 1);
+        assert_eq!(metrics.windows_written.load(Ordering::Relaxed), 0);
+        assert_eq!(metrics.windows_pending.load(Ordering::Relaxed), 0);
+    }
+
+    #[test]
+    fn an_answer_is_a_gzipped_pprof_sent_to_the_asker() {
+        let dir = tempfile::tempdir().unwrap();
+        let (w, _) = writer(dir.path());
+        let mut symbolizer = Symbolizer::new(Options::default());
+        let (tx, rx) = mpsc::channel();
+        let start = SystemTime::now();
+        let located = Located::new(RawProfile::default(), &Tracker::new());
+        w.answer(
+            &mut symbolizer,
+            located,
+            start,
+            start + Duration::from_secs(2),
+            tx,
+        );
+        let bytes = rx.recv().unwrap().unwrap();
+        assert_eq!(&bytes[..2], &[0x1f, 0x8b], "gzip");
+    }
+}
