@@ -545,17 +545,19 @@ fn a_ten_second_symbolization_stall_loses_no_tracking_record() {
     // Hundreds of short processes: each exec brings mmap, comm and exit records,
     // far more than the tracking rings hold if nobody reads them for 10 s.
     let (mut blips, mut shells) = (0, 0);
-    while stalled.elapsed() < STALL - Duration::from_secs(3) {
-        for c in &copies {
-            assert!(Command::new(c).arg("20").status().unwrap().success());
-            blips += 1;
-            for _ in 0..10 {
-                Command::new("/bin/sh")
-                    .args(["-c", "true"])
-                    .status()
-                    .unwrap();
-                shells += 1;
-            }
+    let spawning = STALL - Duration::from_secs(3);
+    for c in copies.iter().cycle() {
+        if stalled.elapsed() >= spawning {
+            break;
+        }
+        assert!(Command::new(c).arg("20").status().unwrap().success());
+        blips += 1;
+        for _ in 0..10 {
+            Command::new("/bin/sh")
+                .args(["-c", "true"])
+                .status()
+                .unwrap();
+            shells += 1;
         }
     }
     eprintln!("spawned {blips} blips and {shells} shells");
