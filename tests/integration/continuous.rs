@@ -621,3 +621,92 @@ fn a_ten_second_symbolization_stall_loses_no_tracking_record() {
     );
     assert!(names.len() >= 12, "most binaries named: {names:?}");
 }
+
+#[test]
+fn a_symbolization_that_falls_behind_for_good_lengthens_windows_and_loses_no_sample() {
+    require_bpf!();
+    let split = workload("split");
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    let port = free_port();
+    let listen = format!("127.0.0.1:{port}");
+    let _lock = capture_lock();
+    // 1 s windows, each named in 2 s: the backlog would grow without end
+    let mut child = flamebpf()
+        .args([
+            "continuous",
+            "-F",
+            "199",
+            "--window",
+            "1",
+            "--listen",
+            &listen,
+            "--dir",
+        ])
+        .arg(&store)
+        .arg("--")
+        .arg(&split)
+        .arg("10")
+        .env("FLAMEBPF_TEST_SYMBOLIZE_DELAY_MS", "2000")
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_for_port(port);
+    let mut most_pending = 0;
+    while child.try_wait().unwrap().is_none() {
+        if let Ok(mut s) = TcpStream::connect(("127.0.0.1", port)) {
+            // the endpoint goes away with the daemon: a failed read ends the loop
+            let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
+            let mut text = String::new();
+            if write!(s, "GET /metrics HTTP/1.0\r\n\r\n").is_ok()
+                && s.read_to_string(&mut text).is_ok()
+                && text.contains("flamebpf_windows_pending")
+            {
+                most_pending = most_pending.max(metric_value(&text, "flamebpf_windows_pending"));
+            }
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    eprintln!("daemon stderr: {stderr}");
+    assert!(out.status.success());
+    // three while sampling runs, and the last one once it ends
+    assert!(
+        most_pending <= 4,
+        "at most 3 + 1 windows wait: {most_pending}"
+    );
+    let total: u64 = stderr
+        .split(" samples in ")
+        .next()
+        .and_then(|s| s.rsplit(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("the final line counts samples: {stderr}"));
+    let w = windows(&store);
+    let lengths: Vec<u64> = w
+        .iter()
+        .map(|n| {
+            let (a, b) = n
+                .trim_start_matches("window-")
+                .trim_end_matches(".pb.gz")
+                .split_once('-')
+                .unwrap();
+            b.parse::<u64>().unwrap() - a.parse::<u64>().unwrap()
+        })
+        .collect();
+    eprintln!("window lengths (ms): {lengths:?}");
+    assert!(
+        lengths.iter().any(|&ms| ms >= 1900),
+        "windows were lengthened while symbolization was behind: {lengths:?}"
+    );
+    // every sample is in exactly one window, lengthened or not
+    let mut in_windows = 0;
+    for name in &w {
+        let raw = go_pprof(&[OsStr::new("-raw"), store.join(name).as_os_str()]);
+        in_windows += pprof_raw_totals(&raw).first().copied().unwrap_or(0);
+    }
+    assert_eq!(
+        in_windows, total,
+        "samples across windows vs the sampler's count"
+    );
+}
