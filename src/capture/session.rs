@@ -58,6 +58,12 @@ impl Session {
     pub fn start(setup: &Setup) -> Result<Session> {
         let mut tracking = Tracking::start(&setup.cpus, setup.cfi.is_some())
             .map_err(|e| event_error(e, "tracking"))?;
+        // DWARF samples carry their time: a library unloaded and another loaded
+        // at its address each name the samples taken in them
+        tracking
+            .tracker
+            .history
+            .keep_replaced(setup.dwarf.is_some());
         let follow_forks = matches!(setup.target, Target::Command { .. });
         let config = sampler::Config {
             filter_pids: matches!(setup.target, Target::Pids(_) | Target::Command { .. }),

@@ -20,6 +20,8 @@ const WAKEUP_BYTES: u32 = (DATA_PAGES * 4096 / 4) as u32;
 /// The tracking events of all CPUs and what they told so far.
 pub struct Tracking {
     rings: Vec<Ring>,
+    /// The CPU of each ring.
+    cpus: Vec<u32>,
     /// Records read but not yet applied: a record is applied only once every CPU's
     /// records up to its time have been read, so a fork is never applied after the
     /// child's first mmap that another CPU reported.
@@ -57,6 +59,7 @@ impl Tracking {
         }
         Ok(Tracking {
             rings,
+            cpus: cpus.to_vec(),
             pending: Vec::new(),
             tracker: Tracker::new(),
         })
@@ -68,18 +71,17 @@ impl Tracking {
     }
 
     /// Reads every ring and applies the records that are safe to apply; with
-    /// `all`, applies everything (at the end of the capture). Returns the time up
-    /// to which every record has been applied.
+    /// `all`, applies everything (at the end of the capture), losses included.
+    /// Returns the time up to which every record has been applied.
     pub fn process(&mut self, all: bool) -> u64 {
-        let cutoff = monotonic_ns();
-        for ring in &mut self.rings {
-            let pending = &mut self.pending;
-            ring.drain(|kind, misc, body| {
-                if let Some(r) = records::parse(kind, misc, body) {
-                    pending.push(r);
-                }
-            });
+        if all {
+            // read what is there, so the count of dropped records fits, then
+            // bring that count out
+            self.read();
+            poke_cpus(&self.cpus);
         }
+        let cutoff = monotonic_ns();
+        self.read();
         if self.pending.is_empty() {
             self.tracker.refresh_perf_maps();
             return cutoff;
@@ -97,6 +99,53 @@ impl Tracking {
         self.tracker.refresh_perf_maps();
         cutoff
     }
+
+    /// Reads every ring into `pending`.
+    fn read(&mut self) {
+        for ring in &mut self.rings {
+            let pending = &mut self.pending;
+            ring.drain(|kind, misc, body| {
+                if let Some(r) = records::parse(kind, misc, body) {
+                    pending.push(r);
+                }
+            });
+        }
+    }
+}
+
+/// The kernel counts the records a full ring drops, but writes that count (a
+/// PERF_RECORD_LOST) only in front of the next record that fits in that ring: at
+/// the end of a capture there may be none, and a capture that lost records would
+/// say it lost nothing. A comm record on each CPU brings the count out: a thread
+/// of ours moves to each CPU in turn and renames itself (to the same name; the
+/// record names our own process, which nothing samples). Best effort: a CPU it
+/// cannot move to keeps its count.
+fn poke_cpus(cpus: &[u32]) {
+    let cpus = cpus.to_vec();
+    let poker = std::thread::spawn(move || {
+        let mut name = [0u8; 16];
+        // SAFETY: PR_GET_NAME writes at most 16 bytes, NUL included, into name.
+        if unsafe { libc::prctl(libc::PR_GET_NAME, name.as_mut_ptr()) } != 0 {
+            return;
+        }
+        for cpu in cpus {
+            // SAFETY: a zeroed cpu_set_t is valid; CPU_SET takes any index below
+            // CPU_SETSIZE, checked first.
+            unsafe {
+                if cpu as usize >= libc::CPU_SETSIZE as usize {
+                    continue;
+                }
+                let mut set: libc::cpu_set_t = std::mem::zeroed();
+                libc::CPU_SET(cpu as usize, &mut set);
+                // moves this thread there before returning
+                if libc::sched_setaffinity(0, std::mem::size_of_val(&set), &set) != 0 {
+                    continue;
+                }
+                libc::prctl(libc::PR_SET_NAME, name.as_ptr());
+            }
+        }
+    });
+    let _ = poker.join();
 }
 
 /// Waits until one of `fds` is readable or `timeout_ms` passes; a signal ends the

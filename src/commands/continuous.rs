@@ -7,7 +7,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{bail, Result};
-use symbolizer::symbolize::Symbolizer;
 
 use crate::capture::setup::{Filters, CONTINUOUS};
 use crate::capture::skel::limits::COMM_LEN;
@@ -18,6 +17,7 @@ use crate::daemon::http::{self, Ask};
 use crate::daemon::metrics::Metrics;
 use crate::daemon::{store, Daemon, StoreConfig};
 use crate::output::summary::Accounting;
+use crate::symbolize::Worker;
 
 /// Runs the daemon; returns the command's exit status (0 without one).
 pub fn run(args: ContinuousArgs) -> Result<i32> {
@@ -37,8 +37,8 @@ pub fn run(args: ContinuousArgs) -> Result<i32> {
 
     let metrics = Arc::new(Metrics::default());
     let asks = listen(&args, &metrics)?;
-    let symbolizer = Symbolizer::new(plan.symbolize_options());
-    symbolizer.warm_kernel();
+    // reads kallsyms on its own thread while the capture starts
+    let worker = Worker::start(plan.symbolize_options());
     let stop = session::stop_flag()?;
     let session = Session::start(&setup)?;
     let store = StoreConfig {
@@ -48,7 +48,7 @@ pub fn run(args: ContinuousArgs) -> Result<i32> {
         window: Duration::from_secs_f64(args.window),
     };
     let meta = sampling::meta(&setup.sampling, &target, setup.off_cpu_min_ns.is_some());
-    let mut daemon = Daemon::start(session, symbolizer, metrics, meta, store, args.verbose)?;
+    let mut daemon = Daemon::start(session, worker, metrics, meta, store, args.verbose)?;
     let child_status = daemon.run(&stop, &asks)?;
     let done = daemon.finish(child_status.is_some())?;
 

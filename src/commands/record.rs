@@ -104,7 +104,7 @@ pub fn run(args: RecordArgs) -> Result<i32> {
         }
     }
     let truncated = raw.truncated();
-    let profile = write(&args, &outputs, symbolizer, raw, &mut session, meta)?;
+    let profile = write(&args, &outputs, symbolizer, raw, &session, meta)?;
     if args.sampling.call_graph == CallGraph::Fp {
         // only this mode walks blind: cfi and dwarf count how their walks ended
         summary.accounting.stack_ends = Some(stack_ends::count(&profile));
@@ -186,13 +186,14 @@ fn write(
     outputs: &[Output],
     symbolizer: symbolize::Worker,
     raw: RawProfile,
-    session: &mut Session,
+    session: &Session,
     meta: Meta,
 ) -> Result<Profile> {
-    let tracker = &mut session.tracking.tracker;
+    let tracker = &session.tracking.tracker;
     let jit_warnings = tracker.perf_maps.warnings().to_vec();
     let symbolizing = Instant::now();
-    let (profile, sym_stats) = symbolizer.build(raw, std::mem::take(tracker), meta);
+    let located = symbolize::Located::new(raw, tracker);
+    let (profile, sym_stats) = symbolizer.build(located, meta)?;
     for w in &jit_warnings {
         eprintln!("flamebpf: {w}");
     }

@@ -25,6 +25,10 @@ pub struct Metrics {
     pub windows_written: AtomicU64,
     /// Windows that could not be written.
     pub window_failures: AtomicU64,
+    /// Windows ended and handed to the symbolization thread, not yet written.
+    pub windows_pending: AtomicU64,
+    /// Windows made longer because that many were pending already.
+    pub windows_extended: AtomicU64,
     /// Bytes in the store after the last retention pass.
     pub store_bytes: AtomicU64,
     /// Objects whose symbols could not be read.
@@ -173,6 +177,18 @@ impl Metrics {
             "counter",
             "Windows that could not be written.",
             &[("", g(&self.window_failures))],
+        );
+        metric(
+            "flamebpf_windows_pending",
+            "gauge",
+            "Windows ended but not yet named and written (symbolization runs behind sampling).",
+            &[("", g(&self.windows_pending))],
+        );
+        metric(
+            "flamebpf_windows_extended_total",
+            "counter",
+            "Windows made longer, rather than queued, because symbolization was several windows behind.",
+            &[("", g(&self.windows_extended))],
         );
         metric(
             "flamebpf_store_bytes",

@@ -4,9 +4,14 @@
 //! In: a started [`Session`] with two map sets. Every second the BPF program is
 //! switched to its other map set and the set it left is read and emptied: no sample
 //! is lost or counted twice at the switch. The seconds add up to windows; each
-//! window is symbolized and written to the [`store`] as one gzipped pprof file.
-//! Requests to /debug/pprof/profile ([`http`]) collect the seconds that follow
-//! them. Out: the store's files, [`metrics`], and the accounting of the run.
+//! window is written to the [`store`] as one gzipped pprof file. Requests to
+//! /debug/pprof/profile ([`http`]) collect the seconds that follow them. Out: the
+//! store's files, [`metrics`], and the accounting of the run.
+//!
+//! Two threads: this loop drains the maps and reads the tracking rings, and at a
+//! window's end (or a request's) only locates its addresses in the address spaces
+//! it keeps; naming, encoding and writing run on the symbolization thread
+//! ([`writer`]), so a slow naming never lets the tracking rings overflow.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
@@ -14,29 +19,32 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::{Context, Result};
-use flamegraphs::{Meta, Profile};
-use symbolizer::symbolize::Symbolizer;
+use flamegraphs::Meta;
 
 use crate::capture::gated::Gated;
 use crate::capture::sampler::FLIP_GRACE;
 use crate::capture::{tracking, RawProfile, Session, Stats};
-use crate::symbolize;
+use crate::symbolize::{Located, Worker};
 
 pub mod http;
 pub mod merge;
 pub mod metrics;
 pub mod server;
 pub mod store;
+pub mod writer;
 
 use http::Ask;
 use metrics::Metrics;
+use writer::{Reply, Window, Writer};
 
 /// How often the map sets are switched and read.
 const DRAIN_EVERY: Duration = Duration::from_secs(1);
 /// How long the loop sleeps when nothing wakes it.
 const TICK: Duration = Duration::from_millis(100);
-/// Objects whose symbols stay cached between windows.
-const MAX_CACHED_OBJECTS: usize = 64;
+/// Windows that may wait for the symbolization thread; while this many wait, the
+/// window in progress goes on instead of joining them, so a symbolization that
+/// falls behind for good costs longer windows, not memory without bound.
+const MAX_PENDING_WINDOWS: u64 = 3;
 
 /// A /debug/pprof/profile request being filled.
 struct Subscription {
@@ -45,7 +53,7 @@ struct Subscription {
     /// CLOCK_MONOTONIC at its start: it holds no sample of a process gone before.
     start_mono: u64,
     raw: RawProfile,
-    reply: mpsc::Sender<Result<Vec<u8>, String>>,
+    reply: Reply,
 }
 
 /// Where windows go and how long they stay.
@@ -64,10 +72,11 @@ pub struct StoreConfig {
 /// The daemon's state between ticks.
 pub struct Daemon {
     session: Session,
-    symbolizer: Symbolizer,
+    /// The symbolization thread, and what its jobs share.
+    worker: Worker,
+    writer: Arc<Writer>,
     metrics: Arc<Metrics>,
-    meta: Meta,
-    store: StoreConfig,
+    window_length: Duration,
     verbose: bool,
     last_stats: Stats,
     /// Samples of the current window so far.
@@ -117,115 +126,93 @@ impl Daemon {
         Ok(())
     }
 
-    /// After a window is written, processes that exited before its last drain, and
-    /// before every open request began, have no samples left anywhere: forget them
-    /// and close the objects nothing else maps, so memory stays flat however many
-    /// processes come and go. An open request holds back only the processes that
-    /// exit during it, for at most its [`http::MAX_PROFILE_SECONDS`].
-    fn forget(&mut self) {
+    /// After a window is located, processes that exited before its last drain, and
+    /// before every open request began, have no samples left anywhere that is not
+    /// located already: forget them and let go of the objects nothing else maps,
+    /// so memory stays flat however many processes come and go. An open request
+    /// holds back only the processes that exit during it, for at most its
+    /// [`http::MAX_PROFILE_SECONDS`]. Returns the paths of the objects let go of,
+    /// whose cached names the symbolization thread drops after the window.
+    fn forget(&mut self) -> Vec<std::path::PathBuf> {
         let before = forget_horizon(
             self.last_drain,
             self.subscriptions.iter().map(|s| s.start_mono),
         );
-        for path in self.session.tracking.tracker.forget_exited_before(before) {
-            self.symbolizer.evict(&path);
-        }
+        let released = self.session.tracking.tracker.forget_exited_before(before);
         self.session.evict_tables();
+        released
     }
 
-    fn profile(&self, raw: &RawProfile, start: SystemTime, end: SystemTime) -> Profile {
-        let meta = Meta {
-            start,
-            duration: end.duration_since(start).unwrap_or(Duration::ZERO),
-            ..self.meta.clone()
-        };
-        let (profile, stats) =
-            symbolize::build(raw, &self.session.tracking.tracker, &self.symbolizer, meta);
-        self.metrics
-            .symbolization_failures
-            .fetch_add(stats.object_failures.len() as u64, Ordering::Relaxed);
-        profile
-    }
-
-    /// Symbolizes and writes the current window, then applies retention.
-    fn write_window(&mut self) {
+    /// Ends the current window: locates its addresses and queues it for naming
+    /// and writing.
+    fn end_window(&mut self) -> Result<()> {
         // once a window: reading it walks every BPF program on the machine
         self.metrics
             .missed_runs
             .store(self.session.sampler.missed(), Ordering::Relaxed);
         let end = SystemTime::now();
         let raw = std::mem::take(&mut self.window);
-        let profile = self.profile(&raw, self.window_start, end);
-        let mut bytes = Vec::new();
-        let written = flamegraphs::pprof::write(&profile, &mut bytes)
-            .map_err(anyhow::Error::from)
-            .and_then(|()| {
-                // recreated 0700 if it went away meanwhile
-                store::prepare(&self.store.dir)?;
-                store::write(&self.store.dir, self.window_start, end, &bytes)
-            });
-        match written {
-            Ok(path) => {
-                self.metrics.windows_written.fetch_add(1, Ordering::Relaxed);
-                if self.verbose {
-                    eprintln!(
-                        "flamebpf: wrote {} ({} samples, {} bytes)",
-                        path.display(),
-                        profile.total_samples(),
-                        bytes.len()
-                    );
-                }
-            }
-            Err(e) => {
-                // once per window, as the store may come back (disk freed, remounted)
-                self.metrics.window_failures.fetch_add(1, Ordering::Relaxed);
-                eprintln!("flamebpf: window not written: {e:#}");
-            }
-        }
-        if let Ok(bytes) =
-            store::enforce(&self.store.dir, end, self.store.retain, self.store.max_disk)
-        {
-            self.metrics.store_bytes.store(bytes, Ordering::Relaxed);
-        }
+        let located = Located::new(raw, &self.session.tracking.tracker);
+        // the window holds clones of the objects it needs: forgetting is safe now
+        let released = self.forget();
+        let window = Window {
+            located,
+            start: self.window_start,
+            end,
+            released,
+        };
         self.window_start = end;
-        self.forget();
-        self.symbolizer.next_round(MAX_CACHED_OBJECTS);
-        self.symbolizer.release_parsed();
+        self.metrics.windows_pending.fetch_add(1, Ordering::Relaxed);
+        let writer = Arc::clone(&self.writer);
+        self.worker
+            .submit(move |symbolizer| writer.window(symbolizer, window))
     }
 
-    /// Answers the requests whose time is up (all of them with `all`).
-    fn answer(&mut self, all: bool) {
+    /// Whether the symbolization thread has so many windows to write that the
+    /// current one should go on instead of joining them.
+    fn behind(&self) -> bool {
+        self.metrics.windows_pending.load(Ordering::Relaxed) >= MAX_PENDING_WINDOWS
+    }
+
+    /// Answers the requests whose time is up (all of them with `all`): their
+    /// addresses are located here, the answer is named and sent by the
+    /// symbolization thread.
+    fn answer(&mut self, all: bool) -> Result<()> {
         let now = Instant::now();
         let (due, waiting): (Vec<_>, Vec<_>) = std::mem::take(&mut self.subscriptions)
             .into_iter()
             .partition(|s| all || s.until <= now);
         self.subscriptions = waiting;
         for s in due {
-            let profile = self.profile(&s.raw, s.start, SystemTime::now());
-            let mut bytes = Vec::new();
-            let result = flamegraphs::pprof::write(&profile, &mut bytes)
-                .map(|()| bytes)
-                .map_err(|e| e.to_string());
-            let _ = s.reply.send(result);
+            let end = SystemTime::now();
+            let located = Located::new(s.raw, &self.session.tracking.tracker);
+            let writer = Arc::clone(&self.writer);
+            let (start, reply) = (s.start, s.reply);
+            self.worker
+                .submit(move |symbolizer| writer.answer(symbolizer, located, start, end, reply))?;
         }
+        Ok(())
     }
+
     /// Starts sampling: the first window begins now.
     pub fn start(
         mut session: Session,
-        symbolizer: Symbolizer,
+        worker: Worker,
         metrics: Arc<Metrics>,
         meta: Meta,
         store: StoreConfig,
         verbose: bool,
     ) -> Result<Daemon> {
         let last_stats = session.sampler.stats()?;
+        let window_length = store.window;
+        let writer = Arc::new(Writer::new(Arc::clone(&metrics), meta, store, verbose));
         session.go()?;
         Ok(Daemon {
             session,
-            symbolizer,
+            worker,
+            writer,
             metrics,
-            meta,
-            store,
+            window_length,
             verbose,
             last_stats,
             window: RawProfile::default(),
@@ -240,7 +227,7 @@ impl Daemon {
     /// status when it ended the run.
     pub fn run(&mut self, stop: &AtomicBool, asks: &mpsc::Receiver<Ask>) -> Result<Option<i32>> {
         let mut next_drain = Instant::now() + DRAIN_EVERY;
-        let mut window_end = Instant::now() + self.store.window;
+        let mut window_end = Instant::now() + self.window_length;
         let fds = self.session.wake_fds()?;
         loop {
             if stop.load(Ordering::Relaxed) {
@@ -258,11 +245,20 @@ impl Daemon {
             if now >= next_drain || now >= window_end {
                 self.drain()?;
                 next_drain = now + DRAIN_EVERY;
-                self.answer(false);
+                self.answer(false)?;
             }
             if now >= window_end {
-                self.write_window();
-                window_end = now + self.store.window;
+                if self.behind() {
+                    self.metrics
+                        .windows_extended
+                        .fetch_add(1, Ordering::Relaxed);
+                    if self.verbose {
+                        eprintln!("flamebpf: symbolization is {MAX_PENDING_WINDOWS} windows behind: this window goes on");
+                    }
+                } else {
+                    self.end_window()?;
+                }
+                window_end = now + self.window_length;
             }
             let next = next_drain.min(window_end);
             let wait = next.saturating_duration_since(Instant::now()).min(TICK);
@@ -291,18 +287,19 @@ impl Daemon {
 
     /// Writes the last (partial) window and answers open requests with what they
     /// have; ends the command if it still runs (`ended_by_command`: it already
-    /// exited). Returns the run's counters and the windows written.
+    /// exited). Returns once every window is written, with the run's counters.
     pub fn finish(mut self, ended_by_command: bool) -> Result<Finished> {
         self.drain()?;
         self.session.follow(true)?;
         self.session.sampler.disable()?;
-        self.answer(true);
-        self.write_window();
+        self.answer(true)?;
+        self.end_window()?;
         if let Some(c) = self.session.child.as_ref() {
             if !ended_by_command {
                 c.terminate(Duration::from_secs(2));
             }
         }
+        self.worker.finish()?;
         Ok(Finished {
             stats: self.total,
             lost_records: self.session.tracking.tracker.lost_records(),

@@ -4,7 +4,10 @@
 //! but not munmap: a mapping lives until a newer one covers its range, the process
 //! execs, or the capture ends. Exec starts a new *generation* of the address space
 //! and keeps the old one, so an address sampled before the exec can still be
-//! resolved. Nothing here reads /proc or needs privileges: it is fed with records.
+//! resolved. For samples that carry a time (DWARF mode) the parts of mappings that
+//! newer ones covered can be kept too ([`MappingHistory::keep_replaced`]), so a
+//! library unloaded and another loaded at its address still name the samples taken
+//! in each. Nothing here reads /proc or needs privileges: it is fed with records.
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -32,12 +35,35 @@ pub struct Resolved {
     pub offset: u64,
 }
 
+/// Parts of covered mappings kept per generation, at most: beyond, samples taken
+/// before a mapping was covered resolve in the newer one, as without
+/// [`MappingHistory::keep_replaced`]. A program that loads and unloads libraries
+/// all the time stays bounded.
+const MAX_REPLACED: usize = 4096;
+
 #[derive(Debug, Clone, Default)]
 struct Generation {
     /// When this address space came to be (exec or fork time; 0 when unknown).
     since: u64,
     /// Non-overlapping mappings by start address.
     maps: BTreeMap<u64, Mapping>,
+    /// With [`MappingHistory::keep_replaced`]: each part of a mapping that a
+    /// newer one covered, with the time it was covered; in that time's order (records
+    /// come in time order).
+    replaced: Vec<(Mapping, u64)>,
+}
+
+/// A process's address space as it was at some time, to the precision that
+/// matters: the generation (one per exec) and, within it, the last time a mapping
+/// was covered by another before then. All times with the same moment resolve
+/// every address alike, so callers can name each address once per moment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Moment {
+    /// Which generation: 0 is the oldest.
+    pub generation: usize,
+    /// The last time a mapping of that generation was covered, up to then (0 if
+    /// none was).
+    changed: u64,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -61,6 +87,7 @@ impl Process {
 #[derive(Debug, Default)]
 pub struct MappingHistory {
     procs: HashMap<u32, Process>,
+    keep_replaced: bool,
 }
 
 impl MappingHistory {
@@ -69,13 +96,35 @@ impl MappingHistory {
         MappingHistory::default()
     }
 
-    /// Records a new mapping of `pid`; it replaces whatever it overlaps.
+    /// Keep what newer mappings cover, for samples that carry a time: off by
+    /// default, as samples aggregated in the kernel have none (and a long-running
+    /// process that keeps loading and unloading libraries would make it grow).
+    pub fn keep_replaced(&mut self, keep: bool) {
+        self.keep_replaced = keep;
+    }
+
+    /// Records a new mapping of `pid` made at an unknown time (as if at 0).
     pub fn map(&mut self, pid: u32, start: u64, len: u64, pgoff: u64, object: ObjectId) {
+        self.map_at(pid, start, len, pgoff, object, 0);
+    }
+
+    /// Records a new mapping of `pid` made at `time`; it covers whatever it
+    /// overlaps.
+    pub fn map_at(
+        &mut self,
+        pid: u32,
+        start: u64,
+        len: u64,
+        pgoff: u64,
+        object: ObjectId,
+        time: u64,
+    ) {
         let Some(end) = start.checked_add(len).filter(|&e| e > start) else {
             return;
         };
+        let keep = self.keep_replaced;
         let gen = self.procs.entry(pid).or_default().current();
-        insert(
+        let covered = insert(
             &mut gen.maps,
             Mapping {
                 start,
@@ -84,6 +133,11 @@ impl MappingHistory {
                 object,
             },
         );
+        if keep {
+            let room = MAX_REPLACED.saturating_sub(gen.replaced.len());
+            gen.replaced
+                .extend(covered.into_iter().take(room).map(|m| (m, time)));
+        }
     }
 
     /// Adds a mapping read from a /proc snapshot, unless tracking records already
@@ -113,7 +167,7 @@ impl MappingHistory {
         }
         proc.generations.push(Generation {
             since: time,
-            maps: BTreeMap::new(),
+            ..Generation::default()
         });
     }
 
@@ -132,7 +186,11 @@ impl MappingHistory {
         self.procs.insert(
             child,
             Process {
-                generations: vec![Generation { since: time, maps }],
+                generations: vec![Generation {
+                    since: time,
+                    maps,
+                    replaced: Vec::new(),
+                }],
                 exited: None,
             },
         );
@@ -165,12 +223,18 @@ impl MappingHistory {
         gone
     }
 
-    /// Every object some known process maps.
+    /// Every object some known process maps, or mapped where a newer mapping
+    /// covered it (its samples may still need it).
     pub fn objects_in_use(&self) -> std::collections::HashSet<ObjectId> {
         self.procs
             .values()
             .flat_map(|p| p.generations.iter())
-            .flat_map(|g| g.maps.values().map(|m| m.object))
+            .flat_map(|g| {
+                g.maps
+                    .values()
+                    .chain(g.replaced.iter().map(|(m, _)| m))
+                    .map(|m| m.object)
+            })
             .collect()
     }
 
@@ -206,24 +270,44 @@ impl MappingHistory {
 
     /// Resolves `addr` as it was mapped at `time` (for timestamped samples).
     pub fn resolve_at(&self, pid: u32, addr: u64, time: u64) -> Option<Resolved> {
-        self.resolve_in(pid, self.generation_at(pid, time)?, addr)
+        self.resolve_in(pid, self.moment(pid, time)?, addr)
     }
 
-    /// Which of `pid`'s address spaces (its generations, one per exec, oldest
-    /// 0) was live at `time`; `None` for an unknown process.
-    pub fn generation_at(&self, pid: u32, time: u64) -> Option<usize> {
+    /// `pid`'s address space as it was at `time`: the generation live then (one
+    /// per exec), and within it what mappings had been covered by then. `None`
+    /// for an unknown process.
+    pub fn moment(&self, pid: u32, time: u64) -> Option<Moment> {
         let proc = self.procs.get(&pid)?;
-        Some(
-            proc.generations
-                .iter()
-                .rposition(|g| g.since <= time)
-                .unwrap_or(0),
-        )
+        let generation = proc
+            .generations
+            .iter()
+            .rposition(|g| g.since <= time)
+            .unwrap_or(0);
+        let replaced = &proc.generations[generation].replaced;
+        let before = replaced.partition_point(|(_, until)| *until <= time);
+        let changed = before.checked_sub(1).map_or(0, |i| replaced[i].1);
+        Some(Moment {
+            generation,
+            changed,
+        })
     }
 
-    /// Resolves `addr` in generation `gen` of `pid`'s address space.
-    pub fn resolve_in(&self, pid: u32, gen: usize, addr: u64) -> Option<Resolved> {
-        lookup(&self.procs.get(&pid)?.generations.get(gen)?.maps, addr)
+    /// Resolves `addr` in `pid`'s address space at `moment`: in the first part
+    /// covered after it, if one holds `addr` (that was what `addr` meant then),
+    /// else in the mappings live now.
+    pub fn resolve_in(&self, pid: u32, moment: Moment, addr: u64) -> Option<Resolved> {
+        let gen = self.procs.get(&pid)?.generations.get(moment.generation)?;
+        let after = gen
+            .replaced
+            .partition_point(|(_, until)| *until <= moment.changed);
+        gen.replaced[after..]
+            .iter()
+            .find(|(m, _)| m.start <= addr && addr < m.end)
+            .map(|(m, _)| Resolved {
+                object: m.object,
+                offset: m.pgoff + (addr - m.start),
+            })
+            .or_else(|| lookup(&gen.maps, addr))
     }
 }
 
@@ -235,15 +319,30 @@ fn lookup(maps: &BTreeMap<u64, Mapping>, addr: u64) -> Option<Resolved> {
     })
 }
 
-/// Inserts `new`, trimming or splitting the mappings it overlaps.
-fn insert(maps: &mut BTreeMap<u64, Mapping>, new: Mapping) {
+/// Inserts `new`, trimming or splitting the mappings it overlaps; returns the
+/// parts it covered that meant something else than `new` does there (another
+/// object, or the same one at other offsets: a mapping renewed in place changes
+/// nothing).
+fn insert(maps: &mut BTreeMap<u64, Mapping>, new: Mapping) -> Vec<Mapping> {
     let overlapped: Vec<Mapping> = maps
         .range(..new.end)
         .rev()
         .take_while(|(_, m)| m.end > new.start)
         .map(|(_, m)| *m)
         .collect();
-    for old in overlapped {
+    let mut covered = Vec::new();
+    for old in overlapped.into_iter().rev() {
+        let same = old.object == new.object
+            && old.pgoff.wrapping_sub(old.start) == new.pgoff.wrapping_sub(new.start);
+        if !same {
+            let start = old.start.max(new.start);
+            covered.push(Mapping {
+                start,
+                end: old.end.min(new.end),
+                pgoff: old.pgoff + (start - old.start),
+                object: old.object,
+            });
+        }
         maps.remove(&old.start);
         if old.start < new.start {
             maps.insert(
@@ -266,6 +365,7 @@ fn insert(maps: &mut BTreeMap<u64, Mapping>, new: Mapping) {
         }
     }
     maps.insert(new.start, new);
+    covered
 }
 
 #[cfg(test)]
@@ -275,6 +375,7 @@ mod tests {
     const A: ObjectId = ObjectId(1);
     const B: ObjectId = ObjectId(2);
     const C: ObjectId = ObjectId(3);
+    const D: ObjectId = ObjectId(4);
 
     fn at(object: ObjectId, offset: u64) -> Option<Resolved> {
         Some(Resolved { object, offset })
@@ -341,6 +442,54 @@ mod tests {
         // with timestamps the right generation is chosen
         assert_eq!(h.resolve_at(1, 0x1100, 50), at(A, 0x100));
         assert_eq!(h.resolve_at(1, 0x1100, 150), at(B, 0x100));
+    }
+
+    #[test]
+    fn a_library_loaded_where_another_was_resolves_by_time_when_asked() {
+        // dlclose(A), then dlopen(B) at the address A had: one generation
+        let mut h = MappingHistory::new();
+        h.keep_replaced(true);
+        h.map_at(1, 0x1000, 0x2000, 0x400, A, 10);
+        h.map_at(1, 0x2000, 0x1000, 0, B, 20); // covers A's second half
+        assert_eq!(h.resolve_at(1, 0x2100, 15), at(A, 0x1500));
+        assert_eq!(h.resolve_at(1, 0x2100, 25), at(B, 0x100));
+        assert_eq!(h.resolve(1, 0x2100), at(B, 0x100), "untimed: the newest");
+        // A's first half was never covered
+        assert_eq!(h.resolve_at(1, 0x1100, 15), at(A, 0x500));
+        assert_eq!(h.resolve_at(1, 0x1100, 25), at(A, 0x500));
+        // C comes after B went, D covers it: each sample in what it ran
+        h.map_at(1, 0x2000, 0x1000, 0, C, 30);
+        h.map_at(1, 0x2000, 0x1000, 0, D, 40);
+        assert_eq!(h.resolve_at(1, 0x2100, 35), at(C, 0x100));
+        assert_eq!(h.resolve_at(1, 0x2100, 45), at(D, 0x100));
+        assert_eq!(h.resolve_at(1, 0x2100, 25), at(B, 0x100));
+        // the covered objects are still needed by the samples taken in them
+        let in_use = h.objects_in_use();
+        assert!([A, B, C, D].iter().all(|o| in_use.contains(o)));
+    }
+
+    #[test]
+    fn times_between_the_same_two_changes_are_one_moment() {
+        let mut h = MappingHistory::new();
+        h.keep_replaced(true);
+        h.map_at(1, 0x1000, 0x1000, 0, A, 10);
+        h.map_at(1, 0x1000, 0x1000, 0, B, 20);
+        assert_eq!(h.moment(1, 12), h.moment(1, 19));
+        assert_ne!(h.moment(1, 19), h.moment(1, 20));
+        assert_eq!(h.moment(1, 20), h.moment(1, 99));
+        // a mapping renewed in place (same object, same offsets) changes nothing
+        h.map_at(1, 0x1000, 0x1000, 0, B, 30);
+        assert_eq!(h.moment(1, 25), h.moment(1, 35));
+        assert_eq!(h.moment(2, 25), None);
+    }
+
+    #[test]
+    fn without_keep_replaced_a_covered_mapping_is_gone() {
+        let mut h = MappingHistory::new();
+        h.map_at(1, 0x1000, 0x1000, 0, A, 10);
+        h.map_at(1, 0x1000, 0x1000, 0, B, 20);
+        assert_eq!(h.resolve_at(1, 0x1100, 15), at(B, 0x100));
+        assert!(!h.objects_in_use().contains(&A));
     }
 
     #[test]

@@ -25,7 +25,7 @@ mod tracker;
 pub mod unwind;
 pub mod vdso;
 
-pub use history::{MappingHistory, Resolved};
+pub use history::{MappingHistory, Moment, Resolved};
 pub use objects::{ObjectId, ObjectStore};
 pub use records::Record;
 pub use symbolize::{Symbol, Symbolizer};

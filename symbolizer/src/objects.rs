@@ -11,6 +11,7 @@ use std::fs::File;
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use crate::records::FileId;
 
@@ -30,8 +31,10 @@ pub enum ObjectKind {
     Anonymous,
 }
 
-/// An object that some mapping named.
-#[derive(Debug)]
+/// An object that some mapping named. A clone shares the open file: whoever holds
+/// one (a window waiting to be named on another thread) can still read the file
+/// after the store closed its own handle.
+#[derive(Debug, Clone)]
 pub struct Object {
     /// The path as the process saw it (or a pseudo name such as `[vdso]`).
     pub path: String,
@@ -40,7 +43,7 @@ pub struct Object {
     /// The GNU build id: read from the file (or, from a kernel that was asked
     /// for them, reported with the mapping).
     pub build_id: Option<Vec<u8>>,
-    file: Option<File>,
+    file: Option<Arc<File>>,
     identity: Option<(u64, u64)>,
 }
 
@@ -137,9 +140,10 @@ impl ObjectStore {
         self.objects.len() <= 2
     }
 
-    /// Closes the files of objects outside `in_use` and forgets how they were
-    /// found (a later mapping of the same file opens it again). Returns the paths
-    /// they were read from, so symbol caches can be dropped too. Ids stay valid.
+    /// Lets go of the files of objects outside `in_use` and forgets how they were
+    /// found (a later mapping of the same file opens it again); a file closes once
+    /// no clone of its object holds it either. Returns the paths they were read
+    /// from, so symbol caches can be dropped too. Ids stay valid.
     pub fn prune(&mut self, in_use: &std::collections::HashSet<ObjectId>) -> Vec<PathBuf> {
         let mut released = Vec::new();
         for (i, obj) in self.objects.iter_mut().enumerate() {
@@ -218,7 +222,7 @@ impl ObjectStore {
                 FileId::BuildId(b) => Some(b.clone()),
                 _ => opened.as_ref().and_then(crate::buildid::read),
             },
-            file: opened,
+            file: opened.map(Arc::new),
             identity,
         });
         self.by_key.insert(key, id);
@@ -329,6 +333,30 @@ mod tests {
         let b = s.observe(me, 0, 1, path, &FileId::BuildId(vec![9; 20]));
         assert_ne!(a, b, "a fresh object, opened again");
         assert_eq!(s.open_count(), 1);
+    }
+
+    #[test]
+    fn a_clone_reads_the_file_after_the_store_let_it_go() {
+        // a window queued for naming holds clones of its objects while the
+        // tracker forgets the processes that mapped them
+        let dir = tempdir();
+        let path = dir.join("libqueued.so");
+        std::fs::write(&path, b"\x7fELF queued").unwrap();
+        let mut s = ObjectStore::new();
+        let id = s.observe(
+            std::process::id(),
+            0,
+            1,
+            path.to_str().unwrap(),
+            &FileId::Unknown,
+        );
+        let held = s.get(id).clone();
+        std::fs::remove_file(&path).unwrap();
+        s.prune(&std::collections::HashSet::new());
+        assert!(!s.get(id).is_open());
+        let read = held.read_path().expect("the clone keeps the file open");
+        assert_eq!(std::fs::read(&read).unwrap(), b"\x7fELF queued");
+        std::fs::remove_dir(&dir).unwrap();
     }
 
     #[test]

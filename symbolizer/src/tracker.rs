@@ -50,7 +50,8 @@ impl Tracker {
                 }
                 let end = m.start.saturating_add(m.len);
                 let id = self.objects.observe(m.pid, m.start, end, &m.path, &m.file);
-                self.history.map(m.pid, m.start, m.len, m.pgoff, id);
+                self.history
+                    .map_at(m.pid, m.start, m.len, m.pgoff, id, m.time);
                 self.note_object(m.pid, id);
                 self.changed.insert(m.pid);
             }

@@ -1,6 +1,7 @@
 //! `flamebpf continuous`: windows that lose nothing at their edges, the store and
 //! its retention, `flamebpf query`, the HTTP endpoint read by `go tool pprof`,
-//! SIGTERM, filters, and a store that cannot be written.
+//! SIGTERM, filters, a store that cannot be written, and a symbolization that
+//! stalls while processes come and go.
 
 use std::ffi::OsStr;
 use std::io::{Read, Write};
@@ -10,17 +11,23 @@ use std::time::Duration;
 
 use crate::common::{
     capture_lock, flamebpf, go_pprof, heavy_share, pprof_raw_totals, require_bpf, run, windows,
-    workload, Folded,
+    workload, Folded, MS,
 };
 
 /// A daemon that is stopped (SIGTERM) and reaped however the test ends.
-struct Daemon(Option<Child>);
+pub struct Daemon(Option<Child>);
 
 impl Daemon {
-    fn start(args: &[&str]) -> Daemon {
+    pub fn start(args: &[&str]) -> Daemon {
+        Daemon::start_with_env(args, &[])
+    }
+
+    /// Starts it with more environment variables.
+    pub fn start_with_env(args: &[&str], env: &[(&str, &str)]) -> Daemon {
         let child = flamebpf()
             .arg("continuous")
             .args(args)
+            .envs(env.iter().copied())
             .stderr(Stdio::piped())
             .spawn()
             .unwrap();
@@ -28,7 +35,7 @@ impl Daemon {
     }
 
     /// SIGTERM, then the exit status and stderr.
-    fn stop(mut self) -> (std::process::ExitStatus, String) {
+    pub fn stop(mut self) -> (std::process::ExitStatus, String) {
         let child = self.0.take().unwrap();
         // SAFETY: signalling our own child.
         unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
@@ -48,7 +55,7 @@ impl Drop for Daemon {
     }
 }
 
-fn free_port() -> u16 {
+pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -57,7 +64,7 @@ fn free_port() -> u16 {
 }
 
 /// A plain HTTP GET: (status, body).
-fn get(port: u16, path: &str) -> (u16, Vec<u8>) {
+pub fn get(port: u16, path: &str) -> (u16, Vec<u8>) {
     let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
     write!(s, "GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").unwrap();
@@ -73,7 +80,37 @@ fn get(port: u16, path: &str) -> (u16, Vec<u8>) {
     (status, raw[split..].to_vec())
 }
 
-fn wait_for_port(port: u16) {
+/// The value of the first line of /metrics text that starts with `name` (a
+/// metric without labels, or with the labels written out).
+pub fn metric_value(metrics: &str, name: &str) -> u64 {
+    metrics
+        .lines()
+        .find(|l| l.starts_with(name))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("{name} in {metrics}"))
+}
+
+/// /metrics now.
+pub fn metrics(port: u16) -> String {
+    let (status, body) = get(port, "/metrics");
+    assert_eq!(status, 200);
+    String::from_utf8_lossy(&body).into_owned()
+}
+
+/// Polls /metrics until `until` holds of it, for at most `limit`; the last text.
+pub fn wait_for_metrics(port: u16, limit: Duration, until: impl Fn(&str) -> bool) -> String {
+    let deadline = std::time::Instant::now() + limit;
+    loop {
+        let m = metrics(port);
+        if until(&m) || std::time::Instant::now() > deadline {
+            return m;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+pub fn wait_for_port(port: u16) {
     for _ in 0..100 {
         if TcpStream::connect(("127.0.0.1", port)).is_ok() {
             return;
@@ -293,28 +330,12 @@ fn an_unwritable_store_keeps_the_daemon_sampling_and_is_counted() {
     // under the running daemon.
     std::fs::remove_dir_all(&store).unwrap();
     std::fs::write(&store, "in the way").unwrap();
-    let value = |metrics: &str, name: &str| -> u64 {
-        metrics
-            .lines()
-            .find(|l| l.starts_with(name))
-            .and_then(|l| l.rsplit(' ').next())
-            .and_then(|v| v.parse().ok())
-            .unwrap_or_else(|| panic!("{name} in {metrics}"))
-    };
     // Windows end every second once sampling runs; starting can take a while on a
     // loaded machine, so wait for two failures rather than for a fixed time.
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    let metrics = loop {
-        let (_, body) = get(port, "/metrics");
-        let metrics = String::from_utf8_lossy(&body).into_owned();
-        if value(&metrics, "flamebpf_window_write_failures_total") >= 2
-            || std::time::Instant::now() > deadline
-        {
-            break metrics;
-        }
-        std::thread::sleep(Duration::from_millis(250));
-    };
-    let value = |name: &str| value(&metrics, name);
+    let metrics = wait_for_metrics(port, Duration::from_secs(20), |m| {
+        metric_value(m, "flamebpf_window_write_failures_total") >= 2
+    });
+    let value = |name: &str| metric_value(&metrics, name);
     assert!(
         value("flamebpf_window_write_failures_total") >= 2,
         "{metrics}"
@@ -472,4 +493,220 @@ fn the_endpoint_answers_off_cpu_time_as_a_sample_type_of_its_own() {
     assert!(totals.len() == 3 && totals[2] > 2_000_000_000, "{totals:?}");
     let (status, _) = d.stop();
     assert!(status.success());
+}
+
+/// How long the symbolization thread stalls before each window in the test below
+/// (FLAMEBPF_TEST_SYMBOLIZE_DELAY_MS, read by the daemon for tests only).
+const STALL: Duration = Duration::from_secs(10);
+
+/// With the stall on the sampling thread (where naming ran before it had a thread
+/// of its own) the same run lost ~9000-13000 tracking records, and blip_burn was
+/// named in about 40% of the blips' time, [unknown] in about 60%.
+#[test]
+fn a_ten_second_symbolization_stall_loses_no_tracking_record() {
+    require_bpf!();
+    let blip = workload("blip");
+    let dir = tempfile::tempdir().unwrap();
+    // distinct binaries, each an object of its own for the daemon to open
+    let copies: Vec<std::path::PathBuf> = (0..16)
+        .map(|i| {
+            let p = dir.path().join(format!("blip{i:02}"));
+            std::fs::copy(&blip, &p).unwrap();
+            p
+        })
+        .collect();
+    let store = dir.path().join("store");
+    let port = free_port();
+    let listen = format!("127.0.0.1:{port}");
+    let _lock = capture_lock();
+    // Windows of 10 s: the first one's stall covers the spawning below, and no
+    // other window ends before the daemon is stopped (each would stall 10 s more).
+    let stall_ms = STALL.as_millis().to_string();
+    let d = Daemon::start_with_env(
+        &[
+            "-F",
+            "199",
+            "--window",
+            "10",
+            "--listen",
+            &listen,
+            "--dir",
+            store.to_str().unwrap(),
+        ],
+        &[("FLAMEBPF_TEST_SYMBOLIZE_DELAY_MS", &stall_ms)],
+    );
+    wait_for_port(port);
+    // The first window has ended and waits for the stalled symbolization thread.
+    let m = wait_for_metrics(port, Duration::from_secs(40), |m| {
+        metric_value(m, "flamebpf_windows_pending") >= 1
+    });
+    assert_eq!(metric_value(&m, "flamebpf_windows_pending"), 1, "{m}");
+    let stalled = std::time::Instant::now();
+    // Hundreds of short processes: each exec brings mmap, comm and exit records,
+    // far more than the tracking rings hold if nobody reads them for 10 s.
+    let (mut blips, mut shells) = (0, 0);
+    let spawning = STALL - Duration::from_secs(3);
+    for c in copies.iter().cycle() {
+        if stalled.elapsed() >= spawning {
+            break;
+        }
+        assert!(Command::new(c).arg("20").status().unwrap().success());
+        blips += 1;
+        for _ in 0..10 {
+            Command::new("/bin/sh")
+                .args(["-c", "true"])
+                .status()
+                .unwrap();
+            shells += 1;
+        }
+    }
+    eprintln!("spawned {blips} blips and {shells} shells");
+    let m = metrics(port);
+    assert!(
+        stalled.elapsed() < STALL && metric_value(&m, "flamebpf_windows_written_total") == 0,
+        "all of it happened while the first window's symbolization stalled: {m}"
+    );
+    assert_eq!(
+        metric_value(&m, r#"flamebpf_lost_total{class="tracking_records"}"#),
+        0,
+        "{m}"
+    );
+    let (status, stderr) = d.stop();
+    assert!(status.success(), "{stderr}");
+    assert!(
+        !stderr.contains("address-space records"),
+        "no tracking record lost up to the end: {stderr}"
+    );
+    assert_eq!(
+        windows(&store).len(),
+        2,
+        "the stalled window and the last one"
+    );
+
+    // The processes that came and went during the stall are named.
+    let q = dir.path().join("q.folded");
+    assert!(run(flamebpf()
+        .args(["query", "--dir"])
+        .arg(&store)
+        .arg("-o")
+        .arg(&q))
+    .status
+    .success());
+    let f = Folded::read(&q);
+    let is_blip = |s: &[String]| s[0].starts_with("blip");
+    let burns = |s: &[String]| is_blip(s) && s.iter().any(|fr| fr == "blip_burn");
+    let sampled = f.count(is_blip);
+    let named = f.count(burns);
+    let unknown = f.count(|s| is_blip(s) && s.iter().any(|fr| fr == "[unknown]"));
+    let names: std::collections::BTreeSet<&str> =
+        f.0.iter()
+            .filter(|(s, _)| burns(s))
+            .map(|(s, _)| s[0].as_str())
+            .collect();
+    eprintln!(
+        "blips: {} ms sampled, {} ms in blip_burn, {} ms with [unknown] frames; binaries named {names:?}",
+        sampled / MS,
+        named / MS,
+        unknown / MS
+    );
+    assert!(sampled >= 250 * MS, "the blips were sampled: {sampled} ns");
+    // the rest is their start (the dynamic loader, exec) and exit
+    assert!(
+        named as f64 >= 0.8 * sampled as f64,
+        "blip_burn named in {named} of {sampled} ns"
+    );
+    assert!(
+        unknown as f64 <= 0.05 * sampled as f64,
+        "[unknown] in {unknown} of {sampled} ns"
+    );
+    assert!(names.len() >= 12, "most binaries named: {names:?}");
+}
+
+#[test]
+fn a_symbolization_that_falls_behind_for_good_lengthens_windows_and_loses_no_sample() {
+    require_bpf!();
+    let split = workload("split");
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    let port = free_port();
+    let listen = format!("127.0.0.1:{port}");
+    let _lock = capture_lock();
+    // 1 s windows, each named in 2 s: the backlog would grow without end
+    let mut child = flamebpf()
+        .args([
+            "continuous",
+            "-F",
+            "199",
+            "--window",
+            "1",
+            "--listen",
+            &listen,
+            "--dir",
+        ])
+        .arg(&store)
+        .arg("--")
+        .arg(&split)
+        .arg("10")
+        .env("FLAMEBPF_TEST_SYMBOLIZE_DELAY_MS", "2000")
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_for_port(port);
+    let mut most_pending = 0;
+    while child.try_wait().unwrap().is_none() {
+        if let Ok(mut s) = TcpStream::connect(("127.0.0.1", port)) {
+            // the endpoint goes away with the daemon: a failed read ends the loop
+            let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
+            let mut text = String::new();
+            if write!(s, "GET /metrics HTTP/1.0\r\n\r\n").is_ok()
+                && s.read_to_string(&mut text).is_ok()
+                && text.contains("flamebpf_windows_pending")
+            {
+                most_pending = most_pending.max(metric_value(&text, "flamebpf_windows_pending"));
+            }
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    eprintln!("daemon stderr: {stderr}");
+    assert!(out.status.success());
+    // three while sampling runs, and the last one once it ends
+    assert!(
+        most_pending <= 4,
+        "at most 3 + 1 windows wait: {most_pending}"
+    );
+    let total: u64 = stderr
+        .split(" samples in ")
+        .next()
+        .and_then(|s| s.rsplit(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("the final line counts samples: {stderr}"));
+    let w = windows(&store);
+    let lengths: Vec<u64> = w
+        .iter()
+        .map(|n| {
+            let (a, b) = n
+                .trim_start_matches("window-")
+                .trim_end_matches(".pb.gz")
+                .split_once('-')
+                .unwrap();
+            b.parse::<u64>().unwrap() - a.parse::<u64>().unwrap()
+        })
+        .collect();
+    eprintln!("window lengths (ms): {lengths:?}");
+    assert!(
+        lengths.iter().any(|&ms| ms >= 1900),
+        "windows were lengthened while symbolization was behind: {lengths:?}"
+    );
+    // every sample is in exactly one window, lengthened or not
+    let mut in_windows = 0;
+    for name in &w {
+        let raw = go_pprof(&[OsStr::new("-raw"), store.join(name).as_os_str()]);
+        in_windows += pprof_raw_totals(&raw).first().copied().unwrap_or(0);
+    }
+    assert_eq!(
+        in_windows, total,
+        "samples across windows vs the sampler's count"
+    );
 }

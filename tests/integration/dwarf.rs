@@ -1,11 +1,13 @@
 //! Whole stacks for code built without frame pointers and through glibc, in the
 //! default mode (`cfi`, unwound in the kernel) and in `--call-graph dwarf`
 //! (unwound in userspace), against truth and against `perf record --call-graph
-//! dwarf`; frame pointers cannot; time order in speedscope.
+//! dwarf`; frame pointers cannot; time order in speedscope; samples named in the
+//! mappings live at their time.
 
 use crate::common::{
-    capture_lock, heavy_share, perf_samples, record, require_bpf, workload, Folded,
+    capture_lock, heavy_share, perf_samples, record, require_bpf, workload, Folded, MS,
 };
+use crate::upgrade::library;
 
 /// perf's own DWARF unwinding, the reference.
 const DWARF: [&str; 4] = ["--call-graph", "dwarf", "-F", "999"];
@@ -204,4 +206,44 @@ fn speedscope_keeps_dwarf_samples_in_time_order() {
         "one entry per sample, not per stack: {}",
         samples.len()
     );
+}
+
+#[test]
+fn dwarf_samples_are_named_in_the_library_mapped_at_their_time() {
+    require_bpf!();
+    // two libraries of one layout, loaded one after the other at one address
+    // (dlclose, then dlopen): the first one's samples were once named by the
+    // second, the mapping there at the end
+    let dir = tempfile::tempdir().unwrap();
+    let (first, second) = (
+        dir.path().join("libfirst.so"),
+        dir.path().join("libsecond.so"),
+    );
+    library(&first, "hot_v1");
+    library(&second, "hot_v2");
+    let reload = workload("reload");
+    let c = record(
+        &["-F", "499", "--call-graph", "dwarf"],
+        &[
+            reload.to_str().unwrap(),
+            "1",
+            first.to_str().unwrap(),
+            second.to_str().unwrap(),
+        ],
+    );
+    let stdout = String::from_utf8_lossy(&c.out.stdout);
+    let at: Vec<&str> = stdout
+        .lines()
+        .filter_map(|l| l.split_whitespace().nth(1))
+        .collect();
+    assert!(
+        at.len() == 2 && at[0] == at[1],
+        "the loader put both libraries at one address (else this tests nothing): {stdout}"
+    );
+    let f = &c.folded;
+    let (v1, v2) = (f.with_frame("hot_v1"), f.with_frame("hot_v2"));
+    eprintln!("hot_v1 {} ms, hot_v2 {} ms", v1 / MS, v2 / MS);
+    assert!(v1 >= 500 * MS && v2 >= 500 * MS, "a second in each");
+    let share = v1 as f64 / (v1 + v2) as f64;
+    assert!((share - 0.5).abs() <= 0.1, "hot_v1's share {share:.3}");
 }

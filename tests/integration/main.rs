@@ -21,3 +21,4 @@ mod stacks;
 mod symbols;
 mod system;
 mod unwind;
+mod upgrade;

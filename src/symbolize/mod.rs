@@ -1,19 +1,28 @@
 //! The adapter where capture, symbolization and output meet: turns the drained BPF
 //! maps into a [`Profile`], naming each address once however many stacks hold it.
+//!
+//! Two halves: [`Located::new`] reads the address spaces (the tracker) and
+//! [`name`] reads the objects (the symbolizer); between them a capture needs
+//! neither, so [`Worker`] can name it on a thread of its own.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::mpsc;
-use std::thread::JoinHandle;
 
 use flamegraphs::{
     Frame, FrameId, FrameKind, Location, LocationId, Mapping, Meta, Profile, Sample,
 };
 use symbolizer::objects::ObjectKind;
-use symbolizer::symbolize::{Frames, Options, Symbol};
-use symbolizer::{ObjectId, Resolved, Symbolizer, Tracker};
+use symbolizer::symbolize::{Frames, Symbol};
+use symbolizer::{ObjectId, Resolved, Symbolizer};
 
 use crate::capture::maps::Kind;
-use crate::capture::raw::{RawKey, RawProfile, RawStack};
+use crate::capture::raw::{RawKey, RawStack};
+
+mod locate;
+mod worker;
+
+pub use locate::Located;
+use locate::{lookup_addr, UserAddr, UserAddrs, When};
+pub use worker::Worker;
 
 /// Counters of what could not be named, for the summary.
 #[derive(Debug, Default, Clone)]
@@ -29,174 +38,48 @@ pub struct SymbolizeStats {
     pub no_kernel_symbols: bool,
 }
 
-/// A thread that owns the symbolizer: it reads kallsyms while the capture runs,
-/// then builds the profile when handed the capture, so the end of a capture does
-/// not wait for kallsyms (blazesym's caches cannot move between threads, so the
-/// work goes to the thread instead).
-pub struct Worker {
-    jobs: mpsc::Sender<(RawProfile, Tracker, Meta)>,
-    thread: JoinHandle<Option<(Profile, SymbolizeStats)>>,
-}
-
-impl Worker {
-    /// Starts the thread and its warm-up.
-    pub fn start(options: Options) -> Worker {
-        let (jobs, rx) = mpsc::channel::<(RawProfile, Tracker, Meta)>();
-        let thread = std::thread::spawn(move || {
-            let symbolizer = Symbolizer::new(options);
-            symbolizer.warm_kernel();
-            let (raw, tracker, meta) = rx.recv().ok()?;
-            Some(build(&raw, &tracker, &symbolizer, meta))
-        });
-        Worker { jobs, thread }
-    }
-
-    /// Builds the profile of a capture on the worker thread.
-    pub fn build(self, raw: RawProfile, tracker: Tracker, meta: Meta) -> (Profile, SymbolizeStats) {
-        self.jobs
-            .send((raw, tracker, meta))
-            .expect("the symbolizer thread waits for its job");
-        match self.thread.join() {
-            Ok(Some(result)) => result,
-            Ok(None) => unreachable!("the job was sent"),
-            Err(panic) => std::panic::resume_unwind(panic),
-        }
-    }
-}
-
-/// Return addresses point after the call; the call itself is one byte earlier.
-/// The leaf (index 0, the sampled instruction) is not adjusted.
-fn lookup_addr(ip: u64, index: usize) -> u64 {
-    if index == 0 {
-        ip
-    } else {
-        ip.saturating_sub(1)
-    }
-}
-
-/// What a user address turned out to be.
-enum UserAddr {
-    /// An offset into a mapped object (file, vDSO).
-    Object(Resolved),
-    /// JIT code named by the process's perf map.
-    Jit(String),
-    /// Nothing covers it.
-    Unknown,
-}
-
-/// Which address space a stack's addresses are read in: samples aggregated in the
-/// kernel carry no time, so the newest generation that maps an address answers;
-/// timestamped samples (DWARF mode) use the one live at their time.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-enum When {
-    Newest,
-    Generation(usize),
-}
-
-impl When {
-    fn of(raw: &RawProfile, tracker: &Tracker, pid: u32, time: u64) -> When {
-        if raw.timeline.is_empty() {
-            return When::Newest;
-        }
-        tracker
-            .history
-            .generation_at(pid, time)
-            .map_or(When::Newest, When::Generation)
-    }
-}
-
-/// Every stack of a capture with the address space it is read in.
-fn stack_instances<'a>(raw: &'a RawProfile, tracker: &Tracker) -> HashSet<(&'a RawKey, When)> {
-    if raw.timeline.is_empty() {
-        raw.samples.keys().map(|k| (k, When::Newest)).collect()
-    } else {
-        raw.timeline
-            .iter()
-            .map(|(t, k, _)| (k, When::of(raw, tracker, k.pid, *t)))
-            .collect()
-    }
-}
-
-fn classify(tracker: &Tracker, pid: u32, when: When, addr: u64) -> UserAddr {
-    let resolved = match when {
-        When::Newest => tracker.resolve(pid, addr),
-        When::Generation(g) => tracker.history.resolve_in(pid, g, addr),
-    };
-    match resolved {
-        Some(r) if tracker.objects.get(r.object).kind != ObjectKind::Anonymous => {
-            UserAddr::Object(r)
-        }
-        // anonymous memory, or no mapping seen: JIT code, if a perf map names it
-        _ => match tracker.jit_symbol(pid, addr) {
-            Some(name) => UserAddr::Jit(name.to_string()),
-            None => UserAddr::Unknown,
-        },
-    }
-}
-
-/// Builds the profile of a capture: every unique address is named once (kernel
-/// addresses in one kallsyms batch, user addresses in one batch per object), then
-/// the stacks are put together from the named locations.
-pub fn build(
-    raw: &RawProfile,
-    tracker: &Tracker,
-    symbolizer: &Symbolizer,
-    meta: Meta,
-) -> (Profile, SymbolizeStats) {
+/// Names a located capture: every unique address once (kernel addresses in one
+/// kallsyms batch, user addresses in one batch per object), then the stacks are
+/// put together from the named locations.
+pub fn name(located: &Located, symbolizer: &Symbolizer, meta: Meta) -> (Profile, SymbolizeStats) {
     let mut profile = Profile::new(meta);
     let mut stats = SymbolizeStats::default();
-    let instances = stack_instances(raw, tracker);
-    let (user_addrs, kernel_addrs) = unique_addresses(&instances, tracker);
-    stats.user_addrs = user_addrs.len();
+    let instances = located.instances();
+    let kernel_addrs = kernel_addresses(&instances);
+    stats.user_addrs = located.user_addrs.len();
     stats.kernel_addrs = kernel_addrs.len();
     let (kernel, no_kernel_symbols) = name_kernel(&mut profile, symbolizer, kernel_addrs);
     stats.no_kernel_symbols = no_kernel_symbols;
-    let named = name_user(&mut profile, tracker, symbolizer, &user_addrs, &mut stats);
+    let named = name_user(&mut profile, located, symbolizer, &mut stats);
     let names = Names {
-        user_addrs,
+        user_addrs: &located.user_addrs,
         named,
         kernel,
     };
     let stacks = assemble_stacks(&mut profile, &instances, &names);
-    push_samples(&mut profile, raw, tracker, &stacks);
+    push_samples(&mut profile, located, &stacks);
     (profile, stats)
 }
 
 /// Every address named, by where it was found.
-struct Names {
+struct Names<'a> {
     /// User addresses per process and address space.
-    user_addrs: HashMap<(u32, When, u64), UserAddr>,
+    user_addrs: &'a UserAddrs,
     /// The location of each (object, offset).
     named: HashMap<Resolved, LocationId>,
     /// The location of each kernel address.
     kernel: HashMap<u64, LocationId>,
 }
 
-/// User addresses per process and address space, classified.
-type UserAddrs = HashMap<(u32, When, u64), UserAddr>;
-
-/// The unique addresses of a capture: user ones per process and address space,
-/// classified (object, JIT or unknown), and kernel ones.
-fn unique_addresses(
-    instances: &HashSet<(&RawKey, When)>,
-    tracker: &Tracker,
-) -> (UserAddrs, Vec<u64>) {
-    let mut user_addrs: UserAddrs = HashMap::new();
+/// The unique kernel addresses of a capture.
+fn kernel_addresses(instances: &HashSet<(&RawKey, When)>) -> Vec<u64> {
     let mut kernel_addrs: HashSet<u64> = HashSet::new();
-    for &(c, when) in instances {
-        if let RawStack::Ips(ips) = &c.user {
-            for (i, &ip) in ips.iter().enumerate() {
-                let a = lookup_addr(ip, i);
-                user_addrs
-                    .entry((c.pid, when, a))
-                    .or_insert_with(|| classify(tracker, c.pid, when, a));
-            }
-        }
+    for &(c, _) in instances {
         if let RawStack::Ips(ips) = &c.kernel {
             kernel_addrs.extend(ips.iter().enumerate().map(|(i, &ip)| lookup_addr(ip, i)));
         }
     }
-    (user_addrs, kernel_addrs.into_iter().collect())
+    kernel_addrs.into_iter().collect()
 }
 
 /// Names the kernel addresses in one kallsyms batch.
@@ -234,13 +117,12 @@ fn name_kernel(
 /// every process that maps it.
 fn name_user(
     profile: &mut Profile,
-    tracker: &Tracker,
+    located: &Located,
     symbolizer: &Symbolizer,
-    user_addrs: &UserAddrs,
     stats: &mut SymbolizeStats,
 ) -> HashMap<Resolved, LocationId> {
     let mut per_object: HashMap<ObjectId, Vec<u64>> = HashMap::new();
-    for addr in user_addrs.values() {
+    for addr in located.user_addrs.values() {
         if let UserAddr::Object(r) = addr {
             per_object.entry(r.object).or_default().push(r.offset);
         }
@@ -249,7 +131,7 @@ fn name_user(
     for (object, mut offsets) in per_object {
         offsets.sort_unstable();
         offsets.dedup();
-        let obj = tracker.objects.get(object);
+        let obj = &located.objects[&object];
         let mapping = (obj.kind != ObjectKind::Anonymous).then(|| {
             profile.intern_mapping(Mapping {
                 path: obj.path.clone(),
@@ -291,7 +173,7 @@ fn name_user(
 fn assemble_stacks<'a>(
     profile: &mut Profile,
     instances: &HashSet<(&'a RawKey, When)>,
-    names: &Names,
+    names: &Names<'_>,
 ) -> HashMap<(&'a RawKey, When), Vec<LocationId>> {
     let unknown_user = profile.intern(Frame::named("[unknown]", FrameKind::User));
     let lost_user = profile.frame_location(Frame::named("[lost stack]", FrameKind::User));
@@ -378,8 +260,7 @@ fn cut_at_schedule(profile: &Profile, stack: &mut Vec<LocationId>) {
 /// merge equal stacks anyway.
 fn push_samples(
     profile: &mut Profile,
-    raw: &RawProfile,
-    tracker: &Tracker,
+    located: &Located,
     stacks: &HashMap<(&RawKey, When), Vec<LocationId>>,
 ) {
     let sample = |c: &RawKey, when, count, weight| Sample {
@@ -390,6 +271,7 @@ fn push_samples(
         count,
         weight,
     };
+    let raw = &located.raw;
     if raw.timeline.is_empty() {
         for (c, w) in &raw.samples {
             profile
@@ -397,10 +279,10 @@ fn push_samples(
                 .push(sample(c, When::Newest, w.count, w.weight));
         }
     } else {
-        let mut timeline: Vec<&(u64, RawKey, u64)> = raw.timeline.iter().collect();
-        timeline.sort_by_key(|(t, _, _)| *t);
-        for (t, c, period) in timeline {
-            let when = When::of(raw, tracker, c.pid, *t);
+        let mut timeline: Vec<(&(u64, RawKey, u64), &When)> =
+            raw.timeline.iter().zip(&located.whens).collect();
+        timeline.sort_by_key(|((t, _, _), _)| *t);
+        for ((_, c, period), &when) in timeline {
             profile.samples.push(sample(c, when, 1, *period));
         }
     }
