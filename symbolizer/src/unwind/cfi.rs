@@ -774,12 +774,9 @@ pub(super) mod tests {
         agrees_with_gimli(&super::super::tests_real::our_libc());
     }
 
-    /// The same on the biggest objects of the machine the figures in
-    /// benches/UNWIND_TABLES.md come from (slow unoptimised, so on demand:
-    /// `cargo test -p symbolizer --release -- --ignored`).
-    #[test]
-    #[ignore]
-    fn the_fast_evaluator_agrees_with_gimli_on_large_objects() {
+    /// The biggest objects of the machine the figures in
+    /// benches/UNWIND_TABLES.md come from, those present.
+    pub fn large_objects() -> Vec<std::path::PathBuf> {
         let lib = "/root/.rustup/toolchains/1.95.0-x86_64-unknown-linux-gnu/lib";
         let mut paths: Vec<std::path::PathBuf> = std::fs::read_dir(lib)
             .map(|d| d.filter_map(|e| e.ok().map(|e| e.path())).collect())
@@ -789,8 +786,17 @@ pub(super) mod tests {
             name.starts_with("librustc_driver-") || name.starts_with("libLLVM.so")
         });
         paths.extend(["/usr/bin/node", "/usr/bin/python3.11"].map(std::path::PathBuf::from));
-        for p in paths.iter().filter(|p| p.exists()) {
-            agrees_with_gimli(p);
+        paths.retain(|p| p.exists());
+        paths
+    }
+
+    /// The same on the biggest objects (slow unoptimised, so on demand:
+    /// `cargo test -p symbolizer --release -- --ignored`).
+    #[test]
+    #[ignore]
+    fn the_fast_evaluator_agrees_with_gimli_on_large_objects() {
+        for p in large_objects() {
+            agrees_with_gimli(&p);
         }
     }
 }

@@ -39,6 +39,8 @@ pub use walk::{snapshot_here, unwind, End, Regs, StackCopy, MAX_FRAMES};
 pub type ObjectCfi = UnwindTable;
 
 #[cfg(test)]
+mod tests_previous;
+#[cfg(test)]
 mod tests_real;
 #[cfg(test)]
 mod tests_walk;
