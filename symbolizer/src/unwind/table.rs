@@ -273,6 +273,14 @@ impl UnwindTable {
     }
 }
 
+/// A point [`Assembler::restore`] goes back to.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Checkpoint {
+    rows: usize,
+    pushed: usize,
+    too_far: Option<u64>,
+}
+
 /// Appends rows in address order, merging identical neighbours: what keeps
 /// tables small (a function's epilogue row often equals the next function's
 /// first row, and most FDEs end where the next begins).
@@ -331,6 +339,26 @@ impl Assembler {
     /// row at the same address, which a new FDE never starts at).
     pub(super) fn rollback(&mut self, mark: usize) {
         self.rows.truncate(mark);
+    }
+
+    /// Everything to go back to with [`Assembler::restore`]: unlike a
+    /// [`Assembler::mark`], the count of rows pushed too, for rows that are
+    /// to be pushed again (a program the fast decoder gave up on, run again
+    /// with gimli's).
+    pub(super) fn checkpoint(&self) -> Checkpoint {
+        Checkpoint {
+            rows: self.rows.len(),
+            pushed: self.pushed,
+            too_far: self.too_far,
+        }
+    }
+
+    /// Forgets what was pushed since `checkpoint` (see [`Assembler::rollback`]
+    /// for why truncating is enough).
+    pub(super) fn restore(&mut self, checkpoint: Checkpoint) {
+        self.rows.truncate(checkpoint.rows);
+        self.pushed = checkpoint.pushed;
+        self.too_far = checkpoint.too_far;
     }
 
     pub(super) fn finish(mut self, segments: Vec<LoadSegment>) -> Result<UnwindTable, TableError> {
