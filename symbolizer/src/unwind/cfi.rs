@@ -10,6 +10,9 @@
 //! intermediate rows are stored, its instructions decoded by
 //! [`Evaluator::run_bytes`] where they are the usual ones, by gimli otherwise.
 
+use std::ops::Range;
+use std::sync::OnceLock;
+
 use gimli::{BaseAddresses, LittleEndian, UnwindOffset, UnwindSection, X86_64};
 
 use super::error::TableError;
@@ -45,6 +48,15 @@ pub(super) fn build(
     sections: &CfiSections<'_>,
     segments: Vec<LoadSegment>,
 ) -> Result<UnwindTable, TableError> {
+    build_with(sections, segments, Threads::available())
+}
+
+/// [`build`], with as many threads as `threads` allows.
+pub(super) fn build_with(
+    sections: &CfiSections<'_>,
+    segments: Vec<LoadSegment>,
+    threads: Threads,
+) -> Result<UnwindTable, TableError> {
     let code: Vec<(u64, u64)> = segments
         .iter()
         .filter(|s| s.executable)
@@ -67,7 +79,15 @@ pub(super) fn build(
         }
         // an estimate from the objects measured (5 to 8 bytes of .eh_frame a row)
         let rows = bytes.len() / 5;
-        match table_of(&section, Some(bytes), &bases, &in_code, rows, &segments) {
+        match table_of(
+            &section,
+            Some(bytes),
+            &bases,
+            &in_code,
+            rows,
+            &segments,
+            threads,
+        ) {
             Err(TableError::NoCfi) => {}
             r => return r,
         }
@@ -75,15 +95,70 @@ pub(super) fn build(
     if let Some(bytes) = sections.debug_frame {
         let mut section = gimli::DebugFrame::new(bytes, LittleEndian);
         section.set_address_size(8);
-        return table_of(&section, None, &bases, &in_code, bytes.len() / 5, &segments);
+        let rows = bytes.len() / 5;
+        return table_of(&section, None, &bases, &in_code, rows, &segments, threads);
     }
     Err(TableError::NoCfi)
+}
+
+/// Most threads one build takes: the rows of the largest objects come in
+/// under 100 ms with two, and more would take cores from the process being
+/// profiled for little gain.
+const MAX_THREADS: usize = 4;
+
+/// Fewest FDEs worth a thread of their own (python3.11 has 10k, libc 3k):
+/// starting one costs tens of microseconds.
+const MIN_FDES_PER_THREAD: usize = 2048;
+
+/// Splits `fdes` into at most `n` runs of about equal work, none empty.
+fn split(fdes: &[Fde], n: usize) -> Vec<Range<usize>> {
+    let total: u64 = fdes.iter().map(Fde::weight).sum();
+    let mut runs = Vec::with_capacity(n);
+    let (mut from, mut sum) = (0, 0);
+    for (i, f) in fdes.iter().enumerate() {
+        sum += f.weight();
+        // the k-th run ends once the weight reaches k/n of the total
+        if runs.len() + 1 < n && sum * n as u64 >= total * (runs.len() as u64 + 1) {
+            runs.push(from..i + 1);
+            from = i + 1;
+        }
+    }
+    if from < fdes.len() {
+        runs.push(from..fdes.len());
+    }
+    runs
+}
+
+/// How many threads a build may take, and the fewest FDEs worth one.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Threads {
+    pub most: usize,
+    pub min_fdes: usize,
+}
+
+impl Threads {
+    /// What [`build`] takes: the CPUs this process may run on, at most
+    /// [`MAX_THREADS`] (read once: it reads the cgroup's CPU quota), and a
+    /// thread for every [`MIN_FDES_PER_THREAD`] FDEs.
+    fn available() -> Threads {
+        static MOST: OnceLock<usize> = OnceLock::new();
+        let most = *MOST.get_or_init(|| {
+            std::thread::available_parallelism().map_or(1, |n| n.get().min(MAX_THREADS))
+        });
+        Threads {
+            most,
+            min_fdes: MIN_FDES_PER_THREAD,
+        }
+    }
 }
 
 /// The table of one CFI section. [`TableError::NoCfi`] when no FDE describes
 /// code. A NoInfo row goes where an FDE ends and the next does not
 /// start, and after the last, so that no pc takes the rule of a function it is
-/// not in.
+/// not in. Large sections are split into runs of FDEs built on threads of
+/// their own, then joined: the same rows as one thread's, as the runs tile
+/// the code in order (see [`super::fdes`]) and rows merge across a join just
+/// as they do within a run.
 fn table_of<'a, S>(
     section: &S,
     bytes: Option<&'a [u8]>,
@@ -91,9 +166,10 @@ fn table_of<'a, S>(
     in_code: &dyn Fn(u64) -> bool,
     rows_estimate: usize,
     segments: &[LoadSegment],
+    threads: Threads,
 ) -> Result<UnwindTable, TableError>
 where
-    S: UnwindSection<Reader<'a>>,
+    S: UnwindSection<Reader<'a>> + Sync,
     S::Offset: UnwindOffset<usize>,
 {
     let fdes = scan(section, bytes, bases, in_code);
@@ -101,6 +177,8 @@ where
         return Err(TableError::NoCfi);
     };
     let (base, last_end) = (first.start, last.end);
+    let n = threads.most.min(fdes.list.len() / threads.min_fdes.max(1));
+    let runs = split(&fdes.list, n.max(1));
     let run = Run {
         section,
         bytes,
@@ -108,12 +186,37 @@ where
         cies: &fdes.cies,
         base,
     };
-    let mut a = run.rows(&fdes.list, None, rows_estimate);
+    let list = &fdes.list;
+    let share = |r: &Range<usize>| rows_estimate * r.len() / list.len() + 64;
+    let mut a = std::thread::scope(|scope| {
+        let mut others = Vec::new();
+        for r in runs.iter().skip(1) {
+            // the end of the FDE before the run, for the NoInfo row of a gap
+            let prev_end = r.start.checked_sub(1).map(|i| list[i].end);
+            let job = move || run.rows(&list[r.clone()], prev_end, share(r));
+            // no thread to be had: build the run here, after the first
+            match std::thread::Builder::new().spawn_scoped(scope, job) {
+                Ok(handle) => others.push(Ok(handle)),
+                Err(_) => others.push(Err((r, prev_end))),
+            }
+        }
+        let mut a = run.rows(&list[runs[0].clone()], None, rows_estimate);
+        for other in others {
+            let b = match other {
+                Ok(handle) => handle
+                    .join()
+                    .unwrap_or_else(|panic| std::panic::resume_unwind(panic)),
+                Err((r, prev_end)) => run.rows(&list[r.clone()], prev_end, share(r)),
+            };
+            a.append(b);
+        }
+        a
+    });
     a.push(last_end, CfaRule::NoInfo, RbpRule::Same);
     a.finish(segments.to_vec())
 }
 
-/// What building the rows of a run of FDEs needs.
+/// What building the rows of a run of FDEs needs; shared by the threads.
 struct Run<'s, 'a, S> {
     section: &'s S,
     bytes: Option<&'a [u8]>,
@@ -121,6 +224,14 @@ struct Run<'s, 'a, S> {
     cies: &'s [Cie<'a>],
     base: u64,
 }
+
+impl<S> Clone for Run<'_, '_, S> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+
+impl<S> Copy for Run<'_, '_, S> {}
 
 impl<'a, S> Run<'_, 'a, S>
 where

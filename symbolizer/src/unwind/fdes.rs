@@ -74,6 +74,14 @@ impl Fde {
         let at = self.program_at as usize;
         section?.get(at..at + self.program_len as usize)
     }
+
+    /// A measure of the work its rows take, to split the list evenly.
+    pub fn weight(&self) -> u64 {
+        match self.program_len {
+            NO_PROGRAM => 16,
+            n => u64::from(n) + 4,
+        }
+    }
 }
 
 /// The FDEs of a section that describe code, by address, and their CIEs.

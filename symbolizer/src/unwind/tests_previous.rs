@@ -352,21 +352,31 @@ impl Evaluator {
 }
 
 /// The table of the object at `path` built both ways must be the same: base,
-/// every row (start, both rules), the rows before merging, the segments.
+/// every row (start, both rules), the rows before merging, the segments;
+/// built now on as many threads as the machine gives, and in 1, 2, 3 and 7
+/// runs whatever the machine.
 pub(super) fn same_as_before(path: &Path) {
     let data = std::fs::read(path).unwrap();
     let (sections, segments) = super::elf::cfi_sections(&*data).unwrap();
+    let before = build(&sections, segments.clone()).unwrap();
     let now = super::cfi::build(&sections, segments.clone()).unwrap();
-    let before = build(&sections, segments).unwrap();
-    let name = path.display();
+    same(&now, &before, &path.display().to_string());
+    for most in [1, 2, 3, 7] {
+        let threads = super::cfi::Threads { most, min_fdes: 1 };
+        let now = super::cfi::build_with(&sections, segments.clone(), threads).unwrap();
+        same(&now, &before, &format!("{}, {most} runs", path.display()));
+    }
+}
+
+fn same(now: &UnwindTable, before: &UnwindTable, name: &str) {
     if let Some(i) =
         (0..now.len().max(before.len())).find(|&i| now.rows.get(i) != before.rows.get(i))
     {
         let around = |t: &UnwindTable| t.rows[i.saturating_sub(2)..(i + 3).min(t.len())].to_vec();
         panic!(
             "{name}: row {i} differs:\nnow    {:x?}\nbefore {:x?}",
-            around(&now),
-            around(&before)
+            around(now),
+            around(before)
         );
     }
     assert_eq!(now, before, "{name}");
