@@ -22,6 +22,7 @@ mod elf;
 mod error;
 mod eval;
 mod fdes;
+mod huge;
 mod unwinder;
 
 pub mod cache;

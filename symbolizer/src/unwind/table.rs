@@ -296,7 +296,7 @@ impl Assembler {
     pub(super) fn new(base: u64, capacity: usize) -> Assembler {
         Assembler {
             base,
-            rows: Vec::with_capacity(capacity),
+            rows: super::huge::vec(capacity),
             pushed: 0,
             too_far: None,
         }
