@@ -353,14 +353,17 @@ impl Evaluator {
 
 /// The table of the object at `path` built both ways must be the same: base,
 /// every row (start, both rules), the rows before merging, the segments;
-/// built now on as many threads as the machine gives, and in 1, 2, 3 and 7
-/// runs whatever the machine.
+/// built now on as many threads as the machine gives (from the bytes in
+/// memory and from the file), and in 1, 2, 3 and 7 runs whatever the machine.
 pub(super) fn same_as_before(path: &Path) {
     let data = std::fs::read(path).unwrap();
     let (sections, segments) = super::elf::cfi_sections(&*data).unwrap();
     let before = build(&sections, segments.clone()).unwrap();
     let now = super::cfi::build(&sections, segments.clone()).unwrap();
     same(&now, &before, &path.display().to_string());
+    // read from the file, not from memory
+    let loaded = UnwindTable::load(path).unwrap();
+    same(&loaded, &before, &format!("{}, loaded", path.display()));
     for most in [1, 2, 3, 7] {
         let threads = super::cfi::Threads { most, min_fdes: 1 };
         let now = super::cfi::build_with(&sections, segments.clone(), threads).unwrap();
