@@ -192,7 +192,8 @@ where
         last: None,
     };
     let mut eval = Evaluator::default();
-    let mut list = Vec::new();
+    // FDEs take 24 bytes or more: room for all, on huge pages where large
+    let mut list = super::huge::vec(bytes.map_or(0, |b| b.len() / 24));
     let mut entries = section.entries(bases);
     // A malformed entry ends the walk: its length cannot be trusted to find the next.
     while let Ok(Some(entry)) = entries.next() {
@@ -223,8 +224,7 @@ where
             program_len,
         });
     }
-    // by address; of FDEs starting together, the first in the section first
-    list.sort_by_key(|f| f.start);
+    sort(&mut list);
     let mut last_end = None;
     list.retain(|f| {
         let keep = f.start < f.end && last_end.is_none_or(|e| f.start >= e);
@@ -237,6 +237,36 @@ where
         cies: cies.all,
         list,
     }
+}
+
+/// Sorts FDEs, listed in section order, by first address, those that start
+/// together left in section order. BOLT and hot/cold splitting leave them out
+/// of order (libLLVM: 160k FDEs, a descent every 6), and sorting the 40-byte
+/// records themselves took 8 ms: this sorts 8-byte keys, the address (less
+/// the lowest) above the index, then gathers the records.
+fn sort(list: &mut Vec<Fde>) {
+    const INDEX_BITS: u32 = 24;
+    if list.is_sorted_by_key(|f| f.start) {
+        return;
+    }
+    let min = list.iter().map(|f| f.start).min().unwrap_or(0);
+    let max = list.iter().map(|f| f.start).max().unwrap_or(0);
+    if list.len() >= 1 << INDEX_BITS || (max - min) >> (64 - INDEX_BITS) != 0 {
+        // keys would not fit: sort the records (offsets differ, so unstable is enough)
+        list.sort_unstable_by_key(|f| (f.start, f.offset));
+        return;
+    }
+    let mut keys: Vec<u64> = (0u64..)
+        .zip(list.iter())
+        .map(|(i, f)| ((f.start - min) << INDEX_BITS) | i)
+        .collect();
+    keys.sort_unstable();
+    let mut sorted = super::huge::vec(list.len());
+    sorted.extend(
+        keys.iter()
+            .map(|&k| list[(k & ((1 << INDEX_BITS) - 1)) as usize]),
+    );
+    *list = sorted;
 }
 
 /// The layout of the FDEs of `cie`, an `.eh_frame` CIE of the usual kind: a
@@ -307,4 +337,33 @@ fn program(bytes: &[u8], offset: usize, layout: Layout, range: u64) -> Option<(u
         return None;
     }
     Some((u32::try_from(at).ok()?, u32::try_from(end - at).ok()?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sorting_keeps_fdes_that_start_together_in_section_order() {
+        // addresses that fit in a key, and ones spread too far for it
+        for spread in [1u64, 1 << 50] {
+            let starts = [5u64, 3, 5, 1, 3, 9, 5, 0].map(|s| s * spread);
+            let mut list: Vec<Fde> = (0..)
+                .zip(starts)
+                .map(|(offset, start)| Fde {
+                    start,
+                    end: start + 1,
+                    offset,
+                    cie: 0,
+                    program_at: 0,
+                    program_len: NO_PROGRAM,
+                })
+                .collect();
+            let mut want = list.clone();
+            want.sort_by_key(|f| f.start);
+            sort(&mut list);
+            let order = |l: &[Fde]| l.iter().map(|f| (f.start, f.offset)).collect::<Vec<_>>();
+            assert_eq!(order(&list), order(&want));
+        }
+    }
 }
