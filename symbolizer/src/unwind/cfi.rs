@@ -163,7 +163,7 @@ fn table_of<'a, S>(
     section: &S,
     bytes: Option<&'a [u8]>,
     bases: &BaseAddresses,
-    in_code: &dyn Fn(u64) -> bool,
+    in_code: &(dyn Fn(u64) -> bool + Sync),
     rows_estimate: usize,
     segments: &[LoadSegment],
     threads: Threads,
@@ -172,7 +172,7 @@ where
     S: UnwindSection<Reader<'a>> + Sync,
     S::Offset: UnwindOffset<usize>,
 {
-    let fdes = scan(section, bytes, bases, in_code);
+    let fdes = scan(section, bytes, bases, in_code, threads);
     let (Some(first), Some(last)) = (fdes.list.first(), fdes.list.last()) else {
         return Err(TableError::NoCfi);
     };

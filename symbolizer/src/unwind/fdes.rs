@@ -8,7 +8,8 @@
 //! Of FDEs that overlap (broken or duplicated CFI, or BOLT's zero-length
 //! copies) the first by address, then by position in the section, is kept;
 //! empty ones are dropped. What is left tiles the code in order, so the second
-//! pass can split it anywhere and build the pieces on several threads.
+//! pass can split it anywhere and build the pieces on several threads. The
+//! FDEs are parsed and sorted on several threads too.
 
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
@@ -18,6 +19,7 @@ use gimli::{
     UnwindOffset, UnwindSection,
 };
 
+use super::cfi::Threads;
 use super::eval::{uleb, Evaluator, Factors, State};
 
 pub(super) type Reader<'a> = EndianSlice<'a, LittleEndian>;
@@ -176,11 +178,66 @@ impl<'a> CieCache<'a> {
 /// The FDEs of `section` whose first address `in_code` accepts, by address,
 /// overlapping and empty ones left out (see the module's doc). `bytes` is the
 /// section's bytes where it is `.eh_frame`, whose FDEs the fast decoder reads.
+///
+/// The walk over the entries is one thread's (an entry's length says where
+/// the next starts); parsing the FDEs and sorting them, most of the work, is
+/// split into runs of FDEs parsed and sorted on threads of their own, the
+/// sorted runs then merged.
 pub(super) fn scan<'a, S>(
     section: &S,
     bytes: Option<&'a [u8]>,
     bases: &BaseAddresses,
+    in_code: &(dyn Fn(u64) -> bool + Sync),
+    threads: Threads,
+) -> Fdes<'a>
+where
+    S: UnwindSection<Reader<'a>> + Sync,
+    S::Offset: UnwindOffset<usize>,
+{
+    let mut offsets = Vec::new();
+    let mut entries = section.entries(bases);
+    // A malformed entry ends the walk: its length cannot be trusted to find the next.
+    while let Ok(Some(entry)) = entries.next() {
+        if let CieOrFde::Fde(partial) = entry {
+            offsets.push(partial.offset());
+        }
+    }
+    let n = threads.most.min(offsets.len() / threads.min_fdes.max(1));
+    let per_run = offsets.len().div_ceil(n.max(1)).max(1);
+    let mut runs = offsets.chunks(per_run);
+    let first = runs.next().unwrap_or_default();
+    let parse = |run| parse(section, bytes, bases, in_code, run);
+    let parts: Vec<Fdes<'a>> = std::thread::scope(|scope| {
+        let others: Vec<_> = runs
+            .map(|run| {
+                // no thread to be had: parse the run here, after the first
+                std::thread::Builder::new()
+                    .spawn_scoped(scope, move || parse(run))
+                    .map_err(|_| run)
+            })
+            .collect();
+        let mut parts = vec![parse(first)];
+        for other in others {
+            parts.push(match other {
+                Ok(handle) => handle
+                    .join()
+                    .unwrap_or_else(|panic| std::panic::resume_unwind(panic)),
+                Err(run) => parse(run),
+            });
+        }
+        parts
+    });
+    merge(parts)
+}
+
+/// The FDEs at `offsets` (in section order) whose first address `in_code`
+/// accepts, sorted by address, with the CIEs they point to.
+fn parse<'a, S>(
+    section: &S,
+    bytes: Option<&'a [u8]>,
+    bases: &BaseAddresses,
     in_code: &dyn Fn(u64) -> bool,
+    offsets: &[usize],
 ) -> Fdes<'a>
 where
     S: UnwindSection<Reader<'a>>,
@@ -192,17 +249,10 @@ where
         last: None,
     };
     let mut eval = Evaluator::default();
-    // FDEs take 24 bytes or more: room for all, on huge pages where large
-    let mut list = super::huge::vec(bytes.map_or(0, |b| b.len() / 24));
-    let mut entries = section.entries(bases);
-    // A malformed entry ends the walk: its length cannot be trusted to find the next.
-    while let Ok(Some(entry)) = entries.next() {
-        let CieOrFde::Fde(partial) = entry else {
-            continue;
-        };
-        let offset = partial.offset();
+    let mut list = super::huge::vec(offsets.len());
+    for &offset in offsets {
         let mut index = 0;
-        let parsed = partial.parse(|s, b, o| {
+        let parsed = section.fde_from_offset(bases, S::Offset::from(offset), |s, b, o| {
             index = cies.get(&mut eval, s, bytes, b, UnwindOffset::into(o))?;
             Ok(cies.all[index as usize].cie.clone())
         });
@@ -225,6 +275,31 @@ where
         });
     }
     sort(&mut list);
+    Fdes {
+        cies: cies.all,
+        list,
+    }
+}
+
+/// One list of the sorted `parts` (of FDEs in section order, part after
+/// part), their CIEs in one list too; FDEs that start together come in
+/// section order, and the overlapping and empty ones are dropped.
+fn merge(parts: Vec<Fdes<'_>>) -> Fdes<'_> {
+    let mut cies = Vec::new();
+    let mut list: Option<Vec<Fde>> = None;
+    for mut p in parts {
+        // a CIE index fits u32: so did each part's (CieCache::get)
+        let base = cies.len() as u32;
+        cies.append(&mut p.cies);
+        if base > 0 {
+            p.list.iter_mut().for_each(|f| f.cie += base);
+        }
+        list = Some(match list {
+            None => p.list,
+            Some(before) => merge_two(&before, &p.list),
+        });
+    }
+    let mut list = list.unwrap_or_default();
     let mut last_end = None;
     list.retain(|f| {
         let keep = f.start < f.end && last_end.is_none_or(|e| f.start >= e);
@@ -233,10 +308,26 @@ where
         }
         keep
     });
-    Fdes {
-        cies: cies.all,
-        list,
+    Fdes { cies, list }
+}
+
+/// The FDEs of `a` and `b`, both sorted, `b`'s all later in the section, in
+/// one sorted list: of FDEs that start together, `a`'s come first.
+fn merge_two(a: &[Fde], b: &[Fde]) -> Vec<Fde> {
+    let mut out = super::huge::vec(a.len() + b.len());
+    let (mut i, mut j) = (0, 0);
+    while let (Some(x), Some(y)) = (a.get(i), b.get(j)) {
+        if y.start < x.start {
+            out.push(*y);
+            j += 1;
+        } else {
+            out.push(*x);
+            i += 1;
+        }
     }
+    out.extend_from_slice(&a[i..]);
+    out.extend_from_slice(&b[j..]);
+    out
 }
 
 /// Sorts FDEs, listed in section order, by first address, those that start

@@ -130,7 +130,11 @@ fn both(program: &[u8]) -> (Rows, Rows) {
     let mut section = gimli::EhFrame::new(&bytes, LittleEndian);
     section.set_address_size(8);
     let bases = BaseAddresses::default().set_eh_frame(0);
-    let fdes = scan(&section, Some(&bytes), &bases, &|_| true);
+    let one = super::cfi::Threads {
+        most: 1,
+        min_fdes: 1,
+    };
+    let fdes = scan(&section, Some(&bytes), &bases, &|_| true, one);
     let fde = fdes.list[0];
     let cie = &fdes.cies[fde.cie as usize];
     // the first pass found the program: the bytes given, then padding
