@@ -416,3 +416,94 @@ fn the_builder_gives_the_previous_rows_on_large_objects() {
         same_as_before(&p);
     }
 }
+
+/// Hand-made FDEs of the shapes compilers emit, and a PLT one.
+fn sample_fdes() -> Vec<(u64, u64, Vec<u8>)> {
+    use super::cfi::tests::{op::*, plt_program};
+    let frame = vec![advance(1), DEF_CFA_OFFSET, 16, offset(6), 2, advance(3)];
+    let frame = [frame, vec![DEF_CFA_REGISTER, 6, 0x02, 40, DEF_CFA, 7, 8]].concat();
+    let epilogue = vec![advance(4), REMEMBER_STATE, DEF_CFA_OFFSET, 8, advance(1)];
+    let epilogue = [epilogue, vec![RESTORE_STATE, advance(2)]].concat();
+    vec![
+        (0x1000, 0x30, plt_program(11)),
+        (0x1030, 0x40, frame.clone()),
+        (0x1080, 0x20, epilogue),
+        (0x10a0, 0x60, frame),
+        (0x1090, 0x10, vec![]),
+        (0x1200, 0x08, vec![UNDEFINED, 16]),
+    ]
+}
+
+/// The first whole entries (up to 4 KiB) of this test binary's `.eh_frame`,
+/// ended, and its address: CIEs as compilers write them ("zR", "zPLR",
+/// pc-relative pointers), which the hand-made ones are not.
+fn real_prefix() -> (Vec<u8>, u64) {
+    static PREFIX: std::sync::OnceLock<(Vec<u8>, u64)> = std::sync::OnceLock::new();
+    PREFIX.get_or_init(read_prefix).clone()
+}
+
+fn read_prefix() -> (Vec<u8>, u64) {
+    let exe = std::fs::read(std::env::current_exe().unwrap()).unwrap();
+    let (sections, _) = super::elf::cfi_sections(&*exe).unwrap();
+    let (bytes, addr) = sections.eh_frame.unwrap();
+    let mut end = 0;
+    while let Some(len) = bytes.get(end..end + 4) {
+        let len = u32::from_le_bytes(len.try_into().unwrap()) as usize;
+        let next = end + 4 + len;
+        if len == 0 || len == u32::MAX as usize || next > 4096 {
+            break;
+        }
+        end = next;
+    }
+    let mut prefix = bytes[..end].to_vec();
+    prefix.extend([0; 4]);
+    (prefix, addr)
+}
+
+#[test]
+fn the_undamaged_samples_give_tables() {
+    let bytes = super::cfi::tests::eh_frame(&sample_fdes());
+    let (real, addr) = real_prefix();
+    for (bytes, addr, rows) in [(&bytes, 0, 8), (&real, addr, 20)] {
+        let sections = CfiSections {
+            eh_frame: Some((bytes, addr)),
+            ..CfiSections::default()
+        };
+        let t = build(&sections, vec![]).unwrap();
+        assert!(t.len() >= rows, "{} rows", t.len());
+        assert_eq!(super::cfi::build(&sections, vec![]).unwrap(), t);
+    }
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig {
+        cases: 1024,
+        ..proptest::prelude::ProptestConfig::default()
+    })]
+
+    /// Damaged CFI (bytes overwritten anywhere: lengths, pointers, encodings,
+    /// programs) gives the same table, or the same error, as before, built in
+    /// one run or in several.
+    #[test]
+    fn damaged_cfi_gives_what_it_gave_before(
+        damage in proptest::collection::vec((proptest::prelude::any::<usize>(), proptest::prelude::any::<u8>()), 1..6),
+    ) {
+        let (real, addr) = real_prefix();
+        for (mut bytes, addr) in [(super::cfi::tests::eh_frame(&sample_fdes()), 0), (real, addr)] {
+            for &(at, b) in &damage {
+                let n = bytes.len();
+                bytes[at % n] = b;
+            }
+            let sections = CfiSections {
+                eh_frame: Some((&bytes, addr)),
+                ..CfiSections::default()
+            };
+            let before = format!("{:?}", build(&sections, vec![]));
+            for most in [1, 3] {
+                let threads = super::cfi::Threads { most, min_fdes: 1 };
+                let now = format!("{:?}", super::cfi::build_with(&sections, vec![], threads));
+                proptest::prop_assert_eq!(&now, &before);
+            }
+        }
+    }
+}
