@@ -5,10 +5,12 @@
 //!
 //! Speed matters (libLLVM has 160k FDEs and 1.4M rows, and a build should
 //! stay under 100 ms): a first pass ([`super::fdes`]) parses each FDE header
-//! once, each CIE once, and sorts the FDEs by address (BOLT leaves them out of
-//! order); the second runs every program straight into the table, so no
-//! intermediate rows are stored, its instructions decoded by
+//! once (each CIE once a thread) and sorts the FDEs by address (BOLT leaves
+//! them out of order); the second runs every program straight into the table,
+//! so no intermediate rows are stored, its instructions decoded by
 //! [`Evaluator::run_bytes`] where they are the usual ones, by gimli otherwise.
+//! Both passes split the FDEs into runs on up to [`MAX_THREADS`] threads
+//! ([`Threads`]); the rows are the same on any number.
 
 use std::ops::Range;
 use std::sync::OnceLock;
@@ -187,7 +189,7 @@ where
         base,
     };
     let list = &fdes.list;
-    let share = |r: &Range<usize>| rows_estimate * r.len() / list.len() + 64;
+    let share = |r: &Range<usize>| rows_estimate.saturating_mul(r.len()) / list.len() + 64;
     let mut a = std::thread::scope(|scope| {
         let mut others = Vec::new();
         for r in runs.iter().skip(1) {
