@@ -3,27 +3,26 @@
 //! row reduced to the few rules a table expresses ([`classify`]), and the FDEs
 //! laid out by address with [`CfaRule::NoInfo`] rows in the gaps between them.
 //!
-//! Speed matters (librustc_driver has 100k FDEs and 1.2M rows, and a build
-//! should stay under 100 ms): a first pass reads the FDE headers only and sorts
-//! them by address (BOLT leaves them out of order), each CIE is parsed and
-//! evaluated once, and the second pass runs every FDE straight into the table,
-//! so no intermediate rows are stored.
+//! Speed matters (libLLVM has 160k FDEs and 1.4M rows, and a build should
+//! stay under 100 ms): a first pass ([`super::fdes`]) parses each FDE header
+//! once (each CIE once a thread) and sorts the FDEs by address (BOLT leaves
+//! them out of order); the second runs every program straight into the table,
+//! so no intermediate rows are stored, its instructions decoded by
+//! [`Evaluator::run_bytes`] where they are the usual ones, by gimli otherwise.
+//! Both passes split the FDEs into runs on up to [`MAX_THREADS`] threads
+//! ([`Threads`]); the rows are the same on any number.
 
-use std::collections::HashMap;
-use std::hash::{BuildHasherDefault, Hasher};
+use std::ops::Range;
+use std::sync::OnceLock;
 
-use gimli::{
-    BaseAddresses, CieOrFde, CommonInformationEntry, EndianSlice, LittleEndian, UnwindOffset,
-    UnwindSection, X86_64,
-};
+use gimli::{BaseAddresses, LittleEndian, UnwindOffset, UnwindSection, X86_64};
 
 use super::error::TableError;
-use super::eval::{Cfa, Evaluator, Factors, Rule, State};
+use super::eval::{Cfa, Evaluator, Rule, State};
+use super::fdes::{scan, Cie, Fde, Reader};
 use super::table::{
     Assembler, CfaRule, LoadSegment, RbpRule, UnwindTable, SIGNAL_RBP, SIGNAL_RIP, SIGNAL_RSP,
 };
-
-type Reader<'a> = EndianSlice<'a, LittleEndian>;
 
 /// The CFI sections of an object, as found in its ELF file.
 #[derive(Debug, Default, Clone, Copy)]
@@ -51,6 +50,15 @@ pub(super) fn build(
     sections: &CfiSections<'_>,
     segments: Vec<LoadSegment>,
 ) -> Result<UnwindTable, TableError> {
+    build_with(sections, segments, Threads::available())
+}
+
+/// [`build`], with as many threads as `threads` allows.
+pub(super) fn build_with(
+    sections: &CfiSections<'_>,
+    segments: Vec<LoadSegment>,
+    threads: Threads,
+) -> Result<UnwindTable, TableError> {
     let code: Vec<(u64, u64)> = segments
         .iter()
         .filter(|s| s.executable)
@@ -73,7 +81,15 @@ pub(super) fn build(
         }
         // an estimate from the objects measured (5 to 8 bytes of .eh_frame a row)
         let rows = bytes.len() / 5;
-        match table_of(&section, &bases, &in_code, rows, &segments) {
+        match table_of(
+            &section,
+            Some(bytes),
+            &bases,
+            &in_code,
+            rows,
+            &segments,
+            threads,
+        ) {
             Err(TableError::NoCfi) => {}
             r => return r,
         }
@@ -81,172 +97,211 @@ pub(super) fn build(
     if let Some(bytes) = sections.debug_frame {
         let mut section = gimli::DebugFrame::new(bytes, LittleEndian);
         section.set_address_size(8);
-        return table_of(&section, &bases, &in_code, bytes.len() / 5, &segments);
+        let rows = bytes.len() / 5;
+        return table_of(&section, None, &bases, &in_code, rows, &segments, threads);
     }
     Err(TableError::NoCfi)
 }
 
-/// Hashes section offsets (few CIEs, looked up once per FDE): SipHash's
-/// resistance to chosen keys buys nothing here and cost 5% of a build.
-#[derive(Debug, Default, Clone, Copy)]
-struct OffsetHasher(u64);
+/// Most threads one build takes: the rows of the largest objects come in
+/// under 100 ms with two, and more would take cores from the process being
+/// profiled for little gain.
+const MAX_THREADS: usize = 4;
 
-impl Hasher for OffsetHasher {
-    fn finish(&self) -> u64 {
-        self.0
-    }
+/// Fewest FDEs worth a thread of their own (python3.11 has 10k, libc 3k):
+/// starting one costs tens of microseconds.
+const MIN_FDES_PER_THREAD: usize = 2048;
 
-    fn write(&mut self, bytes: &[u8]) {
-        for &b in bytes {
-            self.0 = (self.0.rotate_left(5) ^ u64::from(b)).wrapping_mul(0x517c_c1b7_2722_0a95);
+/// Splits `fdes` into at most `n` runs of about equal work, none empty.
+fn split(fdes: &[Fde], n: usize) -> Vec<Range<usize>> {
+    let total: u64 = fdes.iter().map(Fde::weight).sum();
+    let mut runs = Vec::with_capacity(n);
+    let (mut from, mut sum) = (0, 0);
+    for (i, f) in fdes.iter().enumerate() {
+        sum += f.weight();
+        // the k-th run ends once the weight reaches k/n of the total
+        if runs.len() + 1 < n && sum * n as u64 >= total * (runs.len() as u64 + 1) {
+            runs.push(from..i + 1);
+            from = i + 1;
         }
     }
-
-    fn write_usize(&mut self, n: usize) {
-        self.0 = (n as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    if from < fdes.len() {
+        runs.push(from..fdes.len());
     }
+    runs
 }
 
-/// Each CIE, parsed, with the rules its initial instructions set, by offset.
-type Cies<'a> =
-    HashMap<usize, (CommonInformationEntry<Reader<'a>>, State), BuildHasherDefault<OffsetHasher>>;
-
-/// The CIE at `offset`, from `cies` or parsed, evaluated and added to it.
-fn cie<'a, S>(
-    cies: &mut Cies<'a>,
-    eval: &mut Evaluator,
-    section: &S,
-    bases: &BaseAddresses,
-    offset: usize,
-) -> gimli::Result<(CommonInformationEntry<Reader<'a>>, State)>
-where
-    S: UnwindSection<Reader<'a>>,
-    S::Offset: UnwindOffset<usize>,
-{
-    if let Some(c) = cies.get(&offset) {
-        return Ok(c.clone());
-    }
-    let c = section.cie_from_offset(bases, S::Offset::from(offset))?;
-    let mut state = State::NONE;
-    let factors = Factors {
-        code: c.code_alignment_factor(),
-        data: c.data_alignment_factor(),
-    };
-    let program = c.instructions(section, bases);
-    if eval
-        .run(program, 0, factors, &State::NONE, &mut state, |_, _| {})
-        .is_err()
-    {
-        state = State::NONE;
-    }
-    cies.insert(offset, (c.clone(), state));
-    Ok((c, state))
+/// How many threads a build may take, and the fewest FDEs worth one.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Threads {
+    pub most: usize,
+    pub min_fdes: usize,
 }
 
-/// The offsets of the FDEs of `section` that describe code, by address. Not
-/// from `.eh_frame_hdr`'s search table, which takes no less time to read than
-/// the FDE headers and may leave FDEs out: BOLT's libLLVM lists a zero-length
-/// FDE where the section also has the real one.
-fn scan<'a, S>(
-    section: &S,
-    bases: &BaseAddresses,
-    in_code: &dyn Fn(u64) -> bool,
-    cies: &mut Cies<'a>,
-    eval: &mut Evaluator,
-) -> Vec<usize>
-where
-    S: UnwindSection<Reader<'a>>,
-    S::Offset: UnwindOffset<usize>,
-{
-    let mut fdes = Vec::new();
-    let mut entries = section.entries(bases);
-    // A malformed entry ends the walk: its length cannot be trusted to find the next.
-    while let Ok(Some(entry)) = entries.next() {
-        let CieOrFde::Fde(partial) = entry else {
-            continue;
-        };
-        let offset = partial.offset();
-        let parsed = partial.parse(|s, b, o| Ok(cie(cies, eval, s, b, UnwindOffset::into(o))?.0));
-        let Ok(fde) = parsed else { continue };
-        if in_code(fde.initial_address()) {
-            fdes.push((fde.initial_address(), offset));
+impl Threads {
+    /// What [`build`] takes: the CPUs this process may run on, at most
+    /// [`MAX_THREADS`] (read once: it reads the cgroup's CPU quota), and a
+    /// thread for every [`MIN_FDES_PER_THREAD`] FDEs.
+    fn available() -> Threads {
+        static MOST: OnceLock<usize> = OnceLock::new();
+        let most = *MOST.get_or_init(|| {
+            std::thread::available_parallelism().map_or(1, |n| n.get().min(MAX_THREADS))
+        });
+        Threads {
+            most,
+            min_fdes: MIN_FDES_PER_THREAD,
         }
     }
-    // stable: of FDEs starting together, the first in the section comes first
-    fdes.sort_by_key(|f| f.0);
-    fdes.into_iter().map(|f| f.1).collect()
 }
 
 /// The table of one CFI section. [`TableError::NoCfi`] when no FDE describes
 /// code. A NoInfo row goes where an FDE ends and the next does not
 /// start, and after the last, so that no pc takes the rule of a function it is
-/// not in.
+/// not in. Large sections are split into runs of FDEs built on threads of
+/// their own, then joined: the same rows as one thread's, as the runs tile
+/// the code in order (see [`super::fdes`]) and rows merge across a join just
+/// as they do within a run.
 fn table_of<'a, S>(
     section: &S,
+    bytes: Option<&'a [u8]>,
     bases: &BaseAddresses,
-    in_code: &dyn Fn(u64) -> bool,
+    in_code: &(dyn Fn(u64) -> bool + Sync),
     rows_estimate: usize,
     segments: &[LoadSegment],
+    threads: Threads,
 ) -> Result<UnwindTable, TableError>
+where
+    S: UnwindSection<Reader<'a>> + Sync,
+    S::Offset: UnwindOffset<usize>,
+{
+    let fdes = scan(section, bytes, bases, in_code, threads);
+    let (Some(first), Some(last)) = (fdes.list.first(), fdes.list.last()) else {
+        return Err(TableError::NoCfi);
+    };
+    let (base, last_end) = (first.start, last.end);
+    let n = threads.most.min(fdes.list.len() / threads.min_fdes.max(1));
+    let runs = split(&fdes.list, n.max(1));
+    let run = Run {
+        section,
+        bytes,
+        bases,
+        cies: &fdes.cies,
+        base,
+    };
+    let list = &fdes.list;
+    let share = |r: &Range<usize>| rows_estimate.saturating_mul(r.len()) / list.len() + 64;
+    let mut a = std::thread::scope(|scope| {
+        let mut others = Vec::new();
+        for r in runs.iter().skip(1) {
+            // the end of the FDE before the run, for the NoInfo row of a gap
+            let prev_end = r.start.checked_sub(1).map(|i| list[i].end);
+            let job = move || run.rows(&list[r.clone()], prev_end, share(r));
+            // no thread to be had: build the run here, after the first
+            match std::thread::Builder::new().spawn_scoped(scope, job) {
+                Ok(handle) => others.push(Ok(handle)),
+                Err(_) => others.push(Err((r, prev_end))),
+            }
+        }
+        let mut a = run.rows(&list[runs[0].clone()], None, rows_estimate);
+        for other in others {
+            let b = match other {
+                Ok(handle) => handle
+                    .join()
+                    .unwrap_or_else(|panic| std::panic::resume_unwind(panic)),
+                Err((r, prev_end)) => run.rows(&list[r.clone()], prev_end, share(r)),
+            };
+            a.append(b);
+        }
+        a
+    });
+    a.push(last_end, CfaRule::NoInfo, RbpRule::Same);
+    a.finish(segments.to_vec())
+}
+
+/// What building the rows of a run of FDEs needs; shared by the threads.
+struct Run<'s, 'a, S> {
+    section: &'s S,
+    bytes: Option<&'a [u8]>,
+    bases: &'s BaseAddresses,
+    cies: &'s [Cie<'a>],
+    base: u64,
+}
+
+impl<S> Clone for Run<'_, '_, S> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+
+impl<S> Copy for Run<'_, '_, S> {}
+
+impl<'a, S> Run<'_, 'a, S>
 where
     S: UnwindSection<Reader<'a>>,
     S::Offset: UnwindOffset<usize>,
 {
-    let mut cies: Cies<'a> = HashMap::default();
-    let mut eval = Evaluator::default();
-    let order = scan(section, bases, in_code, &mut cies, &mut eval);
-    let mut table: Option<(Assembler, u64)> = None;
-    for offset in order {
-        let mut initial = State::NONE;
-        let parsed = section.fde_from_offset(bases, S::Offset::from(offset), |s, b, o| {
-            let (c, state) = cie(&mut cies, &mut eval, s, b, UnwindOffset::into(o))?;
-            initial = state;
-            Ok(c)
-        });
-        let Ok(fde) = parsed else { continue };
-        let (start, end) = (fde.initial_address(), fde.end_address());
-        if start >= end || !in_code(start) {
-            continue;
+    /// The rows of `fdes`, in a table of `capacity` rows; `prev_end` is where
+    /// the FDE before them ends (none before the first).
+    fn rows(&self, fdes: &[Fde], mut prev_end: Option<u64>, capacity: usize) -> Assembler {
+        let mut a = Assembler::new(self.base, capacity);
+        let mut eval = Evaluator::default();
+        for f in fdes {
+            if let Some(e) = prev_end.filter(|&e| f.start > e) {
+                a.push(e, CfaRule::NoInfo, RbpRule::Same);
+            }
+            prev_end = Some(f.end);
+            self.run(f, &mut a, &mut eval);
         }
-        let (a, last_end) = match &mut table {
-            None => {
-                let (a, last_end) = table.insert((Assembler::new(start, rows_estimate), start));
-                (a, last_end)
-            }
-            Some((a, last_end)) => {
-                // Of overlapping FDEs (broken or duplicated CFI) the first by
-                // address wins.
-                if start < *last_end {
-                    continue;
-                }
-                if start > *last_end {
-                    a.push(*last_end, CfaRule::NoInfo, RbpRule::Same);
-                }
-                (a, last_end)
+        a
+    }
+
+    /// Runs the program of `fde` into `a`: decoded here where it can be,
+    /// else (or where that gives up) by gimli.
+    fn run(&self, fde: &Fde, a: &mut Assembler, eval: &mut Evaluator) {
+        let Some(cie) = self.cies.get(fde.cie as usize) else {
+            return;
+        };
+        let (start, end) = (fde.start, fde.end);
+        let section = self.section;
+        // rows past the end would overrun the next FDE
+        let push = |a: &mut Assembler, addr: u64, state: &State| {
+            if addr < end {
+                let (cfa, rbp) = classify(state, section);
+                a.push(addr, cfa, rbp);
             }
         };
-        *last_end = end;
+        if let Some(program) = fde.program(self.bytes) {
+            let checkpoint = a.checkpoint();
+            let mut state = cie.state;
+            let fast = eval.run_bytes(
+                program,
+                start,
+                cie.factors,
+                &cie.state,
+                &mut state,
+                |at, s| push(a, at, s),
+            );
+            if fast.is_ok() {
+                return;
+            }
+            a.restore(checkpoint);
+        }
         let mark = a.mark();
-        let factors = Factors {
-            code: fde.cie().code_alignment_factor(),
-            data: fde.cie().data_alignment_factor(),
-        };
-        let mut state = initial;
-        let program = fde.instructions(section, bases);
-        let ran = eval.run(
-            program,
-            start,
-            factors,
-            &initial,
-            &mut state,
-            |addr, state| {
-                // rows past the end would overrun the next FDE
-                if addr < end {
-                    let (cfa, rbp) = classify(state, section);
-                    a.push(addr, cfa, rbp);
-                }
-            },
-        );
+        let parsed = section.fde_from_offset(self.bases, S::Offset::from(fde.offset), |_, _, _| {
+            Ok(cie.cie.clone())
+        });
+        let ran = parsed.and_then(|f| {
+            let mut state = cie.state;
+            let program = f.instructions(section, self.bases);
+            eval.run(
+                program,
+                start,
+                cie.factors,
+                &cie.state,
+                &mut state,
+                |at, s| push(a, at, s),
+            )
+        });
         if ran.is_err() {
             // A program that fails part way says nothing reliable about any of
             // the function: one Unsupported row for it all, not a gap that would
@@ -255,9 +310,6 @@ where
             a.push(start, UNSUPPORTED.0, UNSUPPORTED.1);
         }
     }
-    let (mut a, last_end) = table.ok_or(TableError::NoCfi)?;
-    a.push(last_end, CfaRule::NoInfo, RbpRule::Same);
-    a.finish(segments.to_vec())
 }
 
 /// Reduces the columns of a row to a table rule.
@@ -392,6 +444,7 @@ pub(super) mod tests {
     //! programs given, so the builder is tested on bytes, not on gimli's view.
 
     use super::*;
+    use gimli::CieOrFde;
 
     /// DW_CFA instructions, for building FDE programs by hand.
     pub mod op {
@@ -774,12 +827,9 @@ pub(super) mod tests {
         agrees_with_gimli(&super::super::tests_real::our_libc());
     }
 
-    /// The same on the biggest objects of the machine the figures in
-    /// benches/UNWIND_TABLES.md come from (slow unoptimised, so on demand:
-    /// `cargo test -p symbolizer --release -- --ignored`).
-    #[test]
-    #[ignore]
-    fn the_fast_evaluator_agrees_with_gimli_on_large_objects() {
+    /// The biggest objects of the machine the figures in
+    /// benches/UNWIND_TABLES.md come from, those present.
+    pub fn large_objects() -> Vec<std::path::PathBuf> {
         let lib = "/root/.rustup/toolchains/1.95.0-x86_64-unknown-linux-gnu/lib";
         let mut paths: Vec<std::path::PathBuf> = std::fs::read_dir(lib)
             .map(|d| d.filter_map(|e| e.ok().map(|e| e.path())).collect())
@@ -789,8 +839,17 @@ pub(super) mod tests {
             name.starts_with("librustc_driver-") || name.starts_with("libLLVM.so")
         });
         paths.extend(["/usr/bin/node", "/usr/bin/python3.11"].map(std::path::PathBuf::from));
-        for p in paths.iter().filter(|p| p.exists()) {
-            agrees_with_gimli(p);
+        paths.retain(|p| p.exists());
+        paths
+    }
+
+    /// The same on the biggest objects (slow unoptimised, so on demand:
+    /// `cargo test -p symbolizer --release -- --ignored`).
+    #[test]
+    #[ignore]
+    fn the_fast_evaluator_agrees_with_gimli_on_large_objects() {
+        for p in large_objects() {
+            agrees_with_gimli(&p);
         }
     }
 }

@@ -1,9 +1,13 @@
 //! Finding the CFI sections and the loadable segments of an ELF object. A file is
-//! read through a cache of the ranges asked for, not whole: librustc_driver is
-//! 150 MB and its `.eh_frame` 6 MB, and copying the rest would cost more than
-//! building the table.
+//! read in the parts needed, not whole: librustc_driver is 150 MB and its
+//! `.eh_frame` 6 MB, and copying the rest would cost more than building the
+//! table. The headers go through object's cache of ranges; the CFI sections
+//! are read straight into buffers of their own (on huge pages where large),
+//! not zeroed first as that cache does: zeroing 8 MB of fresh memory cost as
+//! much as reading it.
 
 use std::fs::File;
+use std::io::{self, Read, Seek, SeekFrom};
 use std::path::Path;
 
 use object::elf::{
@@ -20,8 +24,25 @@ impl UnwindTable {
     /// Builds the table of the ELF object at `path`.
     pub fn load(path: &Path) -> Result<UnwindTable, TableError> {
         let file = File::open(path)?;
-        let cache = ReadCache::new(file);
-        from_elf(&cache)
+        let cache = ReadCache::new(&file);
+        let (found, segments) = find(&cache)?;
+        let len = file.metadata()?.len();
+        let read = |s: Option<(SectionHeader64<Endianness>, u64)>| match s {
+            Some((s, addr)) => {
+                Ok(read_section(&file, len, &s, found.endian, &cache)?.map(|bytes| (bytes, addr)))
+            }
+            None => Ok::<_, TableError>(None),
+        };
+        let eh_frame = read(found.eh_frame)?;
+        let debug_frame = read(found.debug_frame)?;
+        let sections = CfiSections {
+            eh_frame: eh_frame.as_ref().map(|(b, addr)| (&b[..], *addr)),
+            eh_frame_hdr: found.eh_frame_hdr,
+            debug_frame: debug_frame.as_ref().map(|(b, _)| &b[..]),
+            text: found.text,
+            got: found.got,
+        };
+        cfi::build(&sections, segments)
     }
 
     /// Builds the table of an ELF image in memory.
@@ -39,6 +60,35 @@ fn from_elf<'d, R: ReadRef<'d>>(data: R) -> Result<UnwindTable, TableError> {
 pub(super) fn cfi_sections<'d, R: ReadRef<'d>>(
     data: R,
 ) -> Result<(CfiSections<'d>, Vec<LoadSegment>), TableError> {
+    let (found, segments) = find(data)?;
+    let bytes = |s: Option<(SectionHeader64<Endianness>, u64)>| match s {
+        Some((s, addr)) => contents(&s, found.endian, data).map(|b| b.map(|b| (b, addr))),
+        None => Ok(None),
+    };
+    let sections = CfiSections {
+        eh_frame: bytes(found.eh_frame)?,
+        eh_frame_hdr: found.eh_frame_hdr,
+        debug_frame: bytes(found.debug_frame)?.map(|(b, _)| b),
+        text: found.text,
+        got: found.got,
+    };
+    Ok((sections, segments))
+}
+
+/// The headers of the CFI sections (with their addresses) and the addresses
+/// [`CfiSections`] takes, as found in the section table.
+struct Found {
+    endian: Endianness,
+    eh_frame: Option<(SectionHeader64<Endianness>, u64)>,
+    eh_frame_hdr: Option<u64>,
+    debug_frame: Option<(SectionHeader64<Endianness>, u64)>,
+    text: Option<u64>,
+    got: Option<u64>,
+}
+
+/// The CFI sections and loadable segments of an x86-64 ELF object, the
+/// sections not yet read.
+fn find<'d, R: ReadRef<'d>>(data: R) -> Result<(Found, Vec<LoadSegment>), TableError> {
     match FileKind::parse(data) {
         Ok(FileKind::Elf64) => {}
         // Tables are x86-64 only; the 32-bit header's machine is not worth reading.
@@ -70,18 +120,16 @@ pub(super) fn cfi_sections<'d, R: ReadRef<'d>>(
         .map_err(|e| TableError::NotElf(Some(e)))?;
     let find = |name: &[u8]| table.section_by_name(endian, name).map(|(_, s)| s);
     let address = |name: &[u8]| find(name).map(|s| s.sh_addr(endian));
-    let bytes = |name: &[u8]| match find(name) {
-        Some(s) => contents(s, endian, data).map(|b| b.map(|b| (b, s.sh_addr(endian)))),
-        None => Ok(None),
-    };
-    let sections = CfiSections {
-        eh_frame: bytes(b".eh_frame")?,
+    let header = |name: &[u8]| find(name).map(|s| (*s, s.sh_addr(endian)));
+    let found = Found {
+        endian,
+        eh_frame: header(b".eh_frame"),
         eh_frame_hdr: address(b".eh_frame_hdr"),
-        debug_frame: bytes(b".debug_frame")?.map(|(b, _)| b),
+        debug_frame: header(b".debug_frame"),
         text: address(b".text"),
         got: address(b".got"),
     };
-    Ok((sections, segments))
+    Ok((found, segments))
 }
 
 /// The bytes of a section; `None` when it holds none in the file (`SHT_NOBITS`,
@@ -100,4 +148,34 @@ fn contents<'d, R: ReadRef<'d>>(
         .data(endian, data)
         .map_err(|e| TableError::NotElf(Some(e)))?;
     Ok((!bytes.is_empty()).then_some(bytes))
+}
+
+/// [`contents`] of a section of `file` (`len` bytes long), read into a buffer
+/// of its own. A section that does not lie inside the file fails as
+/// [`contents`] says (through `cache`); a read that comes short (the file
+/// shrank meanwhile) is an I/O error, worth trying again.
+fn read_section(
+    file: &File,
+    len: u64,
+    s: &SectionHeader64<Endianness>,
+    endian: Endianness,
+    cache: &ReadCache<&File>,
+) -> Result<Option<Vec<u8>>, TableError> {
+    let (offset, size) = (s.sh_offset(endian), s.sh_size(endian));
+    let inside = offset.checked_add(size).is_some_and(|end| end <= len);
+    let readable = s.sh_type(endian) != SHT_NOBITS && !s.sh_flags(endian).contains(SHF_COMPRESSED);
+    if !inside || !readable || size == 0 {
+        return contents(s, endian, cache).map(|b| b.map(<[u8]>::to_vec));
+    }
+    let size_usize =
+        usize::try_from(size).map_err(|_| io::Error::from(io::ErrorKind::OutOfMemory))?;
+    let mut bytes = super::huge::vec(size_usize);
+    let mut f = file;
+    f.seek(SeekFrom::Start(offset))?;
+    // read_to_end fills the spare capacity as is: no zeroing first
+    f.take(size).read_to_end(&mut bytes)?;
+    if bytes.len() != size_usize {
+        return Err(io::Error::from(io::ErrorKind::UnexpectedEof).into());
+    }
+    Ok(Some(bytes))
 }

@@ -12,7 +12,8 @@
 //! processes that map the same object.
 //!
 //! - [`table`]: the rows and their lookup, file offset → ELF address;
-//! - `cfi`: building rows from CFI with gimli; `elf`: finding the sections;
+//! - `cfi`: building rows from CFI (`fdes`: the FDEs in address order,
+//!   `eval`: running their programs); `elf`: finding the sections;
 //! - [`cache`]: tables by object identity;
 //! - [`walk`]: the walker over a stack copy; `unwinder`: over a capture.
 
@@ -20,6 +21,8 @@ mod cfi;
 mod elf;
 mod error;
 mod eval;
+mod fdes;
+mod huge;
 mod unwinder;
 
 pub mod cache;
@@ -38,6 +41,10 @@ pub use walk::{snapshot_here, unwind, End, Regs, StackCopy, MAX_FRAMES};
 /// The name the table had before it became one format for BPF and userspace.
 pub type ObjectCfi = UnwindTable;
 
+#[cfg(test)]
+mod tests_decode;
+#[cfg(test)]
+mod tests_previous;
 #[cfg(test)]
 mod tests_real;
 #[cfg(test)]

@@ -273,6 +273,14 @@ impl UnwindTable {
     }
 }
 
+/// A point [`Assembler::restore`] goes back to.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Checkpoint {
+    rows: usize,
+    pushed: usize,
+    too_far: Option<u64>,
+}
+
 /// Appends rows in address order, merging identical neighbours: what keeps
 /// tables small (a function's epilogue row often equals the next function's
 /// first row, and most FDEs end where the next begins).
@@ -288,7 +296,7 @@ impl Assembler {
     pub(super) fn new(base: u64, capacity: usize) -> Assembler {
         Assembler {
             base,
-            rows: Vec::with_capacity(capacity),
+            rows: super::huge::vec(capacity),
             pushed: 0,
             too_far: None,
         }
@@ -306,6 +314,11 @@ impl Assembler {
             self.too_far = self.too_far.max(Some(off));
             return;
         };
+        self.place(start, cfa, rbp);
+    }
+
+    /// Adds a row at offset `start`, or merges it.
+    fn place(&mut self, start: u32, cfa: CfaRule, rbp: RbpRule) {
         let n = self.rows.len();
         match self.rows.last_mut() {
             Some(last) if start < last.start => {}
@@ -331,6 +344,42 @@ impl Assembler {
     /// row at the same address, which a new FDE never starts at).
     pub(super) fn rollback(&mut self, mark: usize) {
         self.rows.truncate(mark);
+    }
+
+    /// Everything to go back to with [`Assembler::restore`]: unlike a
+    /// [`Assembler::mark`], the count of rows pushed too, for rows that are
+    /// to be pushed again (a program the fast decoder gave up on, run again
+    /// with gimli's).
+    pub(super) fn checkpoint(&self) -> Checkpoint {
+        Checkpoint {
+            rows: self.rows.len(),
+            pushed: self.pushed,
+            too_far: self.too_far,
+        }
+    }
+
+    /// Forgets what was pushed since `checkpoint` (see [`Assembler::rollback`]
+    /// for why truncating is enough).
+    pub(super) fn restore(&mut self, checkpoint: Checkpoint) {
+        self.rows.truncate(checkpoint.rows);
+        self.pushed = checkpoint.pushed;
+        self.too_far = checkpoint.too_far;
+    }
+
+    /// Appends the rows `next` assembled (same base, all its rows after this
+    /// one's), as if they had been pushed here: the rows of an address range
+    /// built on another thread. Its rows rise strictly and no two neighbours
+    /// are equal, so only its first row can merge with this one's last (or
+    /// replace it, at the same address), and whatever becomes of it, the row
+    /// then last differs from its second: the rest are copied as they are.
+    pub(super) fn append(&mut self, next: Assembler) {
+        self.pushed += next.pushed;
+        self.too_far = self.too_far.max(next.too_far);
+        let Some((first, rest)) = next.rows.split_first() else {
+            return;
+        };
+        self.place(first.start, first.cfa, first.rbp);
+        self.rows.extend_from_slice(rest);
     }
 
     pub(super) fn finish(mut self, segments: Vec<LoadSegment>) -> Result<UnwindTable, TableError> {
@@ -377,6 +426,46 @@ mod tests {
         assert_eq!(t.lookup(0x1003).map(|r| r.cfa), Some(CfaRule::Rsp(16)));
         assert_eq!(t.lookup(0x1025).map(|r| r.cfa), Some(CfaRule::Rsp(8)));
         assert_eq!(t.lookup(0x9999_9999).map(|r| r.cfa), Some(CfaRule::NoInfo));
+    }
+
+    proptest::proptest! {
+        /// Rows assembled in two parts, the second appended, are the rows
+        /// assembled in one (what joining the runs of threads relies on):
+        /// merges and same-address replacements across the join included.
+        #[test]
+        fn rows_assembled_in_two_parts_then_appended_are_the_same(
+            steps in proptest::collection::vec((0u64..3, 0u8..3, 0u8..2), 1..40),
+            cut in 0usize..40,
+        ) {
+            let rules = [CfaRule::Rsp(8), CfaRule::Rsp(16), CfaRule::NoInfo];
+            let rbps = [RbpRule::Same, RbpRule::AtCfa(-16)];
+            let mut addr = 0x1000;
+            let rows: Vec<(u64, CfaRule, RbpRule)> = steps
+                .iter()
+                .map(|&(step, c, r)| {
+                    addr += step;
+                    (addr, rules[usize::from(c)], rbps[usize::from(r)])
+                })
+                .collect();
+            // a join falls between FDEs: the second part starts higher
+            let joins: Vec<usize> = (0..=rows.len())
+                .filter(|&c| c == 0 || c == rows.len() || rows[c].0 > rows[c - 1].0)
+                .collect();
+            let cut = joins[cut % joins.len()];
+            let mut one = Assembler::new(0x1000, 0);
+            for &(a, c, r) in &rows {
+                one.push(a, c, r);
+            }
+            let (mut first, mut second) = (Assembler::new(0x1000, 0), Assembler::new(0x1000, 0));
+            for &(a, c, r) in &rows[..cut] {
+                first.push(a, c, r);
+            }
+            for &(a, c, r) in &rows[cut..] {
+                second.push(a, c, r);
+            }
+            first.append(second);
+            proptest::prop_assert_eq!(first.finish(vec![]).unwrap(), one.finish(vec![]).unwrap());
+        }
     }
 
     #[test]

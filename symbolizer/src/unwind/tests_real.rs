@@ -203,6 +203,33 @@ fn objects_that_are_not_x86_64_elf_say_why() {
 }
 
 #[test]
+fn a_cfi_section_past_the_end_of_the_file_is_refused_either_way() {
+    let exe = std::env::current_exe().unwrap();
+    let mut elf = std::fs::read(&exe).unwrap();
+    let index = {
+        let file = object::File::parse(&*elf).unwrap();
+        file.section_by_name(".eh_frame").unwrap().index().0
+    };
+    // e_shoff, e_shentsize; sh_offset is 24 bytes into a section header
+    let shoff = u64::from_le_bytes(elf[0x28..0x30].try_into().unwrap()) as usize;
+    let shentsize = usize::from(u16::from_le_bytes(elf[0x3a..0x3c].try_into().unwrap()));
+    let at = shoff + index * shentsize + 24;
+    let past = (elf.len() as u64 - 16).to_le_bytes();
+    elf[at..at + 8].copy_from_slice(&past);
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("cut");
+    std::fs::write(&path, &elf).unwrap();
+    assert!(matches!(
+        UnwindTable::parse(&elf),
+        Err(TableError::NotElf(_))
+    ));
+    assert!(matches!(
+        UnwindTable::load(&path),
+        Err(TableError::NotElf(_))
+    ));
+}
+
+#[test]
 fn our_own_binary_has_cfi_for_this_function() {
     let exe = std::env::current_exe().unwrap();
     let cfi = ObjectCfi::load(&exe).unwrap();
