@@ -367,6 +367,7 @@ impl Tables {
                     unsafe { libc::write(signal.as_raw_fd(), one.as_ptr().cast(), 8) };
                     // the kernel holds its own copy of the rows
                     cache.evict_unused();
+                    crate::memory::give_back();
                 }
             })
             .context("starting the unwind table worker")?;

@@ -136,6 +136,7 @@ impl Writer {
         drop(w);
         symbolizer.next_round(MAX_CACHED_OBJECTS);
         symbolizer.release_parsed();
+        crate::memory::give_back();
         self.metrics.windows_pending.fetch_sub(1, Ordering::Relaxed);
     }
 
@@ -159,6 +160,7 @@ impl Writer {
         // every object it made us parse until the next window's end (a soak
         // with 60 s windows swung between 80 and 220 MiB)
         symbolizer.release_parsed();
+        crate::memory::give_back();
     }
 }
 
