@@ -226,6 +226,10 @@ impl<T> Drop for Mapped<T> {
     }
 }
 
+/// How long the table worker waits for a job before it lets go of the tables
+/// the kernel already holds.
+const TABLE_IDLE: Duration = Duration::from_millis(500);
+
 /// An object's table in the kernel.
 #[derive(Debug, Clone, Copy)]
 struct Loaded {
@@ -351,7 +355,22 @@ impl Tables {
             .name("flamebpf-tables".into())
             .spawn(move || {
                 let mut cache = TableCache::new();
-                for (key, path) in job_rx {
+                loop {
+                    let (key, path) = match job_rx.recv_timeout(TABLE_IDLE) {
+                        Ok(job) => job,
+                        Err(mpsc::RecvTimeoutError::Timeout) => {
+                            // The capture loop has installed what was sent by now
+                            // and dropped its reference: the kernel holds its own
+                            // copy of the rows. Right after a send it still holds
+                            // one, so the last table of a burst (libLLVM's is
+                            // 28 MB) would otherwise stay until the next build.
+                            if cache.evict_unused() > 0 {
+                                crate::memory::give_back();
+                            }
+                            continue;
+                        }
+                        Err(mpsc::RecvTimeoutError::Disconnected) => break,
+                    };
                     let started = Instant::now();
                     let result = cache.get_or_build(&key, || UnwindTable::load(&path));
                     let built = Built {
@@ -365,9 +384,6 @@ impl Tables {
                     let one = 1u64.to_ne_bytes();
                     // SAFETY: an 8-byte write to the eventfd signal keeps open.
                     unsafe { libc::write(signal.as_raw_fd(), one.as_ptr().cast(), 8) };
-                    // the kernel holds its own copy of the rows
-                    cache.evict_unused();
-                    crate::memory::give_back();
                 }
             })
             .context("starting the unwind table worker")?;
