@@ -144,11 +144,7 @@ fn two_second_windows_lose_nothing_at_their_edges_and_query_keeps_the_split() {
     let w = windows(&store);
     assert!(w.len() >= 4, "windows: {w:?}");
     // every sample is in exactly one window: the windows' samples add up to the total
-    let mut in_windows = 0;
-    for name in &w {
-        let raw = go_pprof(&[OsStr::new("-raw"), store.join(name).as_os_str()]);
-        in_windows += pprof_raw_totals(&raw).first().copied().unwrap_or(0);
-    }
+    let in_windows = samples_in_windows(&store, &w);
     assert_eq!(
         in_windows, total,
         "samples across windows vs the sampler's count"
@@ -700,13 +696,20 @@ fn a_symbolization_that_falls_behind_for_good_lengthens_windows_and_loses_no_sam
         "windows were lengthened while symbolization was behind: {lengths:?}"
     );
     // every sample is in exactly one window, lengthened or not
-    let mut in_windows = 0;
-    for name in &w {
-        let raw = go_pprof(&[OsStr::new("-raw"), store.join(name).as_os_str()]);
-        in_windows += pprof_raw_totals(&raw).first().copied().unwrap_or(0);
-    }
+    let in_windows = samples_in_windows(&store, &w);
     assert_eq!(
         in_windows, total,
         "samples across windows vs the sampler's count"
     );
+}
+
+/// The samples of the named windows of a store, as `go tool pprof -raw` reads them.
+fn samples_in_windows(store: &std::path::Path, names: &[String]) -> u64 {
+    names
+        .iter()
+        .map(|name| {
+            let raw = go_pprof(&[OsStr::new("-raw"), store.join(name).as_os_str()]);
+            pprof_raw_totals(&raw).first().copied().unwrap_or(0)
+        })
+        .sum()
 }
