@@ -25,7 +25,8 @@ const MAX_CACHED_OBJECTS: usize = 64;
 
 /// For tests only: milliseconds the symbolization thread sleeps before it names
 /// each window, standing for a slow symbolization (a cold, large binary), so a
-/// test can show that the sampling thread goes on meanwhile. Read once, at start.
+/// test can show that the sampling thread goes on meanwhile. Read once, at start;
+/// at most 60 s.
 pub const TEST_DELAY_VAR: &str = "FLAMEBPF_TEST_SYMBOLIZE_DELAY_MS";
 
 /// A window, located, waiting to be named and written.
@@ -60,7 +61,8 @@ impl Writer {
         let delay = std::env::var(TEST_DELAY_VAR)
             .ok()
             .and_then(|v| v.parse::<u64>().ok())
-            .map_or(Duration::ZERO, Duration::from_millis);
+            // a careless value must not park the daemon's writes for good
+            .map_or(Duration::ZERO, |ms| Duration::from_millis(ms.min(60_000)));
         Writer {
             metrics,
             meta,
