@@ -43,13 +43,21 @@ fn waits_split_300_to_100_ms_weigh_75_to_25_and_total_what_the_threads_measured(
         );
         let long = off_cpu_with(&c.folded, "wait_long");
         let short = off_cpu_with(&c.folded, "wait_short");
-        let share = heavy_share(long, short);
-        assert!(
-            (share - 0.75).abs() <= 0.03,
-            "{mode}: wait_long's share of the waits {share:.3} ({long} vs {short} ns)"
+        let (long_truth, short_truth) = (
+            measured(&c.out.stdout, "wait_long_ns"),
+            measured(&c.out.stdout, "wait_short_ns"),
         );
-        let truth =
-            measured(&c.out.stdout, "wait_long_ns") + measured(&c.out.stdout, "wait_short_ns");
+        // against what the threads measured, not the nominal 3:1: on a loaded
+        // machine each wakeup adds its wait for a CPU, and the short thread
+        // wakes three times as often
+        let share = heavy_share(long, short);
+        let truth_share = heavy_share(long_truth, short_truth);
+        assert!(
+            (share - truth_share).abs() <= 0.03,
+            "{mode}: wait_long's share of the waits {share:.3} ({long} vs {short} ns), \
+             measured by the threads {truth_share:.3} ({long_truth} vs {short_truth} ns)"
+        );
+        let truth = long_truth + short_truth;
         let seen = long + short;
         assert!(
             (seen as f64 - truth as f64).abs() <= 0.05 * truth as f64,
