@@ -17,6 +17,7 @@ use symbolizer::{ObjectId, Resolved, Symbolizer};
 use crate::capture::maps::Kind;
 use crate::capture::raw::{RawKey, RawStack};
 
+mod kernel_symbols;
 mod locate;
 mod worker;
 

@@ -28,12 +28,12 @@ pub struct Worker {
 }
 
 impl Worker {
-    /// Starts the thread; it reads kallsyms before its first job.
+    /// Starts the thread; it readies the kernel's namer before its first job.
     pub fn start(options: Options) -> Worker {
         let (jobs, rx) = mpsc::channel::<Job>();
         let thread = std::thread::spawn(move || {
             let mut symbolizer = Symbolizer::new(options);
-            symbolizer.warm_kernel();
+            symbolizer.set_kernel_names(super::kernel_symbols::namer());
             // ends once every sender is gone and every job sent has run
             for job in rx {
                 job(&mut symbolizer);

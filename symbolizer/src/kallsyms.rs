@@ -18,6 +18,25 @@ struct Ksym {
     module: u16,
 }
 
+/// Whatever names kernel addresses: the table here, or (in flamebpf) the kernel
+/// itself through a BPF program, which the BPF-free symbolizer cannot load.
+pub trait KernelNames {
+    /// `name` or `name [module]` of each address; None where no symbol holds it.
+    fn names(&self, addrs: &[u64]) -> Vec<Option<String>>;
+    /// Whether no address can be named (kallsyms hidden from this process).
+    fn is_empty(&self) -> bool;
+}
+
+impl KernelNames for Kallsyms {
+    fn names(&self, addrs: &[u64]) -> Vec<Option<String>> {
+        addrs.iter().map(|&a| self.resolve(a)).collect()
+    }
+
+    fn is_empty(&self) -> bool {
+        self.syms.is_empty()
+    }
+}
+
 /// A sorted symbol table of the running kernel.
 #[derive(Debug, Default)]
 pub struct Kallsyms {
@@ -35,51 +54,68 @@ impl Kallsyms {
 
     /// Parses kallsyms text: `ADDRESS TYPE NAME [MODULE]` lines.
     pub fn parse(text: &str) -> Kallsyms {
-        let mut k = Kallsyms {
-            syms: Vec::new(),
-            names: String::new(),
-            modules: vec![String::new()],
-        };
+        let mut k = Kallsyms::default();
         for line in text.lines() {
             let mut t = line.split_ascii_whitespace();
             let (Some(addr), Some(kind), Some(name)) = (t.next(), t.next(), t.next()) else {
                 continue;
             };
             // data symbols (d, b, r, ...) never hold a sampled instruction
-            if !matches!(kind, "t" | "T" | "w" | "W") || name.len() > usize::from(u16::MAX) {
+            if !matches!(kind, "t" | "T" | "w" | "W") {
                 continue;
             }
-            let Some(addr) = u64::from_str_radix(addr, 16).ok().filter(|&a| a != 0) else {
+            let Ok(addr) = u64::from_str_radix(addr, 16) else {
                 continue;
             };
-            let module = match t.next() {
-                None => 0,
-                Some(m) => {
-                    let m = m.trim_start_matches('[').trim_end_matches(']');
-                    match k.modules.iter().position(|x| x == m) {
-                        Some(i) => i,
-                        None => {
-                            k.modules.push(m.to_string());
-                            k.modules.len() - 1
-                        }
-                    }
-                }
-            };
-            let Ok(name_start) = u32::try_from(k.names.len()) else {
+            let module = t
+                .next()
+                .map(|m| m.trim_start_matches('[').trim_end_matches(']'));
+            if !k.push(addr, name, module) {
                 break;
-            };
-            k.names.push_str(name);
-            k.syms.push(Ksym {
-                addr,
-                name_start,
-                name_len: name.len() as u16,
-                module: u16::try_from(module).unwrap_or(0),
-            });
+            }
         }
-        k.syms.sort_by_key(|s| s.addr);
-        k.syms.shrink_to_fit();
-        k.names.shrink_to_fit();
-        k
+        k.finish()
+    }
+
+    /// Adds one text symbol (`module` None or empty for vmlinux); false once the
+    /// table is full (4 GiB of names), when the rest must be dropped. Symbols may
+    /// come in any order: [`Kallsyms::finish`] sorts them.
+    fn push(&mut self, addr: u64, name: &str, module: Option<&str>) -> bool {
+        if self.modules.is_empty() {
+            self.modules.push(String::new());
+        }
+        if addr == 0 || name.is_empty() || name.len() > usize::from(u16::MAX) {
+            return true;
+        }
+        let module = match module.filter(|m| !m.is_empty()) {
+            None => 0,
+            Some(m) => match self.modules.iter().position(|x| x == m) {
+                Some(i) => i,
+                None => {
+                    self.modules.push(m.to_string());
+                    self.modules.len() - 1
+                }
+            },
+        };
+        let Ok(name_start) = u32::try_from(self.names.len()) else {
+            return false;
+        };
+        self.names.push_str(name);
+        self.syms.push(Ksym {
+            addr,
+            name_start,
+            name_len: name.len() as u16,
+            module: u16::try_from(module).unwrap_or(0),
+        });
+        true
+    }
+
+    /// Sorts the symbols pushed, ready for [`Kallsyms::resolve`].
+    fn finish(mut self) -> Kallsyms {
+        self.syms.sort_by_key(|s| s.addr);
+        self.syms.shrink_to_fit();
+        self.names.shrink_to_fit();
+        self
     }
 
     /// Number of symbols.
@@ -90,6 +126,18 @@ impl Kallsyms {
     /// Whether the table is empty (unprivileged, or kallsyms unreadable).
     pub fn is_empty(&self) -> bool {
         self.syms.is_empty()
+    }
+
+    /// The address of the first symbol named `name` (a linear search: for tests
+    /// and checks, not for naming samples).
+    pub fn address_of(&self, name: &str) -> Option<u64> {
+        self.syms
+            .iter()
+            .find(|s| {
+                let start = s.name_start as usize;
+                &self.names[start..start + usize::from(s.name_len)] == name
+            })
+            .map(|s| s.addr)
     }
 
     /// The symbol an address falls in, as `name` or `name [module]`.

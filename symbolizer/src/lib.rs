@@ -26,6 +26,7 @@ pub mod unwind;
 pub mod vdso;
 
 pub use history::{MappingHistory, Moment, Resolved};
+pub use kallsyms::KernelNames;
 pub use objects::{ObjectId, ObjectStore};
 pub use records::Record;
 pub use symbolize::{Symbol, Symbolizer};

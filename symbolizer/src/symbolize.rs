@@ -12,7 +12,7 @@ use std::rc::Rc;
 use blazesym::symbolize::source::{Elf, Source};
 use blazesym::symbolize::{self, Input, Symbolized};
 
-use crate::kallsyms::Kallsyms;
+use crate::kallsyms::{Kallsyms, KernelNames};
 use crate::vdso::Vdso;
 
 /// One frame a symbolized address expands to.
@@ -102,7 +102,7 @@ impl FileStamp {
 pub struct Symbolizer {
     inner: symbolize::Symbolizer,
     options: Options,
-    kallsyms: OnceCell<Kallsyms>,
+    kallsyms: OnceCell<Box<dyn KernelNames>>,
     vdso: OnceCell<Option<Vdso>>,
     /// Per object (by the path it is read from, and the identity of the file
     /// found there), the frames of each offset named so far: a later capture of
@@ -264,39 +264,37 @@ impl Symbolizer {
         }
     }
 
-    /// Reads and indexes /proc/kallsyms now, so that [`Symbolizer::kernel`] at the
-    /// end of a capture does not wait for it (reading kallsyms alone takes tens of
-    /// milliseconds). blazesym's caches are not `Send`: warm the symbolizer on the
-    /// thread that will use it.
-    pub fn warm_kernel(&self) {
-        self.kallsyms();
+    /// Names kernel addresses with `k` (the kernel itself, say, rather than
+    /// /proc/kallsyms) unless a namer is already in use.
+    pub fn set_kernel_names(&self, k: Box<dyn KernelNames>) {
+        let _ = self.kallsyms.set(k);
     }
 
-    fn kallsyms(&self) -> &Kallsyms {
+    fn kallsyms(&self) -> &dyn KernelNames {
         self.kallsyms
-            .get_or_init(|| Kallsyms::load().unwrap_or_default())
+            .get_or_init(|| Box::new(Kallsyms::load().unwrap_or_default()))
+            .as_ref()
     }
 
-    /// Names kernel addresses through /proc/kallsyms (modules and BPF programs
-    /// included, as `name [module]`).
+    /// Names kernel addresses through /proc/kallsyms or the namer set (modules
+    /// and BPF programs included, as `name [module]`).
     pub fn kernel(&self, addrs: &[u64]) -> Result<Vec<Frames>, Error> {
         let k = self.kallsyms();
         if k.is_empty() && !addrs.is_empty() {
             return Err(Error::NoKernelSymbols);
         }
-        Ok(addrs
-            .iter()
-            .map(|&a| {
-                k.resolve(a)
-                    .map(|name| {
-                        Rc::from([Symbol {
-                            name,
-                            inlined: false,
-                            file: None,
-                            line: None,
-                        }])
-                    })
-                    .unwrap_or_else(|| Rc::from([]))
+        Ok(k.names(addrs)
+            .into_iter()
+            .map(|name| {
+                name.map(|name| {
+                    Rc::from([Symbol {
+                        name,
+                        inlined: false,
+                        file: None,
+                        line: None,
+                    }])
+                })
+                .unwrap_or_else(|| Rc::from([]))
             })
             .collect())
     }

@@ -180,27 +180,22 @@ fn as_nobody_with(caps: &str) -> (bool, String, String) {
     )
 }
 
+/// CAP_BPF + CAP_PERFMON are enough to profile and to name the kernel: kernel
+/// addresses are named by the kernel itself (bpf_snprintf's %pS), not through
+/// /proc/kallsyms, which hides them from a process without CAP_SYSLOG.
 #[test]
-fn cap_bpf_and_cap_perfmon_profile_and_cap_syslog_names_the_kernel() {
+fn cap_bpf_and_cap_perfmon_profile_and_name_the_kernel() {
     require_bpf!();
     let _lock = capture_lock();
     let (ok, stderr, folded) = as_nobody_with("+bpf,+perfmon");
     assert!(ok, "CAP_BPF + CAP_PERFMON: {stderr}");
     assert!(!folded.is_empty(), "samples were written");
-    if folded.contains("_[k]") {
-        assert!(
-            stderr.contains("kernel frames are [unknown]") || !folded.contains("[unknown]_[k]"),
-            "an unnamed kernel says why: {stderr}"
-        );
-    }
-    let (ok, stderr, folded) = as_nobody_with("+bpf,+perfmon,+syslog");
-    assert!(ok, "with CAP_SYSLOG: {stderr}");
     assert!(!stderr.contains("kernel frames are [unknown]"), "{stderr}");
     assert!(
         folded
             .lines()
             .any(|l| l.contains("_[k]") && !l.contains("[unknown]_[k]")),
-        "kernel frames named with CAP_SYSLOG"
+        "kernel frames named with CAP_BPF + CAP_PERFMON: {stderr}"
     );
     let (ok, stderr, _) = as_nobody_with("-all");
     assert!(!ok && stderr.contains("CAP_BPF"), "{stderr}");
