@@ -143,6 +143,15 @@ impl Exporter {
                 }
             }
         }
+        // what is left for the next start, counted after the last window was written
+        if let Ok(listing) = self.queue.list() {
+            self.stats
+                .dropped_unsent
+                .fetch_add(listing.dropped, Ordering::Relaxed);
+            self.stats
+                .pending
+                .store(listing.pending.len() as u64, Ordering::Relaxed);
+        }
     }
 
     /// What is sent for a window.
