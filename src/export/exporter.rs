@@ -28,6 +28,8 @@ pub const MAX_BACKOFF: Duration = Duration::from_secs(30);
 pub const TEST_MAX_BACKOFF_VAR: &str = "FLAMEBPF_TEST_EXPORT_MAX_BACKOFF_MS";
 /// With nothing waiting, the store is listed again at least this often.
 const IDLE_RELIST: Duration = Duration::from_secs(2);
+/// Windows deleted unsent are warned about at most this often.
+const DROP_WARNING_EVERY: Duration = Duration::from_secs(60);
 /// How often waits look at the stop flag and the count of windows written.
 const POLL: Duration = Duration::from_millis(50);
 
@@ -53,6 +55,10 @@ pub struct Exporter {
     pub timeout: Duration,
     /// The backoff's cap.
     pub max_backoff: Duration,
+    /// Windows deleted unsent since the last warning about it.
+    pub unwarned_drops: u64,
+    /// When that warning was given.
+    pub last_drop_warning: Option<Instant>,
 }
 
 impl Exporter {
@@ -65,8 +71,8 @@ impl Exporter {
             if finish_by.is_none() && self.stop.load(Ordering::Acquire) {
                 finish_by = Some(Instant::now() + self.grace);
             }
-            let listing = match self.queue.list() {
-                Ok(l) => l,
+            let pending = match self.look() {
+                Ok(p) => p,
                 Err(e) => {
                     self.stats.error(&format!("listing the store: {e:#}"));
                     if finish_by.is_some() || !self.pause(IDLE_RELIST) {
@@ -75,19 +81,7 @@ impl Exporter {
                     continue;
                 }
             };
-            if listing.dropped > 0 {
-                self.stats
-                    .dropped_unsent
-                    .fetch_add(listing.dropped, Ordering::Relaxed);
-                self.warn(&format!(
-                    "{} windows deleted before they were sent (--max-disk or --retain)",
-                    listing.dropped
-                ));
-            }
-            self.stats
-                .pending
-                .store(listing.pending.len() as u64, Ordering::Relaxed);
-            let Some(window) = listing.pending.into_iter().next() else {
+            let Some(window) = pending.into_iter().next() else {
                 if finish_by.is_some() {
                     break;
                 }
@@ -144,14 +138,35 @@ impl Exporter {
             }
         }
         // what is left for the next start, counted after the last window was written
-        if let Ok(listing) = self.queue.list() {
+        let _ = self.look();
+    }
+
+    /// Lists the windows waiting, counting those retention deleted unsent.
+    fn look(&mut self) -> anyhow::Result<Vec<WindowFile>> {
+        let listing = self.queue.list()?;
+        if listing.dropped > 0 {
             self.stats
                 .dropped_unsent
                 .fetch_add(listing.dropped, Ordering::Relaxed);
-            self.stats
-                .pending
-                .store(listing.pending.len() as u64, Ordering::Relaxed);
+            self.unwarned_drops += listing.dropped;
+            // a long outage against a small --max-disk drops a window per window
+            // written: a line a minute says it
+            if self
+                .last_drop_warning
+                .is_none_or(|t| t.elapsed() >= DROP_WARNING_EVERY)
+            {
+                self.warn(&format!(
+                    "{} windows deleted before they were sent (--max-disk or --retain)",
+                    self.unwarned_drops
+                ));
+                self.unwarned_drops = 0;
+                self.last_drop_warning = Some(Instant::now());
+            }
         }
+        self.stats
+            .pending
+            .store(listing.pending.len() as u64, Ordering::Relaxed);
+        Ok(listing.pending)
     }
 
     /// What is sent for a window.
@@ -210,11 +225,19 @@ impl Exporter {
     }
 
     /// Sleeps `d`; false when stopped meanwhile.
-    fn pause(&self, d: Duration) -> bool {
+    /// Meanwhile, each window written is listed at once: one that retention
+    /// deletes before the backend is back is then seen, and counted.
+    fn pause(&mut self, d: Duration) -> bool {
         let until = Instant::now() + d;
+        let mut written = self.metrics.windows_written.load(Ordering::Relaxed);
         while Instant::now() < until {
             if self.stop.load(Ordering::Acquire) {
                 return false;
+            }
+            let now_written = self.metrics.windows_written.load(Ordering::Relaxed);
+            if now_written != written {
+                written = now_written;
+                let _ = self.look();
             }
             std::thread::sleep(POLL.min(until.saturating_duration_since(Instant::now())));
         }

@@ -149,6 +149,8 @@ pub fn start(settings: Settings, dir: &Path, metrics: &Arc<Metrics>) -> Result<E
             service_name: settings.service_name.clone(),
             timeout: settings.timeout,
             max_backoff,
+            unwarned_drops: 0,
+            last_drop_warning: None,
         };
         threads.push(
             std::thread::Builder::new()
@@ -177,8 +179,9 @@ impl Exporters {
                 let g = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
                 let dropped = g(&s.dropped_unsent) + g(&s.dropped_rejected);
                 format!(
-                    "{} windows exported to {} ({} waiting for the next start{})",
+                    "{} windows ({} KiB) exported to {} ({} waiting for the next start{})",
                     g(&s.windows),
+                    g(&s.bytes).div_ceil(1024),
                     s.backend,
                     g(&s.pending),
                     match dropped {

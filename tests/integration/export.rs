@@ -39,6 +39,22 @@ fn stored(dir: &Path) -> Vec<(u64, Vec<u8>)> {
         .collect()
 }
 
+/// The daemon's last words on a backend: (windows exported, windows waiting).
+fn summary(stderr: &str, backend: &str) -> (u64, u64) {
+    let line = stderr
+        .lines()
+        .find(|l| l.contains(&format!(" exported to {backend} (")))
+        .unwrap_or_else(|| panic!("a summary line on {backend}: {stderr}"));
+    let number = |after: &str| -> u64 {
+        line[line.find(after).unwrap() + after.len()..]
+            .split(' ')
+            .next()
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("{line}"))
+    };
+    (number("flamebpf: "), number(&format!("{backend} (")))
+}
+
 /// A window file's `samples` column as folded stacks (functions root first).
 fn pprof_stacks(bytes: &[u8]) -> BTreeMap<String, i64> {
     let mut raw = Vec::new();
@@ -226,11 +242,8 @@ fn every_window_reaches_otlp_grpc_otlp_http_and_pyroscope_with_the_stores_sample
         3,
         "a line per backend: {stderr}"
     );
-    assert!(stderr.contains(&format!(
-        "{} windows exported to grpc://127.0.0.1:{} (0 waiting",
-        stored.len(),
-        g.port
-    )));
+    let grpc = format!("grpc://127.0.0.1:{}", g.port);
+    assert_eq!(summary(&stderr, &grpc), (stored.len() as u64, 0));
 }
 
 #[test]
@@ -262,10 +275,7 @@ fn a_backend_down_for_several_windows_and_a_restart_in_between_lose_nothing() {
     assert!(stderr.contains("retrying with backoff"), "{stderr}");
     let first = windows(&store).len();
     assert!(first >= 3);
-    assert!(
-        stderr.contains(&format!("0 windows exported to {grpc} ({first} waiting")),
-        "{stderr}"
-    );
+    assert_eq!(summary(&stderr, &grpc), (0, first as u64), "{stderr}");
 
     // the second starts with them down, and they come up two windows later
     let listen = format!("127.0.0.1:{mp}");
@@ -304,6 +314,98 @@ fn a_backend_down_for_several_windows_and_a_restart_in_between_lose_nothing() {
     assert!(stored.len() >= first + 5, "windows: {}", stored.len());
     check_otlp("gRPC", &grpc_log.accepted("grpc"), &stored, "split");
     check_push(&http_log.accepted(PUSH_PATH), &stored, "split");
+}
+
+#[test]
+fn max_disk_bounds_the_backlog_and_every_window_is_exported_or_counted_as_dropped() {
+    require_bpf!();
+    let split = workload("split");
+    let dir = tempfile::tempdir().unwrap();
+    let _lock = capture_lock();
+    // how large this workload's windows are, so the store holds about three
+    let probe = dir.path().join("probe");
+    assert!(run(flamebpf()
+        .args(["continuous", "-F", "99", "--window", "1", "--dir"])
+        .arg(&probe)
+        .arg("--")
+        .arg(&split)
+        .arg("3"))
+    .status
+    .success());
+    // the middle window: the first holds the start's stacks, the last is short
+    let mut sizes: Vec<usize> = stored(&probe).iter().map(|w| w.1.len()).collect();
+    sizes.sort_unstable();
+    let size = sizes[sizes.len() / 2];
+    eprintln!("window sizes: {sizes:?}");
+    let store = dir.path().join("store");
+    let gp = free_port();
+    let grpc = format!("grpc://127.0.0.1:{gp}");
+    let child = flamebpf()
+        .args(["continuous", "-F", "99", "--window", "1", "--dir"])
+        .arg(&store)
+        .args([
+            "--max-disk",
+            &(size * 5 / 2).to_string(),
+            "--export",
+            &grpc,
+            "--",
+        ])
+        .arg(&split)
+        .arg("8")
+        .env(FAST_RETRY.0, FAST_RETRY.1)
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // down for five windows
+    std::thread::sleep(Duration::from_millis(5500));
+    let log = Log::default();
+    let _g = Receiver::grpc(gp, Policy::default(), log.clone());
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    eprintln!("daemon: {stderr}");
+    assert!(out.status.success());
+    let written: u64 = stderr
+        .split(" windows written to ")
+        .next()
+        .and_then(|s| s.rsplit(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap();
+    let (exported, waiting) = summary(&stderr, &grpc);
+    let dropped: u64 = stderr
+        .rsplit(" dropped)")
+        .nth(1)
+        .and_then(|s| s.rsplit(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("windows dropped: {stderr}"));
+    assert!(dropped > 0, "the backlog was bounded");
+    assert_eq!(waiting, 0);
+    assert_eq!(
+        exported + dropped,
+        written,
+        "every window exported or counted as dropped"
+    );
+    assert!(stderr.contains("deleted before they were sent (--max-disk or --retain)"));
+    let got: Vec<_> = log
+        .accepted("grpc")
+        .iter()
+        .map(|g| match g {
+            Got::Otlp(r) => otlp_window(r),
+            Got::Push(_) => unreachable!(),
+        })
+        .collect();
+    assert_eq!(got.len() as u64, exported);
+    assert!(
+        got.windows(2).all(|w| w[0].start_ms < w[1].start_ms),
+        "in order, each once"
+    );
+    // the windows still in the store arrived as they are there
+    for (start, bytes) in stored(&store) {
+        let w = got
+            .iter()
+            .find(|w| w.start_ms == start)
+            .expect("a stored window arrived");
+        assert_eq!(w.stacks, pprof_stacks(&bytes));
+    }
 }
 
 #[test]
