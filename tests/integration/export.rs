@@ -322,7 +322,7 @@ fn max_disk_bounds_the_backlog_and_every_window_is_exported_or_counted_as_droppe
     let split = workload("split");
     let dir = tempfile::tempdir().unwrap();
     let _lock = capture_lock();
-    // how large this workload's windows are, so the store holds about three
+    // how large this workload's windows are, so the store holds two or three
     let probe = dir.path().join("probe");
     assert!(run(flamebpf()
         .args(["continuous", "-F", "99", "--window", "1", "--dir"])
