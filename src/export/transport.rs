@@ -109,6 +109,9 @@ impl Sender {
                     .connect_timeout(CONNECT_TIMEOUT.min(timeout))
                     .timeout(timeout)
                     .redirect(reqwest::redirect::Policy::none())
+                    // as over gRPC (tonic has no proxy support): the URL is where
+                    // profiles and credentials go, whatever HTTPS_PROXY says
+                    .no_proxy()
                     .user_agent(concat!("flamebpf/", env!("CARGO_PKG_VERSION")))
                     .build()
                     .map_err(|e| fail(&e))?;

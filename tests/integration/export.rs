@@ -428,12 +428,13 @@ fn tls_with_a_private_ca_and_a_token_a_wrong_token_is_refused_and_retried_later(
     let h = Receiver::http(0, policy, http_log.clone());
     let grpcs = format!("grpcs://localhost:{}", g.port);
     let https = format!("https://localhost:{}{PUSH_PATH}", h.port);
-    let daemon = |secs: &str| {
+    let daemon = |secs: &str, more: &[&str]| {
         let mut c = flamebpf();
         c.args(["continuous", "-F", "99", "--window", "1", "--dir"])
             .arg(&store)
             .args(["--export", &grpcs, "--export", &https, "--export-ca"])
             .arg(&ca)
+            .args(more)
             .arg("--")
             .arg(&split)
             .arg(secs)
@@ -441,8 +442,37 @@ fn tls_with_a_private_ca_and_a_token_a_wrong_token_is_refused_and_retried_later(
         c
     };
     let _lock = capture_lock();
-    let out = run(daemon("2").arg("--export-token-file").arg(&wrong));
+    let mp = free_port();
+    let listen = format!("127.0.0.1:{mp}");
+    let child = daemon(
+        "3",
+        &[
+            "--export-token-file",
+            wrong.to_str().unwrap(),
+            "--listen",
+            &listen,
+        ],
+    )
+    .stderr(Stdio::piped())
+    .spawn()
+    .unwrap();
+    wait_for_port(mp);
+    let errors = |b: &str| format!("flamebpf_export_errors_total{{backend=\"{b}\"}}");
+    let m = wait_for_metrics(mp, Duration::from_secs(10), |m| {
+        m.contains(&errors(&https))
+            && metric_value(m, &errors(&grpcs)) > 0
+            && metric_value(m, &errors(&https)) > 0
+    });
+    assert!(metric_value(&m, &errors(&grpcs)) > 0, "{m}");
+    assert!(metric_value(&m, &errors(&https)) > 0, "{m}");
+    assert!(m.contains("error=\"HTTP 401:"), "{m}");
+    assert!(
+        m.contains("error=\"gRPC Unauthenticated: bad token\""),
+        "{m}"
+    );
+    let out = child.wait_with_output().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
+    eprintln!("first daemon: {stderr}");
     assert!(out.status.success(), "{stderr}");
     // the handshakes worked (the receivers answered): only the token was wrong
     assert!(
@@ -459,7 +489,7 @@ fn tls_with_a_private_ca_and_a_token_a_wrong_token_is_refused_and_retried_later(
     assert!(grpc_log.accepted("grpc").is_empty() && http_log.accepted(PUSH_PATH).is_empty());
 
     // the right token, from the environment: the first daemon's windows go too
-    let out = run(daemon("2").env("FLAMEBPF_EXPORT_TOKEN", "right-token"));
+    let out = run(daemon("2", &[]).env("FLAMEBPF_EXPORT_TOKEN", "right-token"));
     assert!(out.status.success());
     let stored = stored(&store);
     assert!(stored.len() >= 4);
