@@ -178,7 +178,18 @@ async fn grpc(
     match client.export(request).await {
         Ok(answer) => partial(&answer.into_inner()),
         Err(status) => {
-            let why = format!("gRPC {:?}: {}", status.code(), clip(status.message()));
+            // a transport error says "tcp connect error"; its causes say why
+            let mut message = status.message().to_string();
+            let mut cause = std::error::Error::source(&status);
+            while let Some(c) = cause {
+                let text = c.to_string();
+                if !message.contains(&text) {
+                    message.push_str(": ");
+                    message.push_str(&text);
+                }
+                cause = c.source();
+            }
+            let why = format!("gRPC {:?}: {}", status.code(), clip(&message));
             match status.code() {
                 tonic::Code::InvalidArgument => Outcome::Rejected(why),
                 _ => Outcome::Retry(why),
