@@ -2,7 +2,7 @@
 //! or an environment variable, never from the command line (every user sees a
 //! process's arguments in `ps` and /proc/PID/cmdline).
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use base64::Engine as _;
 
@@ -48,6 +48,32 @@ impl Auth {
     }
 }
 
+/// Where the credentials come from. A file is read again for every request, so
+/// a token that is rotated in place (a Kubernetes projected token, a renewed
+/// secret) is picked up without a restart.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Source {
+    /// Read once (the environment, or nothing).
+    Fixed(Auth),
+    /// A bearer token's file.
+    TokenFile(PathBuf),
+    /// A `user:password` file.
+    BasicFile(PathBuf),
+}
+
+impl Source {
+    /// The credentials now.
+    pub fn current(&self) -> Result<Auth, String> {
+        let auth = match self {
+            Source::Fixed(a) => return Ok(a.clone()),
+            Source::TokenFile(f) => Auth::Bearer(secret(f, "--export-token-file")?),
+            Source::BasicFile(f) => Auth::Basic(secret(f, "--export-basic-auth-file")?),
+        };
+        check(&auth)?;
+        Ok(auth)
+    }
+}
+
 /// What the flags and the environment say; `argv_token`/`argv_basic` are the
 /// refused command-line forms. `env` reads a variable (the process environment
 /// outside tests).
@@ -57,7 +83,7 @@ pub fn load(
     argv_token: bool,
     argv_basic: bool,
     env: impl Fn(&str) -> Option<String>,
-) -> Result<Auth, String> {
+) -> Result<Source, String> {
     if argv_token {
         return Err(format!("--export-token: a token on the command line is visible to every user (ps); put it in a file for --export-token-file, or in {TOKEN_VAR}"));
     }
@@ -65,10 +91,10 @@ pub fn load(
         return Err(format!("--export-basic-auth: credentials on the command line are visible to every user (ps); put user:password in a file for --export-basic-auth-file, or in {BASIC_VAR}"));
     }
     let from_env = |var: &str| env(var).filter(|v| !v.is_empty());
-    let auth = match (token_file, basic_file) {
-        (Some(f), _) => Auth::Bearer(secret(f, "--export-token-file")?),
-        (None, Some(f)) => Auth::Basic(secret(f, "--export-basic-auth-file")?),
-        (None, None) => match (from_env(TOKEN_VAR), from_env(BASIC_VAR)) {
+    let source = match (token_file, basic_file) {
+        (Some(f), _) => Source::TokenFile(f.to_path_buf()),
+        (None, Some(f)) => Source::BasicFile(f.to_path_buf()),
+        (None, None) => Source::Fixed(match (from_env(TOKEN_VAR), from_env(BASIC_VAR)) {
             (Some(_), Some(_)) => {
                 return Err(format!(
                     "both {TOKEN_VAR} and {BASIC_VAR} are set: keep one"
@@ -77,10 +103,11 @@ pub fn load(
             (Some(t), None) => Auth::Bearer(t.trim().to_string()),
             (None, Some(b)) => Auth::Basic(b.trim().to_string()),
             (None, None) => Auth::None,
-        },
+        }),
     };
-    check(&auth)?;
-    Ok(auth)
+    // a file that is unreadable now is one line before sampling starts
+    source.current()?;
+    Ok(source)
 }
 
 /// A file's first line, which must not be empty.
@@ -132,11 +159,21 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let t = dir.path().join("t");
         std::fs::write(&t, "s3cret\n").unwrap();
-        let a = load(Some(&t), None, false, false, no_env).unwrap();
+        let source = load(Some(&t), None, false, false, no_env).unwrap();
+        let a = source.current().unwrap();
         assert_eq!(a.header().unwrap(), "Bearer s3cret");
         assert_eq!(format!("{a:?}"), "Bearer(…)");
+        // rotated in place: the next request has the new one
+        std::fs::write(&t, "rotated\n").unwrap();
+        assert_eq!(
+            source.current().unwrap().header().unwrap(),
+            "Bearer rotated"
+        );
         let env = |v: &str| (v == BASIC_VAR).then(|| "alice:pw".to_string());
-        let a = load(None, None, false, false, env).unwrap();
+        let a = load(None, None, false, false, env)
+            .unwrap()
+            .current()
+            .unwrap();
         assert_eq!(a.header().unwrap(), "Basic YWxpY2U6cHc=");
         std::fs::write(&t, "\n").unwrap();
         assert!(load(Some(&t), None, false, false, no_env)
@@ -144,6 +181,9 @@ mod tests {
             .contains("empty"));
         let missing = dir.path().join("none");
         assert!(load(None, Some(&missing), false, false, no_env).is_err());
-        assert_eq!(load(None, None, false, false, no_env).unwrap(), Auth::None);
+        assert_eq!(
+            load(None, None, false, false, no_env).unwrap(),
+            Source::Fixed(Auth::None)
+        );
     }
 }

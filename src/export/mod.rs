@@ -38,7 +38,6 @@ use anyhow::{anyhow, Result};
 
 use crate::cli::ExportArgs;
 use crate::daemon::metrics::Metrics;
-use auth::Auth;
 use endpoint::Endpoint;
 use stats::BackendStats;
 
@@ -52,7 +51,7 @@ pub struct Settings {
     /// The backends.
     pub endpoints: Vec<Endpoint>,
     /// Credentials sent to every backend.
-    pub auth: Auth,
+    pub auth: auth::Source,
     /// X-Scope-OrgID.
     pub tenant: Option<String>,
     /// A CA trusted besides the system's.

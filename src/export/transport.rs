@@ -69,7 +69,7 @@ pub struct Sender {
     endpoint: Endpoint,
     runtime: tokio::runtime::Runtime,
     client: Client,
-    authorization: Option<String>,
+    auth: super::auth::Source,
     tenant: Option<String>,
 }
 
@@ -122,24 +122,29 @@ impl Sender {
             endpoint: endpoint.clone(),
             runtime,
             client,
-            authorization: settings.auth.header(),
+            auth: settings.auth.clone(),
             tenant: settings.tenant.clone(),
         })
     }
 
     /// Sends one request and waits for its answer, for `deadline` at most.
     pub fn send(&mut self, payload: Payload, deadline: Duration) -> Outcome {
+        let authorization = match self.auth.current() {
+            Ok(a) => a.header(),
+            // the file may be back (rewritten) by the next attempt
+            Err(e) => return Outcome::Retry(e),
+        };
         let attempt = async {
             match (&mut self.client, payload) {
                 (Client::Grpc(c), Payload::Otlp(r)) => {
-                    grpc(c, r, self.authorization.as_deref(), self.tenant.as_deref()).await
+                    grpc(c, r, authorization.as_deref(), self.tenant.as_deref()).await
                 }
                 (Client::Http(c), p) => {
                     http(
                         c,
                         &self.endpoint,
                         p,
-                        self.authorization.as_deref(),
+                        authorization.as_deref(),
                         self.tenant.as_deref(),
                     )
                     .await
