@@ -1,6 +1,7 @@
 //! The command line, parsed by clap: the subcommands and their options. The
 //! values options take, and their parsers, are in [`values`].
 
+mod export;
 mod values;
 
 use std::ffi::OsString;
@@ -8,6 +9,7 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
+pub use export::ExportArgs;
 pub use values::{parse_call_graph, CallGraph, FormatArg};
 use values::{
     parse_duration, parse_format, parse_retain, parse_seconds, parse_size, parse_time, parse_wait,
@@ -363,6 +365,9 @@ pub struct ContinuousArgs {
     /// the network is trusted).
     #[arg(long, value_name = "ADDR")]
     pub listen: Option<std::net::SocketAddr>,
+
+    #[command(flatten)]
+    pub export: ExportArgs,
 
     /// Print a line per window written; explain load failures in detail.
     #[arg(short, long)]

@@ -16,12 +16,17 @@ use crate::cli::ContinuousArgs;
 use crate::daemon::http::{self, Ask};
 use crate::daemon::metrics::Metrics;
 use crate::daemon::{store, Daemon, StoreConfig};
+use crate::export;
 use crate::output::summary::Accounting;
 use crate::symbolize::Worker;
 
 /// Runs the daemon; returns the command's exit status (0 without one).
 pub fn run(args: ContinuousArgs) -> Result<i32> {
     crate::cli::check_continuous(&args).map_err(anyhow::Error::msg)?;
+    // the labels' `service_name` goes here once labels are in (issue 14)
+    let service_name = export::service::service_name(None, &args.command, &args.pid);
+    let export =
+        export::Settings::from_args(&args.export, service_name).map_err(anyhow::Error::msg)?;
     let plan = Plan::check(&args.sampling, CONTINUOUS)?;
     let all = args.pid.is_empty() && args.command.is_empty();
     let target = Target::from_args(&args.pid, all, &args.command)?;
@@ -37,6 +42,9 @@ pub fn run(args: ContinuousArgs) -> Result<i32> {
 
     let metrics = Arc::new(Metrics::default());
     let asks = listen(&args, &metrics)?;
+    let exporters = export
+        .map(|settings| export::start(settings, &args.dir, &metrics))
+        .transpose()?;
     // reads kallsyms on its own thread while the capture starts
     let worker = Worker::start(plan.symbolize_options());
     let stop = session::stop_flag()?;
@@ -51,6 +59,7 @@ pub fn run(args: ContinuousArgs) -> Result<i32> {
     let mut daemon = Daemon::start(session, worker, metrics, meta, store, args.verbose)?;
     let child_status = daemon.run(&stop, &asks)?;
     let done = daemon.finish(child_status.is_some())?;
+    let exported = exporters.map(export::Exporters::finish).unwrap_or_default();
 
     let accounting = Accounting {
         stats: done.stats,
@@ -69,6 +78,9 @@ pub fn run(args: ContinuousArgs) -> Result<i32> {
         args.dir.display(),
         accounting.classes_and_losses()
     );
+    for line in exported {
+        eprintln!("flamebpf: {line}");
+    }
     Ok(child_status.filter(|&c| c != 0).unwrap_or(0))
 }
 

@@ -37,6 +37,8 @@ pub struct Metrics {
     pub windows_skipped: AtomicU64,
     /// The skipped windows already warned about, so each is warned about once.
     warned: Mutex<HashSet<PathBuf>>,
+    /// The backends of `--export`, set once when their threads start.
+    pub export: std::sync::OnceLock<Vec<std::sync::Arc<crate::export::stats::BackendStats>>>,
 }
 
 impl Metrics {
@@ -208,6 +210,9 @@ impl Metrics {
             "Window files a read of the store skipped: corrupt, unreadable or deleted.",
             &[("", g(&self.windows_skipped))],
         );
+        if let Some(backends) = self.export.get() {
+            crate::export::stats::render(backends, &mut out);
+        }
         out
     }
 }
