@@ -58,13 +58,42 @@ impl Frame {
     }
 }
 
-/// An object code was mapped from: an executable, a library, `[kernel.kallsyms]`.
+/// An object code was mapped from: an executable, a library, `[kernel.kallsyms]`;
+/// with the address range one process mapped it at, when known, so a reader can
+/// turn a location's address back into a file offset and symbolize it by build id.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Mapping {
     /// Its path (or pseudo name).
     pub path: String,
     /// Its GNU build id, when known.
     pub build_id: Option<Vec<u8>>,
+    /// First address mapped (0 with `limit` `u64::MAX`: the whole address space,
+    /// for the kernel and for input that has no ranges).
+    pub start: u64,
+    /// One past the last address mapped.
+    pub limit: u64,
+    /// File offset of `start`: an address `a` of this mapping is the file offset
+    /// `a - start + offset`.
+    pub offset: u64,
+}
+
+impl Default for Mapping {
+    fn default() -> Self {
+        Mapping {
+            path: String::new(),
+            build_id: None,
+            start: 0,
+            limit: u64::MAX,
+            offset: 0,
+        }
+    }
+}
+
+impl Mapping {
+    /// The file offset of `address`, an address in this mapping.
+    pub fn file_offset(&self, address: u64) -> u64 {
+        address.wrapping_sub(self.start).wrapping_add(self.offset)
+    }
 }
 
 /// One address of a stack and what it expands to.
@@ -351,7 +380,7 @@ mod tests {
         let mut p = Profile::default();
         let m = p.intern_mapping(Mapping {
             path: "/bin/demo".into(),
-            build_id: None,
+            ..Mapping::default()
         });
         let main = p.intern(Frame::named("main", FrameKind::User));
         let helper = p.intern(Frame::named("helper", FrameKind::Inline));

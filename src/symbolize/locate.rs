@@ -11,6 +11,7 @@
 
 use std::collections::{HashMap, HashSet};
 
+use symbolizer::history::Mapping;
 use symbolizer::objects::{Object, ObjectKind};
 use symbolizer::{Moment, ObjectId, Resolved, Tracker};
 
@@ -36,8 +37,9 @@ impl When {
 
 /// What a user address turned out to be.
 pub(super) enum UserAddr {
-    /// An offset into a mapped object (file, vDSO).
-    Object(Resolved),
+    /// An offset into a mapped object (file, vDSO), and the mapping it lies in
+    /// (pprof writes its real range).
+    Object(Resolved, Mapping),
     /// JIT code named by the process's perf map.
     Jit(String),
     /// Nothing covers it.
@@ -86,7 +88,7 @@ impl Located {
             }
         }
         for addr in user_addrs.values() {
-            if let UserAddr::Object(r) = addr {
+            if let UserAddr::Object(r, _) = addr {
                 located
                     .objects
                     .entry(r.object)
@@ -123,13 +125,13 @@ pub(super) fn lookup_addr(ip: u64, index: usize) -> u64 {
 }
 
 fn classify(tracker: &Tracker, pid: u32, when: When, addr: u64) -> UserAddr {
-    let resolved = match when {
-        When::Newest => tracker.resolve(pid, addr),
-        When::At(moment) => tracker.history.resolve_in(pid, moment, addr),
+    let mapping = match when {
+        When::Newest => tracker.history.mapping(pid, addr),
+        When::At(moment) => tracker.history.mapping_in(pid, moment, addr),
     };
-    match resolved {
-        Some(r) if tracker.objects.get(r.object).kind != ObjectKind::Anonymous => {
-            UserAddr::Object(r)
+    match mapping {
+        Some(m) if tracker.objects.get(m.object).kind != ObjectKind::Anonymous => {
+            UserAddr::Object(m.resolve(addr), m)
         }
         // anonymous memory, or no mapping seen: JIT code, if a perf map names it
         _ => match tracker.jit_symbol(pid, addr) {
