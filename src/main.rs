@@ -12,6 +12,7 @@ mod capture;
 mod cli;
 mod commands;
 mod daemon;
+mod labels;
 mod memory;
 mod output;
 mod symbolize;

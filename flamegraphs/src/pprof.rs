@@ -357,7 +357,8 @@ fn locations(profile: &Profile, mapping_id: &[u64], frame_function: &[u64]) -> V
         .collect()
 }
 
-/// The samples with their values and pid/tid/comm labels, leaf location first.
+/// The samples with their values, pid/tid/comm labels and string labels (the
+/// profile's and the process's, [`crate::labels`]), leaf location first.
 /// With three columns, an off-CPU sample's time goes in the third (`off_cpu`) and
 /// its count of waits nowhere: `samples` counts the perf event's samples.
 fn samples(profile: &Profile, columns: usize, st: &mut Strings) -> Vec<PSample> {
@@ -386,11 +387,20 @@ fn samples(profile: &Profile, columns: usize, st: &mut Strings) -> Vec<PSample> 
                 num: 0,
             };
             // threads are kept apart only when asked (tid 0: the process's)
-            let label = if s.tid != 0 {
+            let mut label = if s.tid != 0 {
                 vec![num(k_pid, s.pid), num(k_tid, s.tid), comm]
             } else {
                 vec![num(k_pid, s.pid), comm]
             };
+            for (k, v) in profile.sample_labels(s.pid) {
+                if !crate::labels::RESERVED.contains(&k) {
+                    label.push(Label {
+                        key: st.get(k),
+                        str: st.get(v),
+                        num: 0,
+                    });
+                }
+            }
             PSample {
                 location_id: s.stack.iter().rev().map(|&l| u64::from(l) + 1).collect(),
                 value,
@@ -551,13 +561,22 @@ pub fn from_proto(p: &PProfile) -> Result<Profile, Error> {
         let mut pid = 0;
         let mut tid = 0;
         let mut comm = String::new();
+        let mut labels = crate::Labels::new();
         for label in &sample.label {
             match s(label.key)? {
                 "pid" => pid = label.num as u32,
                 "tid" => tid = label.num as u32,
                 "comm" => comm = s(label.str)?.to_string(),
+                key if label.str != 0 => {
+                    labels.push((key.to_string(), s(label.str)?.to_string()));
+                }
                 _ => {}
             }
+        }
+        // string labels are the process's: the first sample of a pid tells
+        // them (a window writes the same on all of a process's samples)
+        if !labels.is_empty() {
+            profile.process_labels.entry(pid).or_insert(labels);
         }
         let value = |col: usize| sample.value.get(col).copied().unwrap_or(0).max(0) as u64;
         let stack = sample
@@ -627,6 +646,69 @@ mod tests {
         assert_eq!(back.mappings(), p.mappings());
         let loc = back.location(back.samples[0].stack[0]);
         assert_eq!(back.mappings()[0].file_offset(loc.address), 0x1234);
+    }
+
+    #[test]
+    fn string_labels_go_on_every_sample_and_come_back_per_process() {
+        let mut p = Profile::new(Meta::default());
+        let l = p.frame_location(Frame::named("main", FrameKind::User));
+        for pid in [1, 2] {
+            p.samples.push(Sample {
+                pid,
+                tid: 0,
+                comm: "demo".into(),
+                stack: vec![l],
+                count: 1,
+                weight: 10,
+            });
+        }
+        p.labels = vec![("host_name".into(), "box".into())];
+        p.process_labels.insert(
+            2,
+            vec![
+                ("service_name".into(), "api".into()),
+                ("container_id".into(), "c0ffee".into()),
+                ("comm".into(), "not a label".into()),
+            ],
+        );
+        let proto = to_proto(&p);
+        let labels = |i: usize| -> Vec<(String, String)> {
+            proto.sample[i]
+                .label
+                .iter()
+                .filter(|l| l.str != 0)
+                .map(|l| {
+                    let s = |i: i64| proto.string_table[i as usize].clone();
+                    (s(l.key), s(l.str))
+                })
+                .collect()
+        };
+        assert_eq!(
+            labels(0),
+            [
+                ("comm".into(), "demo".into()),
+                ("host_name".into(), "box".into())
+            ]
+        );
+        assert_eq!(
+            labels(1),
+            [
+                ("comm".into(), "demo".into()),
+                ("host_name".into(), "box".into()),
+                ("service_name".into(), "api".into()),
+                ("container_id".into(), "c0ffee".into()),
+            ]
+        );
+        let back = from_proto(&proto).unwrap();
+        assert_eq!(
+            back.sample_labels(2),
+            [
+                ("host_name", "box"),
+                ("service_name", "api"),
+                ("container_id", "c0ffee")
+            ]
+        );
+        assert_eq!(back.sample_labels(1), [("host_name", "box")]);
     }
 
     #[test]

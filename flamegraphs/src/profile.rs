@@ -1,7 +1,7 @@
 //! The profile model: interned frames, locations (an address and the frames it
 //! expands to, inlined ones included), mappings, weighted stacks and metadata.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, SystemTime};
 
 /// Index of a frame in [`Profile::frames`].
@@ -176,6 +176,11 @@ pub struct Profile {
     mapping_index: HashMap<Mapping, MappingId>,
     /// Unique stacks with their counts; a stack may appear more than once (writers merge).
     pub samples: Vec<Sample>,
+    /// Labels of every sample: the host, the user's (see [`crate::labels`]).
+    pub labels: crate::Labels,
+    /// Each process's own labels, by pid: executable, cgroup, container,
+    /// service. They win over [`Profile::labels`] on a shared key.
+    pub process_labels: BTreeMap<u32, crate::Labels>,
 }
 
 fn intern<T: Clone + Eq + std::hash::Hash>(
@@ -262,9 +267,23 @@ impl Profile {
             .flat_map(|&l| self.locations[l as usize].frames.iter().copied())
     }
 
+    /// The labels of a sample of `pid` (the profile's and its process's).
+    pub fn sample_labels(&self, pid: u32) -> Vec<(&str, &str)> {
+        crate::labels::of_sample(&self.labels, &self.process_labels, pid)
+    }
+
     /// Adds `other`'s samples (and the frames, locations and mappings they use).
-    /// The metadata stays this profile's.
+    /// The metadata stays this profile's; labels are merged, `other`'s process
+    /// labels winning (a later window knows a reused pid as it is now).
     pub fn merge(&mut self, other: &Profile) {
+        for (k, v) in &other.labels {
+            if crate::labels::get(&self.labels, k).is_none() {
+                self.labels.push((k.clone(), v.clone()));
+            }
+        }
+        for (pid, labels) in &other.process_labels {
+            self.process_labels.insert(*pid, labels.clone());
+        }
         let mappings: Vec<MappingId> = other
             .mappings
             .iter()

@@ -22,6 +22,10 @@ use crate::symbolize::Worker;
 /// Runs the daemon; returns the command's exit status (0 without one).
 pub fn run(args: ContinuousArgs) -> Result<i32> {
     crate::cli::check_continuous(&args).map_err(anyhow::Error::msg)?;
+    crate::labels::configure(
+        crate::labels::from_args(&args.sampling.label, &args.sampling.label_rule)
+            .map_err(anyhow::Error::msg)?,
+    );
     let plan = Plan::check(&args.sampling, CONTINUOUS)?;
     let all = args.pid.is_empty() && args.command.is_empty();
     let target = Target::from_args(&args.pid, all, &args.command)?;

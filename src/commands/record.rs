@@ -28,6 +28,10 @@ const TICK: Duration = Duration::from_millis(100);
 pub fn run(args: RecordArgs) -> Result<i32> {
     // Everything that can be refused is refused before any event is opened.
     args.sampling.check().map_err(anyhow::Error::msg)?;
+    crate::labels::configure(
+        crate::labels::from_args(&args.sampling.label, &args.sampling.label_rule)
+            .map_err(anyhow::Error::msg)?,
+    );
     let plan = Plan::check(&args.sampling, RECORD)?;
     let outputs = output::plan(&args.out.output, args.out.format.map(Into::into))?;
     output::preflight(&outputs)?;

@@ -13,6 +13,7 @@ use std::collections::{HashMap, HashSet};
 
 use symbolizer::history::Mapping;
 use symbolizer::objects::{Object, ObjectKind};
+use symbolizer::processes::ProcessInfo;
 use symbolizer::{Moment, ObjectId, Resolved, Tracker};
 
 use crate::capture::raw::{RawKey, RawProfile, RawStack};
@@ -60,6 +61,9 @@ pub struct Located {
     pub(super) user_addrs: UserAddrs,
     /// The objects those addresses fall in, as they were when located.
     pub(super) objects: HashMap<ObjectId, Object>,
+    /// What each sampled process was (executable and its build id, cgroup), as
+    /// captured while it lived: its labels.
+    pub(super) processes: HashMap<u32, ProcessInfo>,
 }
 
 impl Located {
@@ -75,6 +79,7 @@ impl Located {
             whens,
             user_addrs: HashMap::new(),
             objects: HashMap::new(),
+            processes: HashMap::new(),
         };
         let mut user_addrs = UserAddrs::new();
         for (c, when) in located.instances() {
@@ -96,6 +101,7 @@ impl Located {
             }
         }
         located.user_addrs = user_addrs;
+        located.processes = processes(&located, tracker);
         located
     }
 
@@ -112,6 +118,31 @@ impl Located {
                 .collect()
         }
     }
+}
+
+/// The facts of every process with samples, its executable's build id taken
+/// from the object its address space maps at the executable's path.
+fn processes(located: &Located, tracker: &Tracker) -> HashMap<u32, ProcessInfo> {
+    let mut out = HashMap::new();
+    for (c, _) in located.instances() {
+        if out.contains_key(&c.pid) {
+            continue;
+        }
+        let Some(mut info) = tracker.processes.get(c.pid).cloned() else {
+            continue;
+        };
+        if let Some(exe) = info.exe.as_deref() {
+            info.exe_build_id = tracker
+                .history
+                .current(c.pid)
+                .iter()
+                .map(|m| tracker.objects.get(m.object))
+                .find(|o| o.path == exe)
+                .and_then(|o| o.build_id.clone());
+        }
+        out.insert(c.pid, info);
+    }
+    out
 }
 
 /// Return addresses point after the call; the call itself is one byte earlier.

@@ -58,6 +58,7 @@ pub fn name(located: &Located, symbolizer: &Symbolizer, meta: Meta) -> (Profile,
     };
     let stacks = assemble_stacks(&mut profile, &instances, &names);
     push_samples(&mut profile, located, &stacks);
+    label(&mut profile, located);
     (profile, stats)
 }
 
@@ -319,6 +320,18 @@ fn push_samples(
         for ((_, c, period), &when) in timeline {
             profile.samples.push(sample(c, when, 1, *period));
         }
+    }
+}
+
+/// The labels of the profile (the run's) and of each of its processes, from the
+/// facts captured while they lived.
+fn label(profile: &mut Profile, located: &Located) {
+    let config = crate::labels::config();
+    profile.labels = config.common.clone();
+    for s in &profile.samples {
+        profile.process_labels.entry(s.pid).or_insert_with(|| {
+            crate::labels::of_process(config, located.processes.get(&s.pid), &s.comm)
+        });
     }
 }
 

@@ -10,7 +10,8 @@
 //!   lives, and [`symbolize`] names (object, offset) pairs and kernel addresses with
 //!   blazesym, one cache per object.
 //!
-//! [`Tracker`] ties the first three together for the capture loop.
+//! [`Tracker`] ties the first three together for the capture loop, with
+//! [`processes`]: what each process was (executable, cgroup) while it lived.
 
 pub mod buildid;
 pub mod history;
@@ -18,6 +19,7 @@ pub mod kallsyms;
 pub mod names;
 pub mod objects;
 pub mod perfmap;
+pub mod processes;
 pub mod procmaps;
 pub mod records;
 pub mod symbolize;
