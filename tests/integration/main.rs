@@ -14,6 +14,7 @@ mod errors;
 mod events;
 mod hostile;
 mod kernel;
+mod labels;
 mod names;
 mod offcpu;
 mod outputs;
