@@ -42,7 +42,10 @@ pub fn run(args: ContinuousArgs) -> Result<i32> {
     let metrics = Arc::new(Metrics::default());
     let asks = listen(&args, &metrics)?;
     // reads kallsyms on its own thread while the capture starts
-    let worker = Worker::start(plan.symbolize_options());
+    let mut symbolize_options = plan.symbolize_options();
+    symbolize_options.debuginfod =
+        crate::symbolize::debuginfod::start(&args.sampling.debuginfod, std::time::Duration::ZERO)?;
+    let worker = Worker::start(symbolize_options);
     let stop = session::stop_flag()?;
     let session = Session::start(&setup)?;
     let store = StoreConfig {

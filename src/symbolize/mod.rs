@@ -17,6 +17,7 @@ use symbolizer::{ObjectId, Resolved, Symbolizer};
 use crate::capture::maps::Kind;
 use crate::capture::raw::{RawKey, RawStack};
 
+pub mod debuginfod;
 mod locate;
 mod worker;
 
@@ -145,7 +146,9 @@ fn name_user(
             (obj.kind != ObjectKind::Anonymous).then(|| (obj.path.clone(), obj.build_id.clone()));
         let none = || vec![Frames::from([]); offsets.len()];
         let syms: Vec<Frames> = match (obj.kind, obj.read_path()) {
-            (ObjectKind::File, Some(path)) => symbolizer.object(&path, &offsets),
+            (ObjectKind::File, Some(path)) => {
+                symbolizer.object_by_id(&path, obj.build_id.as_deref(), &offsets)
+            }
             (ObjectKind::Vdso, _) => symbolizer.vdso(&offsets),
             _ => Ok(none()),
         }

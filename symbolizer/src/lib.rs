@@ -14,6 +14,7 @@
 //! [`processes`]: what each process was (executable, cgroup) while it lived.
 
 pub mod buildid;
+pub mod debuginfod;
 pub mod history;
 pub mod kallsyms;
 pub mod names;
