@@ -9,6 +9,7 @@ mod common;
 mod accuracy;
 mod command;
 mod continuous;
+mod debuginfod;
 mod dwarf;
 mod errors;
 mod events;
