@@ -15,7 +15,6 @@ use crate::cli::DebuginfodArgs;
 /// still running then leaves its object's frames `object+0x…`.
 pub const RECORD_WAIT: Duration = Duration::from_secs(5);
 /// What `query` may wait.
-#[allow(dead_code)] // query uses it next
 pub const QUERY_WAIT: Duration = Duration::from_secs(10);
 
 /// The cache directory when none is given: $XDG_CACHE_HOME/flamebpf/debuginfod,

@@ -19,6 +19,7 @@ use crate::capture::raw::{RawKey, RawStack};
 
 pub mod debuginfod;
 mod locate;
+pub mod stored;
 mod worker;
 
 pub use locate::Located;

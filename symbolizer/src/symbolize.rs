@@ -269,6 +269,11 @@ impl Symbolizer {
         Ok(frames)
     }
 
+    /// Names virtual addresses (as the ELF file lays them out) of a debug file.
+    pub fn debug_file(&self, path: &Path, addrs: &[u64]) -> Result<Vec<Frames>, Error> {
+        self.names(path, addrs, true)
+    }
+
     /// Names `offsets` of the ELF file at `path`: file offsets, or virtual
     /// addresses with `virtual_addrs` (a file is only ever read one way).
     fn names(

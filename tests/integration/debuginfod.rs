@@ -257,3 +257,57 @@ fn the_daemon_names_later_windows_once_the_file_arrived() {
         "the last window is named: {names:?}"
     );
 }
+
+#[test]
+fn query_names_stored_windows_from_debuginfod() {
+    require_bpf!();
+    let server = match Server::start("split") {
+        Ok(s) => s,
+        Err(why) => {
+            eprintln!("skipped: {why}");
+            return;
+        }
+    };
+    let stripped = server.stripped("split");
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    {
+        let _lock = capture_lock();
+        let out = run(flamebpf()
+            .args(["continuous", "-F", "99", "--window", "60", "--dir"])
+            .arg(&store)
+            .env_remove("DEBUGINFOD_URLS")
+            .arg("--")
+            .arg(&stripped)
+            .arg("1"));
+        assert!(out.status.success());
+    }
+    let query = |flags: &[&str], name: &str| -> Folded {
+        let out = dir.path().join(name);
+        assert!(run(flamebpf()
+            .args(["query", "--dir"])
+            .arg(&store)
+            .args(flags)
+            .arg("-o")
+            .arg(&out)
+            .env_remove("DEBUGINFOD_URLS"))
+        .status
+        .success());
+        Folded::read(&out)
+    };
+    let before = query(&[], "before.folded");
+    assert!(unnamed(&before), "{:?}", before.0);
+    let cache = dir.path().join("cache");
+    let url = server.url();
+    let after = query(
+        &[
+            "--debuginfod",
+            &url,
+            "--debuginfod-cache",
+            cache.to_str().unwrap(),
+        ],
+        "after.folded",
+    );
+    assert!(named(&after), "{:?}", after.0);
+    assert_eq!(before.total(), after.total(), "the same samples");
+}

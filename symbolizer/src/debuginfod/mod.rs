@@ -139,6 +139,30 @@ impl Debuginfod {
         &self.cache
     }
 
+    /// Queues a fetch of `build_id` unless it is cached, known missing, or
+    /// queued already.
+    pub fn request(&self, build_id: &[u8]) {
+        if build_id.is_empty()
+            || self.cache.get(build_id).is_some()
+            || self.cache.is_missing(build_id)
+        {
+            return;
+        }
+        let (lock, _) = &*self.state;
+        let Ok(mut s) = lock.lock() else {
+            return;
+        };
+        if s.pending.insert(build_id.to_vec()) {
+            let queued = self
+                .queue
+                .lock()
+                .is_ok_and(|q| q.send(build_id.to_vec()).is_ok());
+            if !queued {
+                s.pending.remove(build_id);
+            }
+        }
+    }
+
     /// The debug file of `build_id`: from the cache, else fetched in the
     /// background (`None` now), waiting for it only while the budget lasts.
     pub fn debug_file(&self, build_id: &[u8]) -> Option<PathBuf> {
@@ -148,18 +172,9 @@ impl Debuginfod {
         if let Some(p) = self.cache.get(build_id) {
             return Some(p);
         }
-        if self.cache.is_missing(build_id) {
-            return None;
-        }
+        self.request(build_id);
         let (lock, done) = &*self.state;
         let mut s = lock.lock().ok()?;
-        if s.pending.insert(build_id.to_vec()) {
-            let queued = self.queue.lock().ok()?.send(build_id.to_vec()).is_ok();
-            if !queued {
-                s.pending.remove(build_id);
-                return None;
-            }
-        }
         while s.pending.contains(build_id) && !s.budget.is_zero() {
             let started = Instant::now();
             let budget = s.budget;
