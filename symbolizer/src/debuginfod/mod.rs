@@ -251,3 +251,133 @@ impl Fetcher {
         self.cache.store(build_id, tmp).map_err(|e| e.to_string())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::TcpListener;
+    use std::path::Path;
+
+    /// A server that answers every request with `response` (after `delay`),
+    /// counting requests; its URL.
+    fn serve(response: Vec<u8>, delay: Duration) -> (String, Arc<Mutex<u32>>) {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let count = Arc::new(Mutex::new(0));
+        let seen = Arc::clone(&count);
+        std::thread::spawn(move || {
+            for conn in listener.incoming() {
+                let Ok(mut conn) = conn else { continue };
+                *seen.lock().unwrap() += 1;
+                let mut buf = [0u8; 4096];
+                let _ = conn.read(&mut buf);
+                std::thread::sleep(delay);
+                let _ = conn.write_all(&response);
+            }
+        });
+        (url, count)
+    }
+
+    fn ok(body: &[u8]) -> Vec<u8> {
+        let mut r = format!(
+            "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+            body.len()
+        )
+        .into_bytes();
+        r.extend_from_slice(body);
+        r
+    }
+
+    fn client(url: &str, dir: &Path, wait: Duration) -> Debuginfod {
+        let mut config = Config::new(vec![url.to_string()], dir.to_path_buf());
+        config.wait_budget = wait;
+        config.request_timeout = Duration::from_secs(5);
+        config.max_file = 1 << 20;
+        Debuginfod::start(config).unwrap()
+    }
+
+    fn ls() -> (Vec<u8>, Vec<u8>) {
+        let bytes = std::fs::read("/bin/ls").unwrap();
+        let id = crate::buildid::read(&std::fs::File::open("/bin/ls").unwrap()).unwrap();
+        (bytes, id)
+    }
+
+    #[test]
+    fn a_file_with_the_build_id_asked_for_is_cached() {
+        let (bytes, id) = ls();
+        let (url, count) = serve(ok(&bytes), Duration::ZERO);
+        let dir = tempfile::tempdir().unwrap();
+        let d = client(&url, dir.path(), Duration::from_secs(10));
+        let path = d.debug_file(&id).expect("fetched within the budget");
+        assert_eq!(std::fs::read(&path).unwrap(), bytes);
+        assert_eq!(d.debug_file(&id), Some(path), "from the cache");
+        assert_eq!(*count.lock().unwrap(), 1);
+    }
+
+    #[test]
+    fn a_404_a_wrong_file_and_an_oversized_body_are_remembered_as_missing() {
+        let (bytes, id) = ls();
+        let not_found = b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n";
+        let mut other = id.clone();
+        other[0] ^= 0xff;
+        let huge = vec![0u8; (1 << 20) + 10];
+        for (response, asked) in [
+            (not_found.to_vec(), id.clone()),
+            (ok(&bytes), other), // the server sends another build
+            (ok(&huge), id.clone()),
+        ] {
+            let (url, count) = serve(response, Duration::ZERO);
+            let dir = tempfile::tempdir().unwrap();
+            let d = client(&url, dir.path(), Duration::from_secs(10));
+            assert_eq!(d.debug_file(&asked), None);
+            assert!(d.cache().is_missing(&asked));
+            // the negative entry holds: no second request
+            assert_eq!(d.debug_file(&asked), None);
+            assert_eq!(*count.lock().unwrap(), 1);
+            let leftovers = std::fs::read_dir(dir.path())
+                .unwrap()
+                .flatten()
+                .filter(|e| e.file_name().to_string_lossy().starts_with(".fetch-"))
+                .count();
+            assert_eq!(leftovers, 0, "no partial download is left");
+        }
+    }
+
+    #[test]
+    fn a_stalled_server_costs_at_most_the_wait_budget() {
+        let (bytes, id) = ls();
+        let (url, _) = serve(ok(&bytes), Duration::from_secs(30));
+        let dir = tempfile::tempdir().unwrap();
+        let d = client(&url, dir.path(), Duration::from_millis(300));
+        let started = Instant::now();
+        assert_eq!(d.debug_file(&id), None);
+        let mut other = id.clone();
+        other[0] ^= 1;
+        assert_eq!(d.debug_file(&other), None, "the budget is spent");
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "{:?}",
+            started.elapsed()
+        );
+        // without a budget nothing waits at all
+        let d = client(&url, tempfile::tempdir().unwrap().path(), Duration::ZERO);
+        let started = Instant::now();
+        assert_eq!(d.debug_file(&id), None);
+        assert!(started.elapsed() < Duration::from_millis(100));
+    }
+
+    #[test]
+    fn urls_are_checked() {
+        assert!(check_url("http://127.0.0.1:8002").is_ok());
+        assert!(check_url("https://debuginfod.debian.net/").is_ok());
+        for bad in [
+            "ftp://x",
+            "127.0.0.1:8002",
+            "http://",
+            "http:///x",
+            "http://a b",
+        ] {
+            assert!(check_url(bad).is_err(), "{bad}");
+        }
+    }
+}
