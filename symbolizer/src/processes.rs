@@ -106,6 +106,19 @@ impl Processes {
         }
     }
 
+    /// `pid` exec'd, taking the command name `comm`: its facts are read again.
+    /// When it is gone already, what it was before the exec (its parent's
+    /// executable, as a fork) is wrong: only the cgroup is kept, with `comm`.
+    pub fn exec(&mut self, pid: u32, comm: &str) {
+        if let Some(info) = ProcessInfo::read(pid) {
+            self.known.insert(pid, info);
+        } else if let Some(info) = self.known.get_mut(&pid) {
+            info.exe = None;
+            info.exe_build_id = None;
+            info.comm = Some(comm.to_string());
+        }
+    }
+
     /// A new process: a fork has its parent's executable and cgroup until it
     /// execs (when they are read again), so they are copied, not read: a build
     /// forks thousands of times a second. Read only when the parent is unknown.
@@ -173,6 +186,12 @@ mod tests {
         p.first_sight(std::process::id());
         p.fork(std::process::id(), u32::MAX - 1);
         assert_eq!(p.get(u32::MAX - 1), p.get(std::process::id()));
+        // it exec'd and exited before the record was read
+        p.exec(u32::MAX - 1, "child");
+        let child = p.get(u32::MAX - 1).unwrap();
+        assert_eq!(child.exe, None, "not the parent's executable");
+        assert_eq!(child.comm.as_deref(), Some("child"));
+        assert_eq!(child.cgroup, p.get(std::process::id()).unwrap().cgroup);
         p.forget(&[u32::MAX - 1]);
         assert_eq!(p.len(), 1);
     }

@@ -63,7 +63,7 @@ impl Tracker {
             }
             Record::Comm(c) if c.exec => {
                 self.history.exec(c.pid, c.time);
-                self.processes.read(c.pid);
+                self.processes.exec(c.pid, &c.comm);
                 self.changed.insert(c.pid);
             }
             Record::Comm(_) => {}
