@@ -249,9 +249,18 @@ fn the_daemon_names_later_windows_once_the_file_arrived() {
         .arg(&stripped)
         .arg("4"));
     assert!(out.status.success());
-    let last = windows(&store).pop().expect("windows were written");
-    let p = flamegraphs::pprof::read(&std::fs::read(store.join(&last)).unwrap()).unwrap();
-    let names: Vec<&str> = p.frames().iter().map(|f| f.name.as_str()).collect();
+    // the last window with samples of the workload (the very last one may
+    // hold only the command's exit)
+    let profiles: Vec<flamegraphs::Profile> = windows(&store)
+        .iter()
+        .map(|w| flamegraphs::pprof::read(&std::fs::read(store.join(w)).unwrap()).unwrap())
+        .collect();
+    let last = profiles
+        .iter()
+        .rev()
+        .find(|p| p.samples.iter().any(|s| s.comm == "split-stripped"))
+        .expect("windows with samples of the workload");
+    let names: Vec<&str> = last.frames().iter().map(|f| f.name.as_str()).collect();
     assert!(
         names.contains(&"heavy") && names.contains(&"light"),
         "the last window is named: {names:?}"
