@@ -10,9 +10,10 @@ export DEBIAN_FRONTEND=noninteractive
 # chromium (driven by playwright-core) opens the speedscope and SVG outputs and
 # golang-go brings `go tool pprof`, the real clients the output tests use; Debian's
 # own python3, xz and sqlite3 (built without frame pointers) are what the unwinding
-# tests profile.
+# tests profile; debuginfod is the real server the --debuginfod tests fetch from.
 packages=(clang llvm libelf-dev zlib1g-dev pkg-config make gcc g++ libc6-dev linux-libc-dev
-          linux-perf util-linux procps binutils chromium golang-go python3 xz-utils sqlite3)
+          linux-perf util-linux procps binutils chromium golang-go python3 xz-utils sqlite3
+          debuginfod)
 command -v node >/dev/null 2>&1 || packages+=(nodejs npm)
 # The benchmarks also read per-program BPF run times with bpftool.
 if [[ "${FLAMEBPF_SETUP_BENCH:-0}" == 1 ]]; then

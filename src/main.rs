@@ -13,6 +13,7 @@ mod cli;
 mod commands;
 mod daemon;
 mod export;
+mod labels;
 mod memory;
 mod output;
 mod symbolize;

@@ -17,6 +17,7 @@ fn big_profile() -> Profile {
             p.intern_mapping(Mapping {
                 path: format!("/usr/lib/libbench{i}.so"),
                 build_id: Some(vec![i as u8; 20]),
+                ..Mapping::default()
             })
         })
         .collect();

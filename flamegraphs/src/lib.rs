@@ -8,12 +8,14 @@
 
 mod error;
 pub mod folded;
+pub mod labels;
 pub mod pprof;
 mod profile;
 pub mod speedscope;
 pub mod svg;
 
 pub use error::Error;
+pub use labels::Labels;
 pub use profile::{
     Frame, FrameId, FrameKind, Location, LocationId, Mapping, MappingId, Meta, Profile, Sample,
     OFF_CPU, RUNQUEUE,

@@ -142,7 +142,8 @@ pub struct PLocation {
     /// Its mapping, or 0.
     #[prost(uint64, tag = "2")]
     pub mapping_id: u64,
-    /// The address (a file offset for user code: mappings start at offset 0).
+    /// The address: in its mapping's range, `file_offset` at `memory_start`
+    /// (files of older versions had file offsets in mappings spanning everything).
     #[prost(uint64, tag = "3")]
     pub address: u64,
     /// Innermost first: the last line is the function the others were inlined into.
@@ -284,9 +285,9 @@ fn mappings(profile: &Profile, st: &mut Strings) -> (Vec<PMapping>, Vec<u64>) {
         .map(|&i| (i, &profile.mappings()[i]))
         .map(|(i, m)| PMapping {
             id: mapping_id[i],
-            memory_start: 0,
-            memory_limit: u64::MAX,
-            file_offset: 0,
+            memory_start: m.start,
+            memory_limit: m.limit,
+            file_offset: m.offset,
             filename: st.get(&m.path),
             build_id: m
                 .build_id
@@ -356,7 +357,8 @@ fn locations(profile: &Profile, mapping_id: &[u64], frame_function: &[u64]) -> V
         .collect()
 }
 
-/// The samples with their values and pid/tid/comm labels, leaf location first.
+/// The samples with their values, pid/tid/comm labels and string labels (the
+/// profile's and the process's, [`crate::labels`]), leaf location first.
 /// With three columns, an off-CPU sample's time goes in the third (`off_cpu`) and
 /// its count of waits nowhere: `samples` counts the perf event's samples.
 fn samples(profile: &Profile, columns: usize, st: &mut Strings) -> Vec<PSample> {
@@ -385,11 +387,20 @@ fn samples(profile: &Profile, columns: usize, st: &mut Strings) -> Vec<PSample> 
                 num: 0,
             };
             // threads are kept apart only when asked (tid 0: the process's)
-            let label = if s.tid != 0 {
+            let mut label = if s.tid != 0 {
                 vec![num(k_pid, s.pid), num(k_tid, s.tid), comm]
             } else {
                 vec![num(k_pid, s.pid), comm]
             };
+            for (k, v) in profile.sample_labels(s.pid) {
+                if !crate::labels::RESERVED.contains(&k) {
+                    label.push(Label {
+                        key: st.get(k),
+                        str: st.get(v),
+                        num: 0,
+                    });
+                }
+            }
             PSample {
                 location_id: s.stack.iter().rev().map(|&l| u64::from(l) + 1).collect(),
                 value,
@@ -499,9 +510,13 @@ pub fn from_proto(p: &PProfile) -> Result<Profile, Error> {
             path: s(m.filename)?.to_string(),
             build_id: (!build_id.is_empty()).then(|| {
                 (0..build_id.len() / 2)
-                    .filter_map(|i| u8::from_str_radix(&build_id[2 * i..2 * i + 2], 16).ok())
+                    .filter_map(|i| build_id.get(2 * i..2 * i + 2))
+                    .filter_map(|h| u8::from_str_radix(h, 16).ok())
                     .collect()
             }),
+            start: m.memory_start,
+            limit: m.memory_limit,
+            offset: m.file_offset,
         });
         mappings.insert(m.id, id);
     }
@@ -546,13 +561,22 @@ pub fn from_proto(p: &PProfile) -> Result<Profile, Error> {
         let mut pid = 0;
         let mut tid = 0;
         let mut comm = String::new();
+        let mut labels = crate::Labels::new();
         for label in &sample.label {
             match s(label.key)? {
                 "pid" => pid = label.num as u32,
                 "tid" => tid = label.num as u32,
                 "comm" => comm = s(label.str)?.to_string(),
+                key if label.str != 0 => {
+                    labels.push((key.to_string(), s(label.str)?.to_string()));
+                }
                 _ => {}
             }
+        }
+        // string labels are the process's: the first sample of a pid tells
+        // them (a window writes the same on all of a process's samples)
+        if !labels.is_empty() {
+            profile.process_labels.entry(pid).or_insert(labels);
         }
         let value = |col: usize| sample.value.get(col).copied().unwrap_or(0).max(0) as u64;
         let stack = sample
@@ -580,4 +604,131 @@ pub fn from_proto(p: &PProfile) -> Result<Profile, Error> {
         });
     }
     Ok(profile)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mappings_keep_their_ranges_and_build_ids() {
+        let mut p = Profile::new(Meta::default());
+        let m = p.intern_mapping(Mapping {
+            path: "/bin/demo".into(),
+            build_id: Some(vec![0xab, 0xcd, 0x01]),
+            start: 0x5555_0000_1000,
+            limit: 0x5555_0000_9000,
+            offset: 0x1000,
+        });
+        let f = p.intern(Frame::named("main", FrameKind::User));
+        let l = p.intern_location(Location {
+            mapping: Some(m),
+            address: 0x5555_0000_1234,
+            frames: vec![f],
+        });
+        p.samples.push(Sample {
+            pid: 1,
+            tid: 0,
+            comm: "demo".into(),
+            stack: vec![l],
+            count: 1,
+            weight: 10,
+        });
+        let proto = to_proto(&p);
+        let pm = &proto.mapping[0];
+        assert_eq!(
+            (pm.memory_start, pm.memory_limit, pm.file_offset),
+            (0x5555_0000_1000, 0x5555_0000_9000, 0x1000)
+        );
+        assert_eq!(proto.string_table[pm.build_id as usize], "abcd01");
+        assert_eq!(proto.location[0].address, 0x5555_0000_1234);
+        let back = from_proto(&proto).unwrap();
+        assert_eq!(back.mappings(), p.mappings());
+        let loc = back.location(back.samples[0].stack[0]);
+        assert_eq!(back.mappings()[0].file_offset(loc.address), 0x1234);
+    }
+
+    #[test]
+    fn string_labels_go_on_every_sample_and_come_back_per_process() {
+        let mut p = Profile::new(Meta::default());
+        let l = p.frame_location(Frame::named("main", FrameKind::User));
+        for pid in [1, 2] {
+            p.samples.push(Sample {
+                pid,
+                tid: 0,
+                comm: "demo".into(),
+                stack: vec![l],
+                count: 1,
+                weight: 10,
+            });
+        }
+        p.labels = vec![("host_name".into(), "box".into())];
+        p.process_labels.insert(
+            2,
+            vec![
+                ("service_name".into(), "api".into()),
+                ("container_id".into(), "c0ffee".into()),
+                ("comm".into(), "not a label".into()),
+            ],
+        );
+        let proto = to_proto(&p);
+        let labels = |i: usize| -> Vec<(String, String)> {
+            proto.sample[i]
+                .label
+                .iter()
+                .filter(|l| l.str != 0)
+                .map(|l| {
+                    let s = |i: i64| proto.string_table[i as usize].clone();
+                    (s(l.key), s(l.str))
+                })
+                .collect()
+        };
+        assert_eq!(
+            labels(0),
+            [
+                ("comm".into(), "demo".into()),
+                ("host_name".into(), "box".into())
+            ]
+        );
+        assert_eq!(
+            labels(1),
+            [
+                ("comm".into(), "demo".into()),
+                ("host_name".into(), "box".into()),
+                ("service_name".into(), "api".into()),
+                ("container_id".into(), "c0ffee".into()),
+            ]
+        );
+        let back = from_proto(&proto).unwrap();
+        assert_eq!(
+            back.sample_labels(2),
+            [
+                ("host_name", "box"),
+                ("service_name", "api"),
+                ("container_id", "c0ffee")
+            ]
+        );
+        assert_eq!(back.sample_labels(1), [("host_name", "box")]);
+    }
+
+    #[test]
+    fn a_build_id_that_is_not_hex_is_read_without_panicking() {
+        let mut p = to_proto(&Profile::new(Meta::default()));
+        p.string_table.push("aé".into());
+        p.string_table.push("/x".into());
+        let n = p.string_table.len() as i64;
+        p.mapping.push(PMapping {
+            id: 1,
+            memory_start: 0,
+            memory_limit: 10,
+            file_offset: 0,
+            filename: n - 1,
+            build_id: n - 2,
+            has_functions: true,
+            has_filenames: false,
+            has_line_numbers: false,
+            has_inline_frames: false,
+        });
+        assert!(from_proto(&p).is_ok());
+    }
 }

@@ -1,7 +1,7 @@
 //! The profile model: interned frames, locations (an address and the frames it
 //! expands to, inlined ones included), mappings, weighted stacks and metadata.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, SystemTime};
 
 /// Index of a frame in [`Profile::frames`].
@@ -58,13 +58,42 @@ impl Frame {
     }
 }
 
-/// An object code was mapped from: an executable, a library, `[kernel.kallsyms]`.
+/// An object code was mapped from: an executable, a library, `[kernel.kallsyms]`;
+/// with the address range one process mapped it at, when known, so a reader can
+/// turn a location's address back into a file offset and symbolize it by build id.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Mapping {
     /// Its path (or pseudo name).
     pub path: String,
     /// Its GNU build id, when known.
     pub build_id: Option<Vec<u8>>,
+    /// First address mapped (0 with `limit` `u64::MAX`: the whole address space,
+    /// for the kernel and for input that has no ranges).
+    pub start: u64,
+    /// One past the last address mapped.
+    pub limit: u64,
+    /// File offset of `start`: an address `a` of this mapping is the file offset
+    /// `a - start + offset`.
+    pub offset: u64,
+}
+
+impl Default for Mapping {
+    fn default() -> Self {
+        Mapping {
+            path: String::new(),
+            build_id: None,
+            start: 0,
+            limit: u64::MAX,
+            offset: 0,
+        }
+    }
+}
+
+impl Mapping {
+    /// The file offset of `address`, an address in this mapping.
+    pub fn file_offset(&self, address: u64) -> u64 {
+        address.wrapping_sub(self.start).wrapping_add(self.offset)
+    }
 }
 
 /// One address of a stack and what it expands to.
@@ -147,6 +176,11 @@ pub struct Profile {
     mapping_index: HashMap<Mapping, MappingId>,
     /// Unique stacks with their counts; a stack may appear more than once (writers merge).
     pub samples: Vec<Sample>,
+    /// Labels of every sample: the host, the user's (see [`crate::labels`]).
+    pub labels: crate::Labels,
+    /// Each process's own labels, by pid: executable, cgroup, container,
+    /// service. They win over [`Profile::labels`] on a shared key.
+    pub process_labels: BTreeMap<u32, crate::Labels>,
 }
 
 fn intern<T: Clone + Eq + std::hash::Hash>(
@@ -233,9 +267,23 @@ impl Profile {
             .flat_map(|&l| self.locations[l as usize].frames.iter().copied())
     }
 
+    /// The labels of a sample of `pid` (the profile's and its process's).
+    pub fn sample_labels(&self, pid: u32) -> Vec<(&str, &str)> {
+        crate::labels::of_sample(&self.labels, &self.process_labels, pid)
+    }
+
     /// Adds `other`'s samples (and the frames, locations and mappings they use).
-    /// The metadata stays this profile's.
+    /// The metadata stays this profile's; labels are merged, `other`'s process
+    /// labels winning (a later window knows a reused pid as it is now).
     pub fn merge(&mut self, other: &Profile) {
+        for (k, v) in &other.labels {
+            if crate::labels::get(&self.labels, k).is_none() {
+                self.labels.push((k.clone(), v.clone()));
+            }
+        }
+        for (pid, labels) in &other.process_labels {
+            self.process_labels.insert(*pid, labels.clone());
+        }
         let mappings: Vec<MappingId> = other
             .mappings
             .iter()
@@ -351,7 +399,7 @@ mod tests {
         let mut p = Profile::default();
         let m = p.intern_mapping(Mapping {
             path: "/bin/demo".into(),
-            build_id: None,
+            ..Mapping::default()
         });
         let main = p.intern(Frame::named("main", FrameKind::User));
         let helper = p.intern(Frame::named("helper", FrameKind::Inline));

@@ -28,14 +28,17 @@ fn fixed_profile() -> Profile {
     let demo = p.intern_mapping(Mapping {
         path: "/opt/demo/demo".into(),
         build_id: Some(vec![0xde, 0xad, 0xbe, 0xef]),
+        ..Mapping::default()
     });
     let libc = p.intern_mapping(Mapping {
         path: "/usr/lib/x86_64-linux-gnu/libc.so.6".into(),
         build_id: None,
+        ..Mapping::default()
     });
     let kernel = p.intern_mapping(Mapping {
         path: "[kernel.kallsyms]".into(),
         build_id: None,
+        ..Mapping::default()
     });
     let frame = |p: &mut Profile, name: &str, kind, file: Option<&str>, line| {
         p.intern(Frame {

@@ -176,6 +176,8 @@ impl Plan {
             full_names: self.full_names,
             debug_info: true,
             debug_dirs: self.debug_dirs.clone(),
+            // set by the command (it knows how long it may wait)
+            debuginfod: None,
         }
     }
 

@@ -252,6 +252,38 @@ pub struct SamplingArgs {
     /// here, before /usr/lib/debug; repeatable.
     #[arg(long, value_name = "DIR")]
     pub debug_dir: Vec<PathBuf>,
+
+    // Labels and debuginfod (issue 14): docs/labels.md, docs/debuginfod.md.
+    /// Add KEY=VALUE to every sample's labels (pprof); repeatable. KEY: letters,
+    /// digits, _; `service_name=NAME` names the service of every process no
+    /// --label-rule matches (default: the executable's name).
+    #[arg(long = "label", value_name = "KEY=VALUE")]
+    pub label: Vec<String>,
+
+    /// Give the processes whose cgroup, comm or exe matches PATTERN (`*` is the
+    /// wildcard) service_name=SERVICE, e.g. `cgroup:*/nginx.service=nginx`;
+    /// repeatable, the first match wins.
+    #[arg(long = "label-rule", value_name = "WHAT:PATTERN=SERVICE")]
+    pub label_rule: Vec<String>,
+
+    #[command(flatten)]
+    pub debuginfod: DebuginfodArgs,
+}
+
+/// Where debug files of objects that lack symbols are fetched from by build id.
+#[derive(Debug, Args)]
+pub struct DebuginfodArgs {
+    /// A debuginfod server (http:// or https://) to fetch missing debug files
+    /// from, by build id; repeatable. Default: $DEBUGINFOD_URLS (space-separated).
+    /// Fetches run in the background: samples named before a file arrives stay
+    /// `object+0x…`.
+    #[arg(long = "debuginfod", value_name = "URL")]
+    pub urls: Vec<String>,
+
+    /// Where fetched debug files are kept. Default: $XDG_CACHE_HOME/flamebpf/debuginfod
+    /// (else ~/.cache/…), or /var/cache/flamebpf/debuginfod for root.
+    #[arg(long = "debuginfod-cache", value_name = "DIR")]
+    pub cache: Option<PathBuf>,
 }
 
 impl SamplingArgs {
@@ -404,6 +436,9 @@ pub struct QueryArgs {
     /// Only threads with this command name.
     #[arg(long, value_name = "NAME")]
     pub comm: Option<String>,
+
+    #[command(flatten)]
+    pub debuginfod: DebuginfodArgs,
 
     #[command(flatten)]
     pub out: OutputArgs,

@@ -23,8 +23,15 @@ use crate::symbolize::Worker;
 /// Runs the daemon; returns the command's exit status (0 without one).
 pub fn run(args: ContinuousArgs) -> Result<i32> {
     crate::cli::check_continuous(&args).map_err(anyhow::Error::msg)?;
-    // the labels' `service_name` goes here once labels are in (issue 14)
-    let service_name = export::service::service_name(None, &args.command, &args.pid);
+    crate::labels::configure(
+        crate::labels::from_args(&args.sampling.label, &args.sampling.label_rule)
+            .map_err(anyhow::Error::msg)?,
+    );
+    let service_name = export::service::service_name(
+        crate::labels::config().service_name.as_deref(),
+        &args.command,
+        &args.pid,
+    );
     let export =
         export::Settings::from_args(&args.export, service_name).map_err(anyhow::Error::msg)?;
     let plan = Plan::check(&args.sampling, CONTINUOUS)?;
@@ -46,7 +53,10 @@ pub fn run(args: ContinuousArgs) -> Result<i32> {
         .map(|settings| export::start(settings, &args.dir, &metrics))
         .transpose()?;
     // reads kallsyms on its own thread while the capture starts
-    let worker = Worker::start(plan.symbolize_options());
+    let mut symbolize_options = plan.symbolize_options();
+    symbolize_options.debuginfod =
+        crate::symbolize::debuginfod::start(&args.sampling.debuginfod, std::time::Duration::ZERO)?;
+    let worker = Worker::start(symbolize_options);
     let stop = session::stop_flag()?;
     let session = Session::start(&setup)?;
     let store = StoreConfig {

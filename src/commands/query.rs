@@ -31,9 +31,14 @@ pub fn run(args: QueryArgs) -> Result<i32> {
             bail!("--to is before --from");
         }
     }
-    let (profile, skipped) = load(&args.dir, &filter)?;
+    let (mut profile, skipped) = load(&args.dir, &filter)?;
     for s in &skipped {
         eprintln!("flamebpf: warning: {s}");
+    }
+    let wait = crate::symbolize::debuginfod::QUERY_WAIT;
+    if let Some(d) = crate::symbolize::debuginfod::start(&args.debuginfod, wait)? {
+        let symbolizer = symbolizer::Symbolizer::new(symbolizer::symbolize::Options::default());
+        (profile, _) = crate::symbolize::stored::rename(profile, &d, &symbolizer);
     }
     output::write_all(&outputs, &profile, &output::write_options(&args.out))?;
     Ok(0)

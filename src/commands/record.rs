@@ -28,6 +28,10 @@ const TICK: Duration = Duration::from_millis(100);
 pub fn run(args: RecordArgs) -> Result<i32> {
     // Everything that can be refused is refused before any event is opened.
     args.sampling.check().map_err(anyhow::Error::msg)?;
+    crate::labels::configure(
+        crate::labels::from_args(&args.sampling.label, &args.sampling.label_rule)
+            .map_err(anyhow::Error::msg)?,
+    );
     let plan = Plan::check(&args.sampling, RECORD)?;
     let outputs = output::plan(&args.out.output, args.out.format.map(Into::into))?;
     output::preflight(&outputs)?;
@@ -42,7 +46,12 @@ pub fn run(args: RecordArgs) -> Result<i32> {
     }
     session::raise_fd_limit();
     // Reads kallsyms on its own thread while the capture is set up and runs.
-    let symbolizer = symbolize::Worker::start(plan.symbolize_options());
+    let mut symbolize_options = plan.symbolize_options();
+    symbolize_options.debuginfod = crate::symbolize::debuginfod::start(
+        &args.sampling.debuginfod,
+        crate::symbolize::debuginfod::RECORD_WAIT,
+    )?;
+    let symbolizer = symbolize::Worker::start(symbolize_options);
     let stop = session::stop_flag()?;
     let mut session = Session::start(&setup)?;
     let mut dwarf = plan.dwarf_stack_bytes().map(DwarfCapture::new);

@@ -11,7 +11,9 @@
 
 use std::collections::{HashMap, HashSet};
 
+use symbolizer::history::Mapping;
 use symbolizer::objects::{Object, ObjectKind};
+use symbolizer::processes::ProcessInfo;
 use symbolizer::{Moment, ObjectId, Resolved, Tracker};
 
 use crate::capture::raw::{RawKey, RawProfile, RawStack};
@@ -36,8 +38,9 @@ impl When {
 
 /// What a user address turned out to be.
 pub(super) enum UserAddr {
-    /// An offset into a mapped object (file, vDSO).
-    Object(Resolved),
+    /// An offset into a mapped object (file, vDSO), and the mapping it lies in
+    /// (pprof writes its real range).
+    Object(Resolved, Mapping),
     /// JIT code named by the process's perf map.
     Jit(String),
     /// Nothing covers it.
@@ -58,6 +61,9 @@ pub struct Located {
     pub(super) user_addrs: UserAddrs,
     /// The objects those addresses fall in, as they were when located.
     pub(super) objects: HashMap<ObjectId, Object>,
+    /// What each sampled process was (executable and its build id, cgroup), as
+    /// captured while it lived: its labels.
+    pub(super) processes: HashMap<u32, ProcessInfo>,
 }
 
 impl Located {
@@ -73,6 +79,7 @@ impl Located {
             whens,
             user_addrs: HashMap::new(),
             objects: HashMap::new(),
+            processes: HashMap::new(),
         };
         let mut user_addrs = UserAddrs::new();
         for (c, when) in located.instances() {
@@ -86,7 +93,7 @@ impl Located {
             }
         }
         for addr in user_addrs.values() {
-            if let UserAddr::Object(r) = addr {
+            if let UserAddr::Object(r, _) = addr {
                 located
                     .objects
                     .entry(r.object)
@@ -94,6 +101,7 @@ impl Located {
             }
         }
         located.user_addrs = user_addrs;
+        located.processes = processes(&located, tracker);
         located
     }
 
@@ -112,6 +120,31 @@ impl Located {
     }
 }
 
+/// The facts of every process with samples, its executable's build id taken
+/// from the object its address space maps at the executable's path.
+fn processes(located: &Located, tracker: &Tracker) -> HashMap<u32, ProcessInfo> {
+    let mut out = HashMap::new();
+    for (c, _) in located.instances() {
+        if out.contains_key(&c.pid) {
+            continue;
+        }
+        let Some(mut info) = tracker.processes.get(c.pid).cloned() else {
+            continue;
+        };
+        if let Some(exe) = info.exe.as_deref() {
+            info.exe_build_id = tracker
+                .history
+                .current(c.pid)
+                .iter()
+                .map(|m| tracker.objects.get(m.object))
+                .find(|o| o.path == exe)
+                .and_then(|o| o.build_id.clone());
+        }
+        out.insert(c.pid, info);
+    }
+    out
+}
+
 /// Return addresses point after the call; the call itself is one byte earlier.
 /// The leaf (index 0, the sampled instruction) is not adjusted.
 pub(super) fn lookup_addr(ip: u64, index: usize) -> u64 {
@@ -123,13 +156,13 @@ pub(super) fn lookup_addr(ip: u64, index: usize) -> u64 {
 }
 
 fn classify(tracker: &Tracker, pid: u32, when: When, addr: u64) -> UserAddr {
-    let resolved = match when {
-        When::Newest => tracker.resolve(pid, addr),
-        When::At(moment) => tracker.history.resolve_in(pid, moment, addr),
+    let mapping = match when {
+        When::Newest => tracker.history.mapping(pid, addr),
+        When::At(moment) => tracker.history.mapping_in(pid, moment, addr),
     };
-    match resolved {
-        Some(r) if tracker.objects.get(r.object).kind != ObjectKind::Anonymous => {
-            UserAddr::Object(r)
+    match mapping {
+        Some(m) if tracker.objects.get(m.object).kind != ObjectKind::Anonymous => {
+            UserAddr::Object(m.resolve(addr), m)
         }
         // anonymous memory, or no mapping seen: JIT code, if a perf map names it
         _ => match tracker.jit_symbol(pid, addr) {

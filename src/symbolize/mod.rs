@@ -17,8 +17,10 @@ use symbolizer::{ObjectId, Resolved, Symbolizer};
 use crate::capture::maps::Kind;
 use crate::capture::raw::{RawKey, RawStack};
 
+pub mod debuginfod;
 mod kernel_symbols;
 mod locate;
+pub mod stored;
 mod worker;
 
 pub use locate::Located;
@@ -59,6 +61,7 @@ pub fn name(located: &Located, symbolizer: &Symbolizer, meta: Meta) -> (Profile,
     };
     let stacks = assemble_stacks(&mut profile, &instances, &names);
     push_samples(&mut profile, located, &stacks);
+    label(&mut profile, located);
     (profile, stats)
 }
 
@@ -66,8 +69,8 @@ pub fn name(located: &Located, symbolizer: &Symbolizer, meta: Meta) -> (Profile,
 struct Names<'a> {
     /// User addresses per process and address space.
     user_addrs: &'a UserAddrs,
-    /// The location of each (object, offset).
-    named: HashMap<Resolved, LocationId>,
+    /// The frames of each (object, offset), and the object's path and build id.
+    named: HashMap<Resolved, Named>,
     /// The location of each kernel address.
     kernel: HashMap<u64, LocationId>,
 }
@@ -98,7 +101,7 @@ fn name_kernel(
     let ksyms = ksyms.unwrap_or_else(|_| vec![Frames::from([]); kaddrs.len()]);
     let kernel_mapping = profile.intern_mapping(Mapping {
         path: "[kernel.kallsyms]".into(),
-        build_id: None,
+        ..Mapping::default()
     });
     let mut locations = HashMap::with_capacity(kaddrs.len());
     for (addr, syms) in kaddrs.iter().zip(ksyms) {
@@ -114,6 +117,14 @@ fn name_kernel(
     (locations, unnamed)
 }
 
+/// What one (object, offset) was named: its frames, and the object as pprof's
+/// mappings show it (`None` for anonymous memory).
+#[derive(Clone)]
+struct Named {
+    frames: Vec<FrameId>,
+    object: Option<(String, Option<Vec<u8>>)>,
+}
+
 /// Names the user addresses that fall in objects: one batch per object, shared by
 /// every process that maps it.
 fn name_user(
@@ -121,27 +132,25 @@ fn name_user(
     located: &Located,
     symbolizer: &Symbolizer,
     stats: &mut SymbolizeStats,
-) -> HashMap<Resolved, LocationId> {
+) -> HashMap<Resolved, Named> {
     let mut per_object: HashMap<ObjectId, Vec<u64>> = HashMap::new();
     for addr in located.user_addrs.values() {
-        if let UserAddr::Object(r) = addr {
+        if let UserAddr::Object(r, _) = addr {
             per_object.entry(r.object).or_default().push(r.offset);
         }
     }
-    let mut named: HashMap<Resolved, LocationId> = HashMap::new();
+    let mut named: HashMap<Resolved, Named> = HashMap::new();
     for (object, mut offsets) in per_object {
         offsets.sort_unstable();
         offsets.dedup();
         let obj = &located.objects[&object];
-        let mapping = (obj.kind != ObjectKind::Anonymous).then(|| {
-            profile.intern_mapping(Mapping {
-                path: obj.path.clone(),
-                build_id: obj.build_id.clone(),
-            })
-        });
+        let mapping =
+            (obj.kind != ObjectKind::Anonymous).then(|| (obj.path.clone(), obj.build_id.clone()));
         let none = || vec![Frames::from([]); offsets.len()];
         let syms: Vec<Frames> = match (obj.kind, obj.read_path()) {
-            (ObjectKind::File, Some(path)) => symbolizer.object(&path, &offsets),
+            (ObjectKind::File, Some(path)) => {
+                symbolizer.object_by_id(&path, obj.build_id.as_deref(), &offsets)
+            }
             (ObjectKind::Vdso, _) => symbolizer.vdso(&offsets),
             _ => Ok(none()),
         }
@@ -157,16 +166,41 @@ fn name_user(
                 };
                 vec![profile.intern(Frame::named(name, FrameKind::User))]
             });
-            let location = profile.intern_location(Location {
-                mapping,
-                address: *offset,
-                frames,
-            });
             let offset = *offset;
-            named.insert(Resolved { object, offset }, location);
+            named.insert(
+                Resolved { object, offset },
+                Named {
+                    frames,
+                    object: mapping.clone(),
+                },
+            );
         }
     }
     named
+}
+
+/// The location of a named user address: in the mapping of this process it was
+/// found in, at its own virtual address, so pprof readers see real ranges.
+fn user_location(
+    profile: &mut Profile,
+    named: &Named,
+    range: &symbolizer::history::Mapping,
+    address: u64,
+) -> LocationId {
+    let mapping = named.object.as_ref().map(|(path, build_id)| {
+        profile.intern_mapping(Mapping {
+            path: path.clone(),
+            build_id: build_id.clone(),
+            start: range.start,
+            limit: range.end,
+            offset: range.pgoff,
+        })
+    });
+    profile.intern_location(Location {
+        mapping,
+        address,
+        frames: named.frames.clone(),
+    })
 }
 
 /// Each distinct (thread, stacks, address space) as a list of locations, root
@@ -183,6 +217,7 @@ fn assemble_stacks<'a>(
     let off_cpu = profile.frame_location(Frame::named(flamegraphs::OFF_CPU, FrameKind::OffCpu));
     let runqueue = profile.frame_location(Frame::named(flamegraphs::RUNQUEUE, FrameKind::OffCpu));
     let mut stacks = HashMap::with_capacity(instances.len());
+    let mut user_locations: HashMap<(u32, When, u64), LocationId> = HashMap::new();
     for &(c, when) in instances {
         let mut stack = Vec::new();
         // the outermost frames are missing: say so where they would be
@@ -194,7 +229,11 @@ fn assemble_stacks<'a>(
                 for (i, &ip) in ips.iter().enumerate().rev() {
                     let a = lookup_addr(ip, i);
                     let location = match &names.user_addrs[&(c.pid, when, a)] {
-                        UserAddr::Object(r) => names.named[r],
+                        // one location per process, address space and address:
+                        // a stack's frames are looked up, not interned again
+                        UserAddr::Object(r, range) => *user_locations
+                            .entry((c.pid, when, a))
+                            .or_insert_with(|| user_location(profile, &names.named[r], range, a)),
                         UserAddr::Jit(name) => {
                             let frame = profile.intern(Frame::named(name.clone(), FrameKind::Jit));
                             profile.intern_location(Location {
@@ -286,6 +325,18 @@ fn push_samples(
         for ((_, c, period), &when) in timeline {
             profile.samples.push(sample(c, when, 1, *period));
         }
+    }
+}
+
+/// The labels of the profile (the run's) and of each of its processes, from the
+/// facts captured while they lived.
+fn label(profile: &mut Profile, located: &Located) {
+    let config = crate::labels::config();
+    profile.labels = config.common.clone();
+    for s in &profile.samples {
+        profile.process_labels.entry(s.pid).or_insert_with(|| {
+            crate::labels::of_process(config, located.processes.get(&s.pid), &s.comm)
+        });
     }
 }
 

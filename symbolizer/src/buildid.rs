@@ -61,6 +61,105 @@ pub fn read(file: &File) -> Option<Vec<u8>> {
     None
 }
 
+/// The most section headers looked at.
+const MAX_SHDRS: usize = 4096;
+const SHT_NOTE: u32 = 7;
+const PT_LOAD: u32 = 1;
+
+/// The ELF header of a 64-bit little-endian file.
+fn header(file: &File) -> Option<[u8; 64]> {
+    let mut header = [0u8; 64];
+    file.read_exact_at(&mut header, 0).ok()?;
+    (&header[..4] == b"\x7fELF" && header[4] == 2 && header[5] == 1).then_some(header)
+}
+
+/// The build id of a file whose program headers may not lead to it: a debug
+/// file (`objcopy --only-keep-debug`, what debuginfod serves) keeps its notes
+/// in sections. Tries the segments, then the note sections.
+pub fn read_any(file: &File) -> Option<Vec<u8>> {
+    if let Some(id) = read(file) {
+        return Some(id);
+    }
+    let header = header(file)?;
+    let shoff = u64_at(&header, 40)?;
+    let shentsize = usize::from(u16_at(&header, 58)?);
+    let shnum = usize::from(u16_at(&header, 60)?).min(MAX_SHDRS);
+    if shentsize < 64 || shoff == 0 {
+        return None;
+    }
+    let mut shdrs = vec![0u8; shentsize * shnum];
+    file.read_exact_at(&mut shdrs, shoff).ok()?;
+    for sh in shdrs.chunks_exact(shentsize) {
+        if u32_at(sh, 4)? != SHT_NOTE {
+            continue;
+        }
+        let (offset, size) = (u64_at(sh, 24)?, u64_at(sh, 32)?);
+        if size == 0 || size > MAX_NOTES {
+            continue;
+        }
+        let mut notes = vec![0u8; size as usize];
+        if file.read_exact_at(&mut notes, offset).is_err() {
+            continue;
+        }
+        if let Some(id) = find_build_id(&notes) {
+            return Some(id);
+        }
+    }
+    None
+}
+
+/// A loadable segment: `filesz` bytes at file offset `offset` are mapped at
+/// virtual address `vaddr`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Segment {
+    /// `p_offset`.
+    pub offset: u64,
+    /// `p_vaddr`.
+    pub vaddr: u64,
+    /// `p_filesz`.
+    pub filesz: u64,
+}
+
+/// The PT_LOAD segments of a 64-bit little-endian ELF file (bounded reads).
+pub fn load_segments(file: &File) -> Vec<Segment> {
+    let Some(header) = header(file) else {
+        return Vec::new();
+    };
+    let (Some(phoff), Some(phentsize), Some(phnum)) = (
+        u64_at(&header, 32),
+        u16_at(&header, 54).map(usize::from),
+        u16_at(&header, 56).map(|n| usize::from(n).min(MAX_PHDRS)),
+    ) else {
+        return Vec::new();
+    };
+    if phentsize < 56 {
+        return Vec::new();
+    }
+    let mut phdrs = vec![0u8; phentsize * phnum];
+    if file.read_exact_at(&mut phdrs, phoff).is_err() {
+        return Vec::new();
+    }
+    phdrs
+        .chunks_exact(phentsize)
+        .filter(|ph| u32_at(ph, 0) == Some(PT_LOAD))
+        .filter_map(|ph| {
+            Some(Segment {
+                offset: u64_at(ph, 8)?,
+                vaddr: u64_at(ph, 16)?,
+                filesz: u64_at(ph, 32)?,
+            })
+        })
+        .collect()
+}
+
+/// The virtual address (as the ELF file lays it out) of a file offset.
+pub fn virtual_address(segments: &[Segment], file_offset: u64) -> Option<u64> {
+    segments
+        .iter()
+        .find(|s| s.offset <= file_offset && file_offset - s.offset < s.filesz)
+        .map(|s| s.vaddr + (file_offset - s.offset))
+}
+
 /// The NT_GNU_BUILD_ID note's descriptor in a note segment.
 fn find_build_id(notes: &[u8]) -> Option<Vec<u8>> {
     let align4 = |n: usize| n.checked_add(3).map(|n| n & !3);
@@ -110,6 +209,34 @@ mod tests {
     }
 
     #[test]
+    fn a_debug_only_file_has_its_build_id_in_sections() {
+        let dir = tempfile::tempdir().unwrap();
+        let debug = dir.path().join("ls.debug");
+        let ok = std::process::Command::new("objcopy")
+            .arg("--only-keep-debug")
+            .arg("/bin/ls")
+            .arg(&debug)
+            .status()
+            .expect("objcopy (binutils) runs");
+        assert!(ok.success());
+        let ls = read(&File::open("/bin/ls").unwrap());
+        assert!(ls.is_some());
+        assert_eq!(read_any(&File::open(&debug).unwrap()), ls);
+    }
+
+    #[test]
+    fn file_offsets_become_virtual_addresses_through_the_segments() {
+        let segs = load_segments(&File::open("/bin/ls").unwrap());
+        assert!(!segs.is_empty());
+        let text = segs[1];
+        assert_eq!(
+            virtual_address(&segs, text.offset + 5),
+            Some(text.vaddr + 5)
+        );
+        assert_eq!(virtual_address(&[], 5), None);
+    }
+
+    #[test]
     fn garbage_and_truncated_files_have_none() {
         let ls = std::fs::read("/bin/ls").unwrap();
         for bytes in [
@@ -123,6 +250,8 @@ mod tests {
             f.write_all(&bytes).unwrap();
             // anything but a panic; a cut file may still hold its notes
             let _ = read(&f);
+            let _ = read_any(&f);
+            let _ = load_segments(&f);
         }
         let mut f = tempfile::tempfile().unwrap();
         f.write_all(&vec![0xffu8; 4096]).unwrap();

@@ -261,6 +261,12 @@ impl MappingHistory {
     /// Resolves `addr` in `pid`'s address space. Samples aggregated in the kernel carry
     /// no timestamp, so the newest generation that maps the address wins.
     pub fn resolve(&self, pid: u32, addr: u64) -> Option<Resolved> {
+        self.mapping(pid, addr).map(|m| m.resolve(addr))
+    }
+
+    /// The mapping [`MappingHistory::resolve`] resolves `addr` in: where pprof's
+    /// mappings get their real address ranges.
+    pub fn mapping(&self, pid: u32, addr: u64) -> Option<Mapping> {
         let proc = self.procs.get(&pid)?;
         proc.generations
             .iter()
@@ -296,6 +302,11 @@ impl MappingHistory {
     /// covered after it, if one holds `addr` (that was what `addr` meant then),
     /// else in the mappings live now.
     pub fn resolve_in(&self, pid: u32, moment: Moment, addr: u64) -> Option<Resolved> {
+        self.mapping_in(pid, moment, addr).map(|m| m.resolve(addr))
+    }
+
+    /// The mapping [`MappingHistory::resolve_in`] resolves `addr` in.
+    pub fn mapping_in(&self, pid: u32, moment: Moment, addr: u64) -> Option<Mapping> {
         let gen = self.procs.get(&pid)?.generations.get(moment.generation)?;
         let after = gen
             .replaced
@@ -303,20 +314,24 @@ impl MappingHistory {
         gen.replaced[after..]
             .iter()
             .find(|(m, _)| m.start <= addr && addr < m.end)
-            .map(|(m, _)| Resolved {
-                object: m.object,
-                offset: m.pgoff + (addr - m.start),
-            })
+            .map(|(m, _)| *m)
             .or_else(|| lookup(&gen.maps, addr))
     }
 }
 
-fn lookup(maps: &BTreeMap<u64, Mapping>, addr: u64) -> Option<Resolved> {
+impl Mapping {
+    /// `addr`, which this mapping covers, as (object, file offset).
+    pub fn resolve(&self, addr: u64) -> Resolved {
+        Resolved {
+            object: self.object,
+            offset: self.pgoff + (addr - self.start),
+        }
+    }
+}
+
+fn lookup(maps: &BTreeMap<u64, Mapping>, addr: u64) -> Option<Mapping> {
     let (_, m) = maps.range(..=addr).next_back()?;
-    (addr < m.end).then(|| Resolved {
-        object: m.object,
-        offset: m.pgoff + (addr - m.start),
-    })
+    (addr < m.end).then_some(*m)
 }
 
 /// Inserts `new`, trimming or splitting the mappings it overlaps; returns the

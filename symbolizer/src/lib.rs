@@ -10,14 +10,17 @@
 //!   lives, and [`symbolize`] names (object, offset) pairs and kernel addresses with
 //!   blazesym, one cache per object.
 //!
-//! [`Tracker`] ties the first three together for the capture loop.
+//! [`Tracker`] ties the first three together for the capture loop, with
+//! [`processes`]: what each process was (executable, cgroup) while it lived.
 
 pub mod buildid;
+pub mod debuginfod;
 pub mod history;
 pub mod kallsyms;
 pub mod names;
 pub mod objects;
 pub mod perfmap;
+pub mod processes;
 pub mod procmaps;
 pub mod records;
 pub mod symbolize;

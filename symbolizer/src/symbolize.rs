@@ -41,6 +41,9 @@ pub struct Options {
     /// Keep C++ parameter lists and return types and Rust hashes in names
     /// (see [`crate::names`] for the short form).
     pub full_names: bool,
+    /// Where debug files of objects without symbols are fetched from by build
+    /// id ([`Symbolizer::object_by_id`]).
+    pub debuginfod: Option<std::sync::Arc<crate::debuginfod::Debuginfod>>,
 }
 
 impl Default for Options {
@@ -50,6 +53,7 @@ impl Default for Options {
             debug_info: true,
             debug_dirs: Vec::new(),
             full_names: false,
+            debuginfod: None,
         }
     }
 }
@@ -220,6 +224,64 @@ impl Symbolizer {
     /// Names file offsets of the ELF object at `path`. Offsets named before are
     /// answered from the cache; the rest go to blazesym in one batch.
     pub fn object(&self, path: &Path, offsets: &[u64]) -> Result<Vec<Frames>, Error> {
+        self.names(path, offsets, false)
+    }
+
+    /// [`Symbolizer::object`], then, for the offsets nothing named, the debug
+    /// file of `build_id` from debuginfod when one is configured and has it now
+    /// (or within its wait budget): a stripped object's functions get their
+    /// names once the file arrived. The debug file is read by virtual address,
+    /// which the object's own segments give: a debug-only file's segments may
+    /// have no file contents to map offsets through.
+    pub fn object_by_id(
+        &self,
+        path: &Path,
+        build_id: Option<&[u8]>,
+        offsets: &[u64],
+    ) -> Result<Vec<Frames>, Error> {
+        let mut frames = self.object(path, offsets)?;
+        let (Some(debuginfod), Some(id)) = (&self.options.debuginfod, build_id) else {
+            return Ok(frames);
+        };
+        let unnamed: Vec<usize> = (0..frames.len())
+            .filter(|&i| frames[i].is_empty())
+            .collect();
+        if unnamed.is_empty() {
+            return Ok(frames);
+        }
+        let Some(debug) = debuginfod.debug_file(id) else {
+            return Ok(frames);
+        };
+        let segments = std::fs::File::open(path)
+            .map(|f| crate::buildid::load_segments(&f))
+            .unwrap_or_default();
+        let found: Vec<(usize, u64)> = unnamed
+            .iter()
+            .filter_map(|&i| crate::buildid::virtual_address(&segments, offsets[i]).map(|v| (i, v)))
+            .collect();
+        let virt: Vec<u64> = found.iter().map(|&(_, v)| v).collect();
+        // a debug file that cannot be read leaves the names as they were
+        if let Ok(named) = self.names(&debug, &virt, true) {
+            for ((i, _), f) in found.iter().zip(named) {
+                frames[*i] = f;
+            }
+        }
+        Ok(frames)
+    }
+
+    /// Names virtual addresses (as the ELF file lays them out) of a debug file.
+    pub fn debug_file(&self, path: &Path, addrs: &[u64]) -> Result<Vec<Frames>, Error> {
+        self.names(path, addrs, true)
+    }
+
+    /// Names `offsets` of the ELF file at `path`: file offsets, or virtual
+    /// addresses with `virtual_addrs` (a file is only ever read one way).
+    fn names(
+        &self,
+        path: &Path,
+        offsets: &[u64],
+        virtual_addrs: bool,
+    ) -> Result<Vec<Frames>, Error> {
         self.last_used
             .borrow_mut()
             .insert(path.to_path_buf(), self.round);
@@ -241,13 +303,18 @@ impl Symbolizer {
             let mut elf = Elf::new(path);
             elf.debug_syms = self.options.debug_info;
             let src = Source::Elf(elf);
-            let syms = self
-                .inner
-                .symbolize(&src, Input::FileOffset(&missing))
-                .map_err(|source| Error::ObjectUnreadable {
-                    path: path.to_path_buf(),
-                    source,
-                })?;
+            let input = if virtual_addrs {
+                Input::VirtOffset(missing.as_slice())
+            } else {
+                Input::FileOffset(missing.as_slice())
+            };
+            let syms =
+                self.inner
+                    .symbolize(&src, input)
+                    .map_err(|source| Error::ObjectUnreadable {
+                        path: path.to_path_buf(),
+                        source,
+                    })?;
             for (o, sym) in missing.iter().zip(syms) {
                 known.insert(*o, frames(sym, self.options.full_names));
             }

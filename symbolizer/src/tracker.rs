@@ -7,6 +7,7 @@ use std::io;
 use crate::history::{Mapping, MappingHistory, Resolved};
 use crate::objects::{ObjectId, ObjectStore, ANONYMOUS};
 use crate::perfmap::PerfMaps;
+use crate::processes::Processes;
 use crate::procmaps;
 use crate::records::{FileId, Record};
 
@@ -21,6 +22,9 @@ pub struct Tracker {
     pub objects: ObjectStore,
     /// JIT symbol maps of processes with anonymous executable memory.
     pub perf_maps: PerfMaps,
+    /// Executable, command name and cgroup of each process, read at first sight
+    /// and at exec: the labels of its samples.
+    pub processes: Processes,
     /// Processes with anonymous executable memory: where JIT code can be.
     jit_pids: BTreeSet<u32>,
     /// Processes whose address space changed since [`Tracker::take_changed`].
@@ -35,6 +39,7 @@ impl Tracker {
             history: MappingHistory::new(),
             objects: ObjectStore::new(),
             perf_maps: PerfMaps::new(),
+            processes: Processes::new(),
             jit_pids: BTreeSet::new(),
             changed: BTreeSet::new(),
             lost_records: 0,
@@ -54,9 +59,11 @@ impl Tracker {
                     .map_at(m.pid, m.start, m.len, m.pgoff, id, m.time);
                 self.note_object(m.pid, id);
                 self.changed.insert(m.pid);
+                self.processes.first_sight(m.pid);
             }
             Record::Comm(c) if c.exec => {
                 self.history.exec(c.pid, c.time);
+                self.processes.exec(c.pid, &c.comm);
                 self.changed.insert(c.pid);
             }
             Record::Comm(_) => {}
@@ -64,6 +71,7 @@ impl Tracker {
                 self.history.fork(t.ppid, t.pid, t.time);
                 if t.ppid != t.pid {
                     self.changed.insert(t.pid);
+                    self.processes.fork(t.ppid, t.pid);
                 }
             }
             Record::Exit(t) => {
@@ -106,6 +114,7 @@ impl Tracker {
             self.jit_pids.remove(pid);
             self.perf_maps.forget(*pid);
         }
+        self.processes.forget(&gone);
         let in_use = self.history.objects_in_use();
         self.objects.prune(&in_use)
     }
@@ -118,6 +127,7 @@ impl Tracker {
     /// Adds what `/proc/PID/maps` says of a process that was running before
     /// tracking started.
     pub fn snapshot(&mut self, pid: u32) -> io::Result<()> {
+        self.processes.first_sight(pid);
         for m in procmaps::read(pid)?.into_iter().filter(|m| m.exec) {
             let file = FileId::Inode {
                 major: m.major,
