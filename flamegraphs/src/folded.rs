@@ -45,6 +45,7 @@ pub fn frame_label(frame: &Frame, lines: bool) -> String {
         FrameKind::Kernel => name.push_str("_[k]"),
         FrameKind::Inline => name.push_str("_[i]"),
         FrameKind::Jit => name.push_str("_[j]"),
+        FrameKind::Python => name.push_str("_[p]"),
         FrameKind::User | FrameKind::OffCpu => {}
     }
     name
@@ -100,7 +101,7 @@ pub fn write<W: Write>(profile: &Profile, with_lines: bool, out: W) -> Result<()
 }
 
 /// A frame as a folded file names it: `_[k]` marks the kernel, `_[i]` inlined code,
-/// `_[j]` JIT code (which is user code here); `[off-cpu]` and `[runqueue]` end
+/// `_[j]` JIT code (which is user code here), `_[p]` a Python function; `[off-cpu]` and `[runqueue]` end
 /// stacks of off-CPU time.
 fn parse_frame(name: &str) -> Frame {
     if name == crate::OFF_CPU || name == crate::RUNQUEUE {
@@ -111,6 +112,8 @@ fn parse_frame(name: &str) -> Frame {
         Frame::named(n, FrameKind::Inline)
     } else if let Some(n) = name.strip_suffix("_[j]") {
         Frame::named(n, FrameKind::Jit)
+    } else if let Some(n) = name.strip_suffix("_[p]") {
+        Frame::named(n, FrameKind::Python)
     } else {
         Frame::named(name, FrameKind::User)
     }

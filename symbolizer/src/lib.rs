@@ -19,6 +19,7 @@ pub mod names;
 pub mod objects;
 pub mod perfmap;
 pub mod procmaps;
+pub mod python;
 pub mod records;
 pub mod symbolize;
 mod tracker;

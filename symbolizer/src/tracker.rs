@@ -8,6 +8,7 @@ use crate::history::{Mapping, MappingHistory, Resolved};
 use crate::objects::{ObjectId, ObjectStore, ANONYMOUS};
 use crate::perfmap::PerfMaps;
 use crate::procmaps;
+use crate::python::PythonNames;
 use crate::records::{FileId, Record};
 
 const PROT_EXEC: u32 = 4;
@@ -21,6 +22,8 @@ pub struct Tracker {
     pub objects: ObjectStore,
     /// JIT symbol maps of processes with anonymous executable memory.
     pub perf_maps: PerfMaps,
+    /// Names of the Python code objects of processes that run CPython.
+    pub python: PythonNames,
     /// Processes with anonymous executable memory: where JIT code can be.
     jit_pids: BTreeSet<u32>,
     /// Processes whose address space changed since [`Tracker::take_changed`].
@@ -35,6 +38,7 @@ impl Tracker {
             history: MappingHistory::new(),
             objects: ObjectStore::new(),
             perf_maps: PerfMaps::new(),
+            python: PythonNames::default(),
             jit_pids: BTreeSet::new(),
             changed: BTreeSet::new(),
             lost_records: 0,
@@ -105,6 +109,7 @@ impl Tracker {
         for pid in &gone {
             self.jit_pids.remove(pid);
             self.perf_maps.forget(*pid);
+            self.python.forget(*pid);
         }
         let in_use = self.history.objects_in_use();
         self.objects.prune(&in_use)
