@@ -11,7 +11,10 @@
 
 use std::collections::{HashMap, HashSet};
 
+use std::sync::Arc;
+
 use symbolizer::objects::{Object, ObjectKind};
+use symbolizer::python::{code_of, is_python, CodeName};
 use symbolizer::{Moment, ObjectId, Resolved, Tracker};
 
 use crate::capture::raw::{RawKey, RawProfile, RawStack};
@@ -40,6 +43,8 @@ pub(super) enum UserAddr {
     Object(Resolved),
     /// JIT code named by the process's perf map.
     Jit(String),
+    /// A Python frame (its code object named while the process lived, or not).
+    Python(Option<Arc<CodeName>>),
     /// Nothing covers it.
     Unknown,
 }
@@ -113,9 +118,10 @@ impl Located {
 }
 
 /// Return addresses point after the call; the call itself is one byte earlier.
-/// The leaf (index 0, the sampled instruction) is not adjusted.
+/// The leaf (index 0, the sampled instruction) is not adjusted, nor are Python
+/// frames, which are no addresses.
 pub(super) fn lookup_addr(ip: u64, index: usize) -> u64 {
-    if index == 0 {
+    if index == 0 || is_python(ip) {
         ip
     } else {
         ip.saturating_sub(1)
@@ -123,6 +129,9 @@ pub(super) fn lookup_addr(ip: u64, index: usize) -> u64 {
 }
 
 fn classify(tracker: &Tracker, pid: u32, when: When, addr: u64) -> UserAddr {
+    if is_python(addr) {
+        return UserAddr::Python(tracker.python.name(pid, code_of(addr)).cloned());
+    }
     let resolved = match when {
         When::Newest => tracker.resolve(pid, addr),
         When::At(moment) => tracker.history.resolve_in(pid, moment, addr),

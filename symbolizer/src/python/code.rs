@@ -82,7 +82,12 @@ pub fn read_str(mem: &dyn Memory, l: &Layout, addr: u64) -> Option<String> {
         return None;
     }
     let chars = (length as usize).min(MAX_CHARS);
-    let data = addr + u64::from(if ascii == 1 { l.ascii_size } else { l.compact_size });
+    let data = addr
+        + u64::from(if ascii == 1 {
+            l.ascii_size
+        } else {
+            l.compact_size
+        });
     let mut bytes = vec![0u8; chars * kind as usize];
     if !mem.read(data, &mut bytes) {
         return None;

@@ -107,7 +107,9 @@ impl Interpreter {
             .segments
             .iter()
             .find(|&&(off, size, _)| size > 0 && pgoff >= off & !0xfff && pgoff < off + size)?;
-        let bias = start.wrapping_sub(pgoff).wrapping_sub(vaddr.wrapping_sub(off));
+        let bias = start
+            .wrapping_sub(pgoff)
+            .wrapping_sub(vaddr.wrapping_sub(off));
         Some(self.runtime.wrapping_add(bias))
     }
 }
@@ -132,10 +134,17 @@ mod tests {
             layout: Err(String::new()),
             runtime: 0x5a_0000,
             // text at file 0x1000.. vaddr 0x1000..; data at file 0x3f_0000, vaddr 0x3f_1000
-            segments: vec![(0, 0x1000, 0), (0x1000, 0x20_0000, 0x1000), (0x3f_0000, 0x20_0000, 0x3f_1000)],
+            segments: vec![
+                (0, 0x1000, 0),
+                (0x1000, 0x20_0000, 0x1000),
+                (0x3f_0000, 0x20_0000, 0x3f_1000),
+            ],
         };
         // text mapped at 0x7f00_0000_1000 from offset 0x1000: bias 0x7f00_0000_0000
-        assert_eq!(i.runtime_at(0x7f00_0000_1000, 0x1000), Some(0x7f00_005a_0000));
+        assert_eq!(
+            i.runtime_at(0x7f00_0000_1000, 0x1000),
+            Some(0x7f00_005a_0000)
+        );
         // a non-PIE executable mapped where it was linked
         assert_eq!(i.runtime_at(0x1000, 0x1000), Some(0x5a_0000));
         assert_eq!(i.runtime_at(0x1000, 0x90_0000), None);
@@ -144,7 +153,8 @@ mod tests {
     #[test]
     fn the_machines_pythons_are_found_where_present() {
         let home = std::env::var("HOME").unwrap_or_default();
-        let pyenv = |v: &str, m: &str| format!("{home}/.pyenv/versions/{v}/lib/libpython{m}.so.1.0");
+        let pyenv =
+            |v: &str, m: &str| format!("{home}/.pyenv/versions/{v}/lib/libpython{m}.so.1.0");
         for (path, want) in [
             ("/usr/bin/python3.11".to_string(), (3, 11)),
             (pyenv("3.10.13", "3.10"), (3, 10)),
@@ -163,6 +173,8 @@ mod tests {
                 assert_eq!((l.interp_head, l.tstate_frame), (632, 72), "{path}");
             }
         }
-        assert!(Interpreter::inspect(Path::new("/bin/sh")).unwrap().is_none());
+        assert!(Interpreter::inspect(Path::new("/bin/sh"))
+            .unwrap()
+            .is_none());
     }
 }

@@ -165,6 +165,9 @@ mod tests {
     fn words_say_what_they_are() {
         assert!(is_python(FRAME_BIT | 5));
         assert!(!is_python(0x7fff_0000_1000));
-        assert_eq!(code_of(FRAME_BIT | ENTRY_BIT | 0x7f00_1234_5678), 0x7f00_1234_5678);
+        assert_eq!(
+            code_of(FRAME_BIT | ENTRY_BIT | 0x7f00_1234_5678),
+            0x7f00_1234_5678
+        );
     }
 }
