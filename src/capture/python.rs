@@ -8,7 +8,7 @@
 //! A version it cannot read is left to native unwinding and said once.
 
 use std::cell::RefCell;
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::PathBuf;
 use std::rc::Rc;
 
@@ -41,8 +41,9 @@ pub struct Python {
     inspected: HashMap<PathBuf, Option<Interpreter>>,
     /// What each process was found to run.
     found: HashMap<u32, Found>,
-    /// Why versions were refused, each said once.
-    pub refused: BTreeSet<String>,
+    /// Interpreters that cannot be read (object, why), with the processes
+    /// that ran them.
+    refused: BTreeMap<(String, String), BTreeSet<u32>>,
 }
 
 impl Python {
@@ -64,7 +65,7 @@ impl Python {
             events,
             inspected: HashMap::new(),
             found: HashMap::new(),
-            refused: BTreeSet::new(),
+            refused: BTreeMap::new(),
         })
     }
 
@@ -86,6 +87,20 @@ impl Python {
             self.look_at(pid, tracker, procs)?;
         }
         self.name_new(tracker)
+    }
+
+    /// One line per interpreter that could not be read, for the summary.
+    pub fn refusals(&self) -> Vec<String> {
+        self.refused
+            .iter()
+            .map(|((object, why), pids)| {
+                let pids: Vec<String> = pids.iter().map(u32::to_string).collect();
+                format!(
+                    "Python of {object} is profiled natively (pid {}): {why}",
+                    pids.join(", ")
+                )
+            })
+            .collect()
     }
 
     /// Names the code objects of the stacks the ring holds now.
@@ -149,10 +164,10 @@ impl Python {
             return match (&interp.layout, interp.runtime_at(m.start, m.pgoff)) {
                 (Ok(layout), Some(runtime)) => Found::Python(*layout, runtime),
                 (Err(why), _) => {
-                    self.refused.insert(format!(
-                        "Python in pid {pid} ({}) is profiled natively: {why}",
-                        obj.short_name()
-                    ));
+                    self.refused
+                        .entry((obj.short_name().to_string(), why.clone()))
+                        .or_default()
+                        .insert(pid);
                     Found::Refused
                 }
                 (Ok(_), None) => Found::Refused,

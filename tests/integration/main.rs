@@ -17,6 +17,7 @@ mod kernel;
 mod names;
 mod offcpu;
 mod outputs;
+mod python;
 mod stacks;
 mod symbols;
 mod system;
