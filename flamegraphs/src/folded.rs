@@ -37,8 +37,14 @@ pub fn frame_label(frame: &Frame, lines: bool) -> String {
     let mut name = sanitize(&frame.name);
     if lines {
         if let (Some(file), Some(line)) = (&frame.file, frame.line) {
-            let base = file.rsplit('/').next().unwrap_or(file);
-            name.push_str(&format!(" ({}:{line})", sanitize(base)));
+            let base = sanitize(file.rsplit('/').next().unwrap_or(file));
+            // a Python function is named `function (file.py)`: the line goes in
+            // the parentheses there are
+            let bare = format!(" ({base})");
+            if frame.kind == FrameKind::Python && name.ends_with(&bare) {
+                name.truncate(name.len() - bare.len());
+            }
+            name.push_str(&format!(" ({base}:{line})"));
         }
     }
     match frame.kind {
@@ -222,6 +228,23 @@ mod tests {
             count,
             weight: count * 10,
         });
+    }
+
+    #[test]
+    fn python_frames_are_marked_and_take_their_line_in_their_parentheses() {
+        let f = Frame {
+            name: "Worker.run (w.py)".into(),
+            kind: FrameKind::Python,
+            file: Some("/app/w.py".into()),
+            line: Some(12),
+        };
+        assert_eq!(frame_label(&f, false), "Worker.run (w.py)_[p]");
+        assert_eq!(frame_label(&f, true), "Worker.run (w.py:12)_[p]");
+        let back = parse_frame("Worker.run (w.py)_[p]");
+        assert_eq!(
+            (back.name.as_str(), back.kind),
+            ("Worker.run (w.py)", FrameKind::Python)
+        );
     }
 
     #[test]

@@ -350,6 +350,31 @@ mod tests {
     }
 
     #[test]
+    fn python_frames_have_their_own_colour() {
+        let mut p = Profile::new(Meta::default());
+        let f = p.frame_location(Frame::named("heavy (split.py)", FrameKind::Python));
+        let main = p.frame_location(Frame::named("main", FrameKind::User));
+        p.samples.push(Sample {
+            pid: 1,
+            tid: 1,
+            comm: "python3".into(),
+            stack: vec![main, f],
+            count: 5,
+            weight: 5,
+        });
+        let mut out = Vec::new();
+        write(&p, &SvgOptions::default(), false, &mut out).unwrap();
+        let svg = String::from_utf8(out).unwrap();
+        let at = svg
+            .find("<title>heavy (split.py)_[p]")
+            .expect("the Python frame");
+        let rest = &svg[at..];
+        let end = rest.find("</g>").unwrap();
+        assert!(rest[..end].contains(PYTHON_FILL), "{}", &rest[..end]);
+        assert_eq!(svg.matches(PYTHON_FILL).count(), 1, "only the Python frame");
+    }
+
+    #[test]
     fn control_bytes_in_names_give_well_formed_xml() {
         let mut p = profile();
         let nul = p.frame_location(Frame::named("a\0b\x01c\x1b\u{fffe}", FrameKind::User));

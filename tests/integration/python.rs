@@ -58,8 +58,16 @@ fn frames(stack: &[String]) -> &[String] {
 fn python_split_3_to_1_is_within_3_points_of_the_truth_and_of_py_spy() {
     require_bpf!();
     let split = script("split.py");
-    let c = record(&["-F", "999"], &[SYSTEM_PYTHON, &split, "3"]);
+    let c = record(
+        &["-F", "999", "-o", "{dir}/split.svg"],
+        &[SYSTEM_PYTHON, &split, "3"],
+    );
     let f = &c.folded;
+    let svg = std::fs::read_to_string(c.dir.path().join("split.svg")).unwrap();
+    assert!(
+        svg.contains("heavy (split.py)_[p]") && svg.contains(flamegraphs::svg::PYTHON_FILL),
+        "Python frames in the SVG, in their own colour"
+    );
     let (heavy, light) = (
         f.with_frame(&py("heavy", "split.py")),
         f.with_frame(&py("light", "split.py")),
@@ -230,9 +238,13 @@ fn python_threads_each_have_their_own_stack() {
 #[test]
 fn python_a_300_ms_script_is_named() {
     require_bpf!();
-    let c = record(&["-F", "999"], &[SYSTEM_PYTHON, &script("brief.py")]);
+    let c = record(
+        &["-F", "999", "--lines"],
+        &[SYSTEM_PYTHON, &script("brief.py")],
+    );
     let f = &c.folded;
-    let brief = f.with_frame(&py("brief", "brief.py"));
+    // with --lines, the function's first line
+    let brief = f.with_frame(&py("brief", "brief.py:5"));
     let unknown = f.with_frame("[unknown]_[p]");
     eprintln!("brief {brief}, unnamed Python frames {unknown}");
     // 300 ms of wall time; on a loaded machine the script gets less CPU
