@@ -214,10 +214,15 @@ enum flamebpf_py_model {
 	/* the most threads of one interpreter searched for the sampled one */
 	PY_MAX_THREADS = 64,
 	/* A Python frame in a user stack: bit 63 set (no user address has it),
-	 * bit 62 set on the first frame of a run of the evaluation loop, the code
-	 * object's address in the low 48 bits. Code 0 with bit 62: an empty run. */
+	 * bit 62 set on the first frame of a run of the evaluation loop, bits
+	 * 48-61 a fingerprint of the frame's globals (a code object freed and
+	 * another of another module made at its address are two frames), the
+	 * code object's address in the low 48 bits. Code 0 with bit 62: an empty
+	 * run. */
 	PY_FRAME_BIT = 63,
 	PY_ENTRY_BIT = 62,
+	PY_GLOBALS_SHIFT = 48,
+	PY_GLOBALS_MASK = 0x3fff,
 };
 
 /* Where a process's CPython keeps what the Python walk reads: the address of
@@ -236,8 +241,10 @@ struct py_process {
 	__u16 frame_previous;   /* f_back (3.10), previous */
 	__u16 frame_code;       /* f_code, f_executable (3.13) */
 	__u16 frame_flag;       /* is_entry (3.11), owner (3.12+) */
+	__u16 frame_globals;    /* f_globals: its dict tells code objects that
+				 * took turns at one address apart */
 	__u8 model;             /* enum flamebpf_py_model */
-	__u8 pad[5];
+	__u8 pad[3];
 };
 
 /* Sent when a sample's stack with Python frames is not in the aggregate yet:

@@ -4,7 +4,8 @@
  * not on the C stack, so no native unwinding sees them. After the CFI walk, a
  * sample of a process userspace found a readable CPython in (`py_procs`) reads the
  * sampled thread's frame chain and appends one word per Python frame to the user
- * stack (code object address, flags: profile.h's PY_FRAME_BIT and PY_ENTRY_BIT);
+ * stack (code object address, a fingerprint of its globals, flags: profile.h's
+ * PY_FRAME_BIT and PY_ENTRY_BIT);
  * the words enter the stack's hash like any frame, so the aggregate stays in the
  * kernel. Userspace names the code objects and puts each run of Python frames in
  * place of the native evaluation-loop frame that ran it (src/symbolize/python.rs).
@@ -77,7 +78,7 @@ struct py_walk {
 	__u32 last;            /* where the last Python frame went */
 	__u32 written;         /* Python words written */
 	__u32 run;             /* frames written since the last run began */
-	__u16 off_previous, off_code, off_flag, off_next, off_thread_id, pad;
+	__u16 off_previous, off_code, off_flag, off_globals, off_next, off_thread_id;
 	__u8 model;
 	__u8 outcome; /* a STAT_PY_* class once ended; 0 while it goes */
 	__u8 pad2[6];
@@ -115,11 +116,14 @@ __noinline int py_step(struct py_walk *w)
 	 * keep every index inside the array for the verifier */
 	__u32 ip = (w->off_previous >> 3) & (PY_SLOTS - 1);
 	__u32 ic = (w->off_code >> 3) & (PY_SLOTS - 1);
+	__u32 ig = (w->off_globals >> 3) & (PY_SLOTS - 1);
 	__u32 fl = w->off_flag & (PY_SLOTS * 8 - 1);
 	__u64 code = w->words[ic];
 	w->frame = w->words[ip];
 	__u8 flag = w->words[fl >> 3] >> ((fl & 7) * 8);
-	__u64 word = PY_FRAME | (code & PY_ADDR_MASK);
+	__u64 g = w->words[ig];
+	__u64 word = PY_FRAME | (code & PY_ADDR_MASK) |
+		     ((((g >> 4) ^ (g >> 18)) & PY_GLOBALS_MASK) << PY_GLOBALS_SHIFT);
 	if (w->model == PY_MODEL_CSTACK && flag == PY_OWNED_BY_CSTACK) {
 		/* the frame below a run: the run's first frame is the last one
 		 * written, or, when the run has none yet, an empty run is said */
@@ -244,6 +248,7 @@ static __always_inline __u32 python_stack(__u32 room, __u32 tgid, __u32 *n, __u6
 	w->off_previous = p->frame_previous;
 	w->off_code = p->frame_code;
 	w->off_flag = p->frame_flag;
+	w->off_globals = p->frame_globals;
 	w->off_next = p->tstate_next;
 	w->off_thread_id = p->tstate_thread_id;
 	w->frame = py_first_frame(w, p, (__u32)bpf_get_current_pid_tgid());

@@ -24,8 +24,9 @@ use super::skel::types::{flamebpf_py_model, py_process, py_stack_event};
 /// What was found in a process.
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Found {
-    /// Read with this layout, its runtime at this address.
-    Python(Layout, u64),
+    /// Read with this layout, its runtime at this address, with the addresses
+    /// of its code and str types.
+    Python(Layout, u64, Option<(u64, u64)>),
     /// CPython that cannot be read.
     Refused,
     /// No CPython.
@@ -128,11 +129,11 @@ impl Python {
             return Ok(());
         }
         match &found {
-            Found::Python(layout, runtime) => {
+            Found::Python(layout, runtime, types) => {
                 procs
                     .update(&key, as_bytes(&entry(layout, *runtime)), MapFlags::ANY)
                     .with_context(|| format!("writing the Python runtime of pid {pid}"))?;
-                tracker.python.add_process(pid, *layout);
+                tracker.python.add_process(pid, *layout, *types);
             }
             Found::Refused | Found::None => {
                 let _ = procs.delete(&key);
@@ -162,7 +163,9 @@ impl Python {
                 continue;
             };
             return match (&interp.layout, interp.runtime_at(m.start, m.pgoff)) {
-                (Ok(layout), Some(runtime)) => Found::Python(*layout, runtime),
+                (Ok(layout), Some(runtime)) => {
+                    Found::Python(*layout, runtime, interp.types_at(m.start, m.pgoff))
+                }
                 (Err(why), _) => {
                     self.refused
                         .entry((obj.short_name().to_string(), why.clone()))
@@ -193,6 +196,7 @@ fn entry(l: &Layout, runtime: u64) -> py_process {
     e.frame_previous = l.frame_previous;
     e.frame_code = l.frame_code;
     e.frame_flag = l.frame_flag;
+    e.frame_globals = l.frame_globals;
     e.model = l.model as u8;
     e
 }
@@ -222,6 +226,13 @@ mod tests {
         );
         assert_eq!(Model::CStack as u32, flamebpf_py_model::PY_MODEL_CSTACK.0);
         assert_eq!(std::mem::size_of::<py_process>(), 32);
+        assert_eq!(e.frame_globals, 48);
+        assert_eq!(
+            (1u64 << flamebpf_py_model::PY_GLOBALS_SHIFT.0)
+                * (u64::from(flamebpf_py_model::PY_GLOBALS_MASK.0) + 1),
+            symbolizer::python::ENTRY_BIT,
+            "the fingerprint fills bits 48-61"
+        );
         assert_eq!(
             1u64 << flamebpf_py_model::PY_FRAME_BIT.0,
             symbolizer::python::FRAME_BIT

@@ -14,7 +14,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use symbolizer::objects::{Object, ObjectKind};
-use symbolizer::python::{code_of, is_python, CodeName};
+use symbolizer::python::{is_python, CodeName};
 use symbolizer::{Moment, ObjectId, Resolved, Tracker};
 
 use crate::capture::raw::{RawKey, RawProfile, RawStack};
@@ -130,7 +130,7 @@ pub(super) fn lookup_addr(ip: u64, index: usize) -> u64 {
 
 fn classify(tracker: &Tracker, pid: u32, when: When, addr: u64) -> UserAddr {
     if is_python(addr) {
-        return UserAddr::Python(tracker.python.name(pid, code_of(addr)).cloned());
+        return UserAddr::Python(tracker.python.name(pid, addr).cloned());
     }
     let resolved = match when {
         When::Newest => tracker.resolve(pid, addr),

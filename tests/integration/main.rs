@@ -18,6 +18,7 @@ mod names;
 mod offcpu;
 mod outputs;
 mod python;
+mod runtimes;
 mod stacks;
 mod symbols;
 mod system;

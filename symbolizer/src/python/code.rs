@@ -50,16 +50,28 @@ fn u64_at(b: &[u8], at: u16) -> Option<u64> {
     Some(u64::from_le_bytes(b.get(at..at + 8)?.try_into().ok()?))
 }
 
-/// Reads the code object at `addr`.
-pub fn read_code(mem: &dyn Memory, l: &Layout, addr: u64) -> Option<CodeName> {
+/// Reads the code object at `addr`; with `types` (the addresses of
+/// `PyCode_Type` and `PyUnicode_Type`), only an object of that type, with
+/// strings of theirs.
+pub fn read_code(
+    mem: &dyn Memory,
+    l: &Layout,
+    types: Option<(u64, u64)>,
+    addr: u64,
+) -> Option<CodeName> {
     let mut head = [0u8; 192];
     if addr == 0 || !mem.read(addr, &mut head) {
         return None;
     }
+    if types.is_some_and(|(code, _)| u64_at(&head, OB_TYPE) != Some(code)) {
+        return None;
+    }
+    let str_type = types.map(|(_, s)| s);
     let name_at = l.code_qualname.unwrap_or(l.code_name);
-    let name = read_str(mem, l, u64_at(&head, name_at)?)
-        .or_else(|| read_str(mem, l, u64_at(&head, l.code_name)?))?;
-    let file = read_str(mem, l, u64_at(&head, l.code_filename)?).unwrap_or_else(|| "?".into());
+    let name = read_str(mem, l, str_type, u64_at(&head, name_at)?)
+        .or_else(|| read_str(mem, l, str_type, u64_at(&head, l.code_name)?))?;
+    let file =
+        read_str(mem, l, str_type, u64_at(&head, l.code_filename)?).unwrap_or_else(|| "?".into());
     let at = usize::from(l.code_firstlineno);
     let line = i32::from_le_bytes(head.get(at..at + 4)?.try_into().ok()?);
     Some(CodeName {
@@ -69,10 +81,17 @@ pub fn read_code(mem: &dyn Memory, l: &Layout, addr: u64) -> Option<CodeName> {
     })
 }
 
-/// Reads a compact `str` object (what code objects' names always are).
-pub fn read_str(mem: &dyn Memory, l: &Layout, addr: u64) -> Option<String> {
+/// Where every object keeps its type.
+const OB_TYPE: u16 = 8;
+
+/// Reads a compact `str` object (what code objects' names always are), of type
+/// `str_type` where known; one with control characters is refused.
+pub fn read_str(mem: &dyn Memory, l: &Layout, str_type: Option<u64>, addr: u64) -> Option<String> {
     let mut head = [0u8; 40];
     if addr == 0 || !mem.read(addr, &mut head) {
+        return None;
+    }
+    if str_type.is_some_and(|t| u64_at(&head, OB_TYPE) != Some(t)) {
         return None;
     }
     let length = i64::from_le_bytes(head[16..24].try_into().ok()?);
@@ -103,7 +122,7 @@ pub fn read_str(mem: &dyn Memory, l: &Layout, addr: u64) -> Option<String> {
             .map(|c| char::from_u32(u32::from_le_bytes([c[0], c[1], c[2], c[3]])).unwrap_or('?'))
             .collect(),
     };
-    Some(s)
+    (!s.chars().any(char::is_control)).then_some(s)
 }
 
 #[cfg(test)]
@@ -170,7 +189,7 @@ pub(crate) mod tests {
         let l = Layout::known(12).unwrap();
         let mut mem = FakeMem::default();
         code_312(&mut mem, 0x1000, "Worker.run", "/app/w.py", 12);
-        let c = read_code(&mem, &l, 0x1000).unwrap();
+        let c = read_code(&mem, &l, None, 0x1000).unwrap();
         assert_eq!(
             c,
             CodeName {
@@ -180,7 +199,7 @@ pub(crate) mod tests {
             }
         );
         code_312(&mut mem, 0x9000, "grüße_λ", "/x.py", -1);
-        let c = read_code(&mem, &l, 0x9000).unwrap();
+        let c = read_code(&mem, &l, None, 0x9000).unwrap();
         assert_eq!((c.name.as_str(), c.line), ("grüße_λ", 0));
     }
 
@@ -188,15 +207,23 @@ pub(crate) mod tests {
     fn garbage_is_refused_or_bounded() {
         let l = Layout::known(12).unwrap();
         let mut mem = FakeMem::default();
-        assert!(read_code(&mem, &l, 0x1000).is_none(), "unreadable");
+        assert!(read_code(&mem, &l, None, 0x1000).is_none(), "unreadable");
         let mut s = str_312("x");
         s[32] = 0; // not compact
         mem.0.insert(0x5000, s);
-        assert!(read_str(&mem, &l, 0x5000).is_none());
+        assert!(read_str(&mem, &l, None, 0x5000).is_none());
         let mut s = str_312("y");
         s[16..24].copy_from_slice(&(1i64 << 40).to_le_bytes());
         s.resize(40 + MAX_CHARS, b'y');
         mem.0.insert(0x6000, s);
-        assert_eq!(read_str(&mem, &l, 0x6000).unwrap().len(), MAX_CHARS);
+        assert_eq!(read_str(&mem, &l, None, 0x6000).unwrap().len(), MAX_CHARS);
+        mem.0.insert(0x7000, str_312("a\u{1}b"));
+        assert!(
+            read_str(&mem, &l, None, 0x7000).is_none(),
+            "control characters"
+        );
+        // of another type than the process's code objects
+        code_312(&mut mem, 0x9000, "f", "/x.py", 1);
+        assert!(read_code(&mem, &l, Some((0x4242, 0)), 0x9000).is_none());
     }
 }

@@ -19,6 +19,8 @@ pub struct Interpreter {
     pub layout: Result<Layout, String>,
     /// `_PyRuntime`'s address in the object.
     runtime: u64,
+    /// `PyCode_Type`'s and `PyUnicode_Type`'s, where the object exports them.
+    types: Option<(u64, u64)>,
     /// The loadable segments: (file offset, vaddr).
     segments: Vec<(u64, u64, u64)>,
 }
@@ -61,10 +63,12 @@ impl Interpreter {
         let Some(runtime) = find("_PyRuntime") else {
             return Ok(None);
         };
+        let types = find("PyCode_Type").zip(find("PyUnicode_Type"));
         let mut interp = Interpreter {
             version: None,
             layout: Err(String::new()),
             runtime,
+            types,
             segments,
         };
         let read = |vaddr: u64, len: usize| -> Option<Vec<u8>> {
@@ -99,18 +103,32 @@ impl Interpreter {
             .map(|&(off, _, a)| off + (vaddr - a))
     }
 
-    /// `_PyRuntime`'s address in a process that maps the object's file offset
-    /// `pgoff` at `start`.
-    pub fn runtime_at(&self, start: u64, pgoff: u64) -> Option<u64> {
+    /// What the object's addresses must be moved by in a process that maps its
+    /// file offset `pgoff` at `start`.
+    fn bias(&self, start: u64, pgoff: u64) -> Option<u64> {
         // the segment that holds file offset pgoff gives vaddr - offset
         let &(off, _, vaddr) = self
             .segments
             .iter()
             .find(|&&(off, size, _)| size > 0 && pgoff >= off & !0xfff && pgoff < off + size)?;
-        let bias = start
-            .wrapping_sub(pgoff)
-            .wrapping_sub(vaddr.wrapping_sub(off));
-        Some(self.runtime.wrapping_add(bias))
+        Some(
+            start
+                .wrapping_sub(pgoff)
+                .wrapping_sub(vaddr.wrapping_sub(off)),
+        )
+    }
+
+    /// `_PyRuntime`'s address in a process that maps the object's file offset
+    /// `pgoff` at `start`.
+    pub fn runtime_at(&self, start: u64, pgoff: u64) -> Option<u64> {
+        Some(self.runtime.wrapping_add(self.bias(start, pgoff)?))
+    }
+
+    /// `PyCode_Type`'s and `PyUnicode_Type`'s addresses in that process.
+    pub fn types_at(&self, start: u64, pgoff: u64) -> Option<(u64, u64)> {
+        let bias = self.bias(start, pgoff)?;
+        self.types
+            .map(|(c, s)| (c.wrapping_add(bias), s.wrapping_add(bias)))
     }
 }
 
@@ -133,6 +151,7 @@ mod tests {
             version: Some((3, 12)),
             layout: Err(String::new()),
             runtime: 0x5a_0000,
+            types: Some((0x5b_0000, 0x5c_0000)),
             // text at file 0x1000.. vaddr 0x1000..; data at file 0x3f_0000, vaddr 0x3f_1000
             segments: vec![
                 (0, 0x1000, 0),
@@ -144,6 +163,10 @@ mod tests {
         assert_eq!(
             i.runtime_at(0x7f00_0000_1000, 0x1000),
             Some(0x7f00_005a_0000)
+        );
+        assert_eq!(
+            i.types_at(0x7f00_0000_1000, 0x1000),
+            Some((0x7f00_005b_0000, 0x7f00_005c_0000))
         );
         // a non-PIE executable mapped where it was linked
         assert_eq!(i.runtime_at(0x1000, 0x1000), Some(0x5a_0000));
@@ -167,6 +190,7 @@ mod tests {
             }
             let i = Interpreter::inspect(Path::new(&path)).unwrap().unwrap();
             assert_eq!(i.version, Some(want), "{path}");
+            assert!(i.types.is_some(), "{path}: PyCode_Type, PyUnicode_Type");
             let l = i.layout.unwrap();
             assert_eq!(l.version, want);
             if want == (3, 13) {

@@ -43,6 +43,8 @@ pub struct Layout {
     pub frame_code: u16,
     /// `is_entry` (3.11) or `owner` (3.12+); unused in 3.10.
     pub frame_flag: u16,
+    /// The frame's `f_globals`: the walk fingerprints code objects with it.
+    pub frame_globals: u16,
     /// `PyCodeObject.co_filename`.
     pub code_filename: u16,
     /// `PyCodeObject.co_name`.
@@ -78,6 +80,7 @@ impl Layout {
                 frame_previous: 24,
                 frame_code: 32,
                 frame_flag: 0,
+                frame_globals: 48,
                 code_filename: 104,
                 code_name: 112,
                 code_qualname: None,
@@ -97,6 +100,7 @@ impl Layout {
                 frame_previous: 48,
                 frame_code: 32,
                 frame_flag: 68,
+                frame_globals: 8,
                 code_filename: 112,
                 code_name: 120,
                 code_qualname: Some(128),
@@ -116,6 +120,7 @@ impl Layout {
                 frame_previous: 8,
                 frame_code: 0,
                 frame_flag: 70,
+                frame_globals: 24,
                 code_filename: 112,
                 code_name: 120,
                 code_qualname: Some(128),
@@ -166,6 +171,9 @@ impl Layout {
             frame_previous: small(29)?,
             frame_code: small(30)?,
             frame_flag: small(33)?,
+            // _Py_DebugOffsets has no f_globals: 3.13's frame begins
+            // f_executable, previous, f_funcobj, f_globals
+            frame_globals: 24,
             code_filename: small(35)?,
             code_name: small(36)?,
             code_qualname: Some(small(37)?),
@@ -181,9 +189,13 @@ impl Layout {
     /// Whether the BPF walk can read frames with these offsets.
     pub fn check(&self) -> Result<(), String> {
         let fits = |off: u16| off < FRAME_BYTES;
-        if !(fits(self.frame_previous) && fits(self.frame_code) && fits(self.frame_flag))
+        if !(fits(self.frame_previous)
+            && fits(self.frame_code)
+            && fits(self.frame_flag)
+            && fits(self.frame_globals))
             || self.frame_previous % 8 != 0
             || self.frame_code % 8 != 0
+            || self.frame_globals % 8 != 0
         {
             return Err(format!(
                 "{}.{}: frame fields beyond what the walk reads",

@@ -32,6 +32,13 @@ pub fn code_of(word: u64) -> u64 {
     word & ((1 << 48) - 1)
 }
 
+/// What names a Python frame word: its code object and the fingerprint of its
+/// globals (a code object freed and another made at its address differ there),
+/// without the run flag.
+pub fn identity(word: u64) -> u64 {
+    word & !(FRAME_BIT | ENTRY_BIT)
+}
+
 /// The most code objects named across all processes: about 300 bytes each.
 pub const MAX_CODES: usize = 1 << 18;
 
@@ -39,6 +46,9 @@ pub const MAX_CODES: usize = 1 << 18;
 #[derive(Debug)]
 struct Process {
     layout: Layout,
+    /// The addresses of `PyCode_Type` and `PyUnicode_Type` in the process:
+    /// what is read must be of those types.
+    types: Option<(u64, u64)>,
     mem: Option<ProcMem>,
     codes: HashMap<u64, Arc<CodeName>>,
 }
@@ -55,12 +65,13 @@ pub struct PythonNames {
 impl PythonNames {
     /// Starts naming the code objects of `pid`, which runs `layout`'s version
     /// (forgetting what an earlier image of the pid had).
-    pub fn add_process(&mut self, pid: u32, layout: Layout) {
+    pub fn add_process(&mut self, pid: u32, layout: Layout, types: Option<(u64, u64)>) {
         self.forget(pid);
         self.procs.insert(
             pid,
             Process {
                 layout,
+                types,
                 mem: ProcMem::open(pid).ok(),
                 codes: HashMap::new(),
             },
@@ -87,16 +98,16 @@ impl PythonNames {
             return;
         };
         for &w in words.iter().filter(|&&w| is_python(w)) {
-            let code = code_of(w);
-            if code == 0 || p.codes.contains_key(&code) {
+            let id = identity(w);
+            if code_of(w) == 0 || p.codes.contains_key(&id) {
                 continue;
             }
             if self.total >= MAX_CODES {
                 self.over_bound += 1;
                 continue;
             }
-            if let Some(name) = code::read_code(mem, &p.layout, code) {
-                p.codes.insert(code, Arc::new(name));
+            if let Some(name) = code::read_code(mem, &p.layout, p.types, code_of(w)) {
+                p.codes.insert(id, Arc::new(name));
                 self.total += 1;
             }
         }
@@ -108,16 +119,16 @@ impl PythonNames {
             return;
         };
         for &w in words.iter().filter(|&&w| is_python(w)) {
-            if let Some(name) = code::read_code(mem, &p.layout, code_of(w)) {
-                p.codes.insert(code_of(w), Arc::new(name));
+            if let Some(name) = code::read_code(mem, &p.layout, p.types, code_of(w)) {
+                p.codes.insert(identity(w), Arc::new(name));
                 self.total += 1;
             }
         }
     }
 
-    /// The name of a code object of `pid`.
-    pub fn name(&self, pid: u32, code: u64) -> Option<&Arc<CodeName>> {
-        self.procs.get(&pid)?.codes.get(&code)
+    /// The name of a Python frame word of `pid`.
+    pub fn name(&self, pid: u32, word: u64) -> Option<&Arc<CodeName>> {
+        self.procs.get(&pid)?.codes.get(&identity(word))
     }
 
     /// Drops what `pid` held.
@@ -148,16 +159,23 @@ mod tests {
     #[test]
     fn words_are_named_once_and_forgotten_with_their_process() {
         let mut names = PythonNames::default();
-        names.add_process(7, Layout::known(12).unwrap());
+        names.add_process(7, Layout::known(12).unwrap(), None);
         let mut mem = FakeMem::default();
         code_312(&mut mem, 0x1000, "f", "/a.py", 3);
         let words = [0x40_1234, FRAME_BIT | 0x1000, FRAME_BIT | ENTRY_BIT];
         names.note_from(7, &mem, &words);
-        assert_eq!(names.name(7, 0x1000).unwrap().name, "f");
+        assert_eq!(
+            names.name(7, FRAME_BIT | ENTRY_BIT | 0x1000).unwrap().name,
+            "f"
+        );
+        assert!(
+            names.name(7, FRAME_BIT | (5 << 48) | 0x1000).is_none(),
+            "other globals"
+        );
         assert!(names.name(7, 0x40_1234).is_none(), "native words are left");
         assert_eq!(names.version(7), Some((3, 12)));
         names.forget(7);
-        assert!(names.name(7, 0x1000).is_none());
+        assert!(names.name(7, FRAME_BIT | 0x1000).is_none());
         assert_eq!(names.total, 0);
     }
 
