@@ -33,11 +33,13 @@ enum Found {
     None,
 }
 
+/// Stacks the ring delivered, not yet named: (pid, words).
+type Announced = Rc<RefCell<Vec<(u32, Vec<u64>)>>>;
+
 /// The Python side of a capture.
 pub struct Python {
     ring: libbpf_rs::RingBuffer<'static>,
-    /// Stacks the ring delivered, not yet named: (pid, words).
-    events: Rc<RefCell<Vec<(u32, Vec<u64>)>>>,
+    events: Announced,
     /// Objects looked at, by the path they were read from.
     inspected: HashMap<PathBuf, Option<Interpreter>>,
     /// What each process was found to run.
@@ -50,7 +52,7 @@ pub struct Python {
 impl Python {
     /// Opens the consumer of `py_stacks`.
     pub fn new(stacks: &MapMut<'_>) -> Result<Python> {
-        let events: Rc<RefCell<Vec<(u32, Vec<u64>)>>> = Rc::default();
+        let events: Announced = Rc::default();
         let sink = Rc::clone(&events);
         let mut b = libbpf_rs::RingBufferBuilder::new();
         b.add(stacks, move |data: &[u8]| {

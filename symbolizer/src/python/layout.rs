@@ -188,15 +188,13 @@ impl Layout {
 
     /// Whether the BPF walk can read frames with these offsets.
     pub fn check(&self) -> Result<(), String> {
-        let fits = |off: u16| off < FRAME_BYTES;
-        if !(fits(self.frame_previous)
-            && fits(self.frame_code)
-            && fits(self.frame_flag)
-            && fits(self.frame_globals))
-            || self.frame_previous % 8 != 0
-            || self.frame_code % 8 != 0
-            || self.frame_globals % 8 != 0
-        {
+        // words are read whole; the flag is a byte
+        let word = |off: u16| off < FRAME_BYTES && off.is_multiple_of(8);
+        let readable = word(self.frame_previous)
+            && word(self.frame_code)
+            && word(self.frame_globals)
+            && self.frame_flag < FRAME_BYTES;
+        if !readable {
             return Err(format!(
                 "{}.{}: frame fields beyond what the walk reads",
                 self.version.0, self.version.1
