@@ -210,7 +210,7 @@ enum flamebpf_py_model {
 	/* cframe_frame when the thread state points at the frame itself */
 	PY_NO_CFRAME = 0xffff,
 	/* bytes of a frame read at once: every offset used lies below */
-	PY_FRAME_BYTES = 80,
+	PY_FRAME_BYTES = 72,
 	/* the most threads of one interpreter searched for the sampled one */
 	PY_MAX_THREADS = 64,
 	/* A Python frame in a user stack: bit 63 set (no user address has it),

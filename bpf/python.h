@@ -15,7 +15,9 @@
  * thread's task->thread.fsbase; found once per thread and kept in `py_threads`,
  * checked again (one read) at every sample.
  *
- * Cost per Python frame: one bpf_probe_read_user of PY_FRAME_BYTES.
+ * Cost: 3.11+ keep a thread's frames one after another in its data stack, so a
+ * window of PY_WINDOW bytes read once serves many frames; 3.10's frame objects,
+ * and frames elsewhere (generators), are read one by one.
  */
 #ifndef FLAMEBPF_PYTHON_H
 #define FLAMEBPF_PYTHON_H
@@ -60,6 +62,11 @@ struct task_struct___py {
 } __attribute__((preserve_access_index));
 
 #define PY_SLOTS 16 /* words[]: a power of two above PY_FRAME_BYTES / 8 */
+/* 3.11+ keep a thread's frames one after the other in its data stack, each
+ * caller below its callee: one read of the memory below a frame serves the
+ * frames of many calls, where each read costs far more than its bytes. */
+#define PY_WINDOW 2048
+#define PY_WIN_WORDS (PY_WINDOW / 8)
 #define PY_FRAME (1ULL << PY_FRAME_BIT)
 #define PY_ENTRY (1ULL << PY_ENTRY_BIT)
 #define PY_ADDR_MASK ((1ULL << 48) - 1)
@@ -68,7 +75,11 @@ struct task_struct___py {
 /* One walk of a thread's Python frames: a per-CPU room of its own per scratch
  * room (scratch.h), off the 512-byte BPF stack. */
 struct py_walk {
-	__u64 words[PY_SLOTS]; /* the frame being read (PY_FRAME_BYTES of it) */
+	__u64 win[PY_WIN_WORDS]; /* a window of the frames' memory (3.11+) */
+	__u64 words[PY_SLOTS]; /* a frame read on its own (PY_FRAME_BYTES of it) */
+	__u64 win_base;        /* where the window begins */
+	__u64 win_len;         /* bytes of it read */
+	__u64 f_code, f_prev, f_globals, f_flags; /* the frame's fields */
 	__u64 frame;           /* the next frame to read; 0 at the end */
 	__u64 hash;            /* FNV-1a of the stack so far (aggregate.h) */
 	__u64 fsbase;          /* the sampled thread's */
@@ -96,32 +107,92 @@ static __always_inline int py_read(__u64 *dst, __u64 addr)
 	return bpf_probe_read_user(dst, sizeof(*dst), (void *)addr);
 }
 
-/* One Python frame: reads it, appends its word. Returns 1 to end the walk. A
- * global function: the verifier checks it once. */
-__noinline int py_step(struct py_walk *w)
+/* Fills the window with the PY_WINDOW bytes that end where frame f's first
+ * PY_FRAME_BYTES do, or, where those are not all mapped (the data stack's chunk
+ * begins above), from f's page on. Returns 1 when the window holds the frame. */
+__noinline int py_refill(struct py_walk *w, __u64 f)
 {
 	if (!w)
+		return 0;
+	__u64 end = f + PY_FRAME_BYTES;
+	__u64 base = end - PY_WINDOW;
+	if (bpf_probe_read_user(w->win, PY_WINDOW, (void *)base) == 0) {
+		w->win_base = base;
+		w->win_len = PY_WINDOW;
 		return 1;
+	}
+	base = f & ~4095ULL;
+	__u64 len = end - base;
+	/* checked on the register that is passed (the compiler would check a
+	 * copy) */
+	asm volatile("" : "+r"(len));
+	if (len > PY_WINDOW || len < PY_FRAME_BYTES) {
+		w->win_len = 0;
+		return 0;
+	}
+	asm volatile("" : "+r"(len));
+	if (len > PY_WINDOW || len < PY_FRAME_BYTES || bpf_probe_read_user(w->win, len, (void *)base)) {
+		w->win_len = 0;
+		return 0;
+	}
+	w->win_base = base;
+	w->win_len = len;
+	return 1;
+}
+
+/* Reads frame f's fields (code, previous, globals and the word holding the
+ * flag) into w: from the window where it holds them (3.11+), else on their own.
+ * Returns 1 when they were read. */
+static __always_inline int py_frame_fields(struct py_walk *w, __u64 f)
+{
+	/* the offsets were checked by userspace (below PY_FRAME_BYTES); the masks
+	 * keep every index inside its array for the verifier */
+	__u32 ip = (w->off_previous >> 3) & (PY_SLOTS - 1);
+	__u32 ic = (w->off_code >> 3) & (PY_SLOTS - 1);
+	__u32 ig = (w->off_globals >> 3) & (PY_SLOTS - 1);
+	__u32 ifl = (w->off_flag >> 3) & (PY_SLOTS - 1);
+	/* 3.10's frames are objects of their own, anywhere on the heap */
+	if (w->model != PY_MODEL_FRAME_OBJECTS && !(f & 7)) {
+		__u64 rel = f - w->win_base;
+		if (f < w->win_base || rel + PY_FRAME_BYTES > w->win_len) {
+			if (!py_refill(w, f))
+				goto alone;
+			rel = f - w->win_base;
+		}
+		__u64 i = rel >> 3;
+		w->f_code = w->win[(i + ic) & (PY_WIN_WORDS - 1)];
+		w->f_prev = w->win[(i + ip) & (PY_WIN_WORDS - 1)];
+		w->f_globals = w->win[(i + ig) & (PY_WIN_WORDS - 1)];
+		w->f_flags = w->win[(i + ifl) & (PY_WIN_WORDS - 1)];
+		return 1;
+	}
+alone:
+	if (bpf_probe_read_user(w->words, PY_FRAME_BYTES, (void *)f))
+		return 0;
+	w->f_code = w->words[ic];
+	w->f_prev = w->words[ip];
+	w->f_globals = w->words[ig];
+	w->f_flags = w->words[ifl];
+	return 1;
+}
+
+/* One Python frame: reads it, appends its word to room s's stack. Returns 1 to
+ * end the walk. */
+static __always_inline int py_step(struct py_walk *w, struct room *s)
+{
 	__u64 f = w->frame;
 	if (f == 0) {
 		w->outcome = STAT_PY_WALKED;
 		return 1;
 	}
-	struct room *s = room_of(w->room);
-	if (!s || bpf_probe_read_user(w->words, PY_FRAME_BYTES, (void *)f)) {
+	if (!py_frame_fields(w, f)) {
 		w->outcome = STAT_PY_STOPPED;
 		return 1;
 	}
-	/* the offsets were checked by userspace (below PY_FRAME_BYTES); the masks
-	 * keep every index inside the array for the verifier */
-	__u32 ip = (w->off_previous >> 3) & (PY_SLOTS - 1);
-	__u32 ic = (w->off_code >> 3) & (PY_SLOTS - 1);
-	__u32 ig = (w->off_globals >> 3) & (PY_SLOTS - 1);
-	__u32 fl = w->off_flag & (PY_SLOTS * 8 - 1);
-	__u64 code = w->words[ic];
-	w->frame = w->words[ip];
-	__u8 flag = w->words[fl >> 3] >> ((fl & 7) * 8);
-	__u64 g = w->words[ig];
+	__u64 code = w->f_code;
+	w->frame = w->f_prev;
+	__u8 flag = w->f_flags >> ((w->off_flag & 7) * 8);
+	__u64 g = w->f_globals;
 	__u64 word = PY_FRAME | (code & PY_ADDR_MASK) |
 		     ((((g >> 4) ^ (g >> 18)) & PY_GLOBALS_MASK) << PY_GLOBALS_SHIFT);
 	if (w->model == PY_MODEL_CSTACK && flag == PY_OWNED_BY_CSTACK) {
@@ -156,13 +227,34 @@ __noinline int py_step(struct py_walk *w)
 	return 0;
 }
 
-/* The walk: up to a stack's worth of frames. A global function, verified once,
- * calling another per frame (bpf_loop would need the walk's state on the BPF
- * stack, which the sampler has little of left). */
+/* Four frames: a global function, which the verifier checks once; four a call
+ * keep the calls (and the room's lookup) per frame few, as unwind.h's
+ * step_four() does. */
+__noinline int py_step_four(struct py_walk *w)
+{
+	if (!w)
+		return 1;
+	struct room *s = room_of(w->room);
+	if (!s) {
+		w->outcome = STAT_PY_STOPPED;
+		return 1;
+	}
+	if (py_step(w, s))
+		return 1;
+	if (py_step(w, s))
+		return 1;
+	if (py_step(w, s))
+		return 1;
+	return py_step(w, s);
+}
+
+/* The walk: up to a stack's worth of frames. A global function, verified once
+ * (bpf_loop would need the walk's state on the BPF stack, which the sampler has
+ * little of left). */
 __noinline int py_walk_frames(struct py_walk *w)
 {
-	for (int i = 0; i < FLAMEBPF_MAX_DEPTH; i++) {
-		if (py_step(w))
+	for (int i = 0; i < FLAMEBPF_MAX_DEPTH / 4 + 1; i++) {
+		if (py_step_four(w))
 			break;
 	}
 	return 0;
@@ -256,6 +348,9 @@ static __always_inline __u32 python_stack(__u32 room, __u32 tgid, __u32 *n, __u6
 	w->hash = *hash;
 	w->room = room;
 	w->written = 0;
+	/* the frames have moved on since the last sample */
+	w->win_len = 0;
+	w->win_base = 0;
 	w->run = 0;
 	w->last = FLAMEBPF_MAX_DEPTH;
 	if (w->frame)

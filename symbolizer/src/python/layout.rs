@@ -61,7 +61,7 @@ pub struct Layout {
 
 /// The bytes of a frame the BPF walk reads at once (bpf/profile.h's
 /// PY_FRAME_BYTES): every frame offset must lie below.
-pub const FRAME_BYTES: u16 = 80;
+pub const FRAME_BYTES: u16 = 72;
 
 impl Layout {
     /// The compiled-in layout of 3.`minor`, for the versions that do not describe
