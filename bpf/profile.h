@@ -189,12 +189,14 @@ enum flamebpf_stat {
 	STAT_COUNTS_NOMEM, /* a new counts entry found no memory at hand */
 	STAT_COUNTS_BUSY,  /* the counts map was busy (update in NMI) */
 	/* Python (bpf/python.h): each sample of a process with a readable
-	 * CPython ends in exactly one of these. */
+	 * CPython ends in exactly one of WALKED, TRUNCATED, STOPPED, NO_THREAD. */
 	STAT_PY_WALKED,    /* its Python frames were read to the first one */
 	STAT_PY_TRUNCATED, /* cut where the stack was full (FLAMEBPF_MAX_DEPTH) */
 	STAT_PY_STOPPED,   /* a frame or the thread list could not be read */
 	STAT_PY_NO_THREAD, /* no thread state for the sampled thread (a thread
 			    * Python does not know, or one not started yet) */
+	STAT_PY_RING_FULL, /* a new stack with Python frames not sent to be named
+			    * (its frames may show as [unknown]) */
 	STAT_MAX,
 };
 

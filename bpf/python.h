@@ -35,7 +35,8 @@ struct {
 } py_procs SEC(".maps");
 
 /* py_threads: the thread state found for each thread id; an entry that no longer
- * holds the thread's fs base is searched for again. */
+ * holds the thread's fs base is searched for again. An odd value counts the
+ * samples of a thread no list held ((count << 1) | 1). */
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
 	__type(key, __u32); /* tid */
@@ -71,6 +72,7 @@ struct task_struct___py {
 #define PY_ENTRY (1ULL << PY_ENTRY_BIT)
 #define PY_ADDR_MASK ((1ULL << 48) - 1)
 #define PY_FNV_PRIME 0x100000001b3ULL /* aggregate.h's hash */
+#define PY_RESEARCH 64 /* samples of a thread without a thread state per search */
 
 /* One walk of a thread's Python frames: a per-CPU room of its own per scratch
  * room (scratch.h), off the 512-byte BPF stack. */
@@ -290,8 +292,20 @@ static __always_inline __u64 py_first_frame(struct py_walk *w, struct py_process
 	__u64 id = 0;
 	if (cached) {
 		ts = *cached;
-		if (py_read(&id, ts + p->tstate_thread_id) || id != w->fsbase)
+		if (ts & 1) {
+			/* a thread found in no list lately (a native thread of a
+			 * Python process): searched again every PY_RESEARCH samples,
+			 * not at each (a search reads every thread state) */
+			__u64 misses = ts >> 1;
+			*cached = ((misses + 1) << 1) | 1;
+			if (misses % PY_RESEARCH) {
+				w->outcome = STAT_PY_NO_THREAD;
+				return 0;
+			}
 			ts = 0;
+		} else if (py_read(&id, ts + p->tstate_thread_id) || id != w->fsbase) {
+			ts = 0;
+		}
 	}
 	if (!ts) {
 		__u64 interp = 0;
@@ -303,6 +317,10 @@ static __always_inline __u64 py_first_frame(struct py_walk *w, struct py_process
 		py_find_thread(w);
 		ts = w->ts;
 		if (!ts) {
+			if (!cached) {
+				__u64 miss = (1 << 1) | 1;
+				bpf_map_update_elem(&py_threads, &tid, &miss, BPF_ANY);
+			}
 			w->outcome = STAT_PY_NO_THREAD;
 			return 0;
 		}
@@ -372,8 +390,10 @@ static __always_inline void py_announce(void *overflow_stacks, __u32 room, __u32
 	if (!s)
 		return;
 	struct py_stack_event *e = bpf_ringbuf_reserve(&py_stacks, sizeof(*e), 0);
-	if (!e)
+	if (!e) {
+		count(STAT_PY_RING_FULL);
 		return;
+	}
 	e->pid = tgid;
 	e->n = n;
 	bpf_probe_read_kernel(&e->st, sizeof(e->st), &s->st);

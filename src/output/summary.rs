@@ -116,6 +116,12 @@ impl Accounting {
                 s[Stat::STAT_PY_STOPPED],
                 s[Stat::STAT_PY_NO_THREAD],
             ));
+            if s[Stat::STAT_PY_RING_FULL] > 0 {
+                line.push_str(&format!(
+                    ", new Python stacks not sent to be named (ring buffer full) {}",
+                    s[Stat::STAT_PY_RING_FULL]
+                ));
+            }
         }
         if let Some(u) = &self.unwound {
             line.push_str(&format!(
