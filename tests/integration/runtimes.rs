@@ -31,10 +31,14 @@ fn node_with_perf_basic_prof_names_its_hot_js_function() {
         eprintln!("skipped: no node here");
         return;
     }
-    let c = record(
-        &["-F", "499"],
-        &["node", "--perf-basic-prof", &testdata("hot.js"), "2"],
+    // node --perf-basic-prof also writes a V8 log into its working directory
+    let cwd = tempfile::tempdir().unwrap();
+    let command = format!(
+        "cd {} && exec node --perf-basic-prof {} 2",
+        cwd.path().display(),
+        testdata("hot.js")
     );
+    let c = record(&["-F", "499"], &["sh", "-c", &command]);
     let f = &c.folded;
     let hot = f.count(|s| {
         s.iter()
