@@ -190,11 +190,15 @@ static __always_inline __s32 cfi_stack(struct bpf_perf_event_data *ctx, __u32 tg
 	__u64 h;
 	__u32 n = unwind_user(sample_room, tgid, gen, r.ip, r.sp, r.bp, &outcome, &h);
 	count(outcome);
+	/* Python frames after the native ones (python.h) */
+	__u32 py = python_frames ? python_stack(sample_room, tgid, &n, &h) : 0;
 	struct room *s = room_of(sample_room);
 	if (!s || n == 0) {
 		count(STAT_STACK_LOST);
 		return -FLAMEBPF_EEXIST;
 	}
+	if (py)
+		py_announce(overflow_stacks, sample_room, tgid, n, h);
 	long err = 0;
 	*hash = keep_hashed(s, sample_room, n, h, overflow_stacks, &err);
 	if (!*hash) {

@@ -7,6 +7,7 @@
  *   filters.h    which samples are the capture's (targets, cgroups, comm, idle)
  *   scratch.h    per-CPU rooms: a whole stack, the walk's window and row cache
  *   unwind.h     --call-graph cfi: user stacks unwound with CFI tables
+ *   python.h     CPython frames read from the sampled thread, after the native ones
  *   aggregate.h  the in-kernel aggregate: two map sets of stacks and counts
  *   dwarf_copy.h --call-graph dwarf: stack copies sent through a ring buffer
  *   offcpu.h     --off-cpu: the time threads wait, added to the aggregate
@@ -25,6 +26,7 @@
 #include "filters.h"
 #include "scratch.h"
 #include "unwind.h"
+#include "python.h"
 #include "aggregate.h"
 #include "dwarf_copy.h"
 #include "offcpu.h"
@@ -34,6 +36,8 @@ enum flamebpf_limits *flamebpf_limits_type = 0;
 enum flamebpf_cfa *flamebpf_cfa_type = 0;
 enum flamebpf_mapping *flamebpf_mapping_type = 0;
 enum flamebpf_sample_kind *flamebpf_sample_kind_type = 0;
+enum flamebpf_py_model *flamebpf_py_model_type = 0;
+struct py_stack_event *py_stack_event_type = 0;
 
 /* The sampler: one perf event per CPU; each overflow adds the sample of the task
  * on that CPU to the in-kernel aggregate. */
@@ -83,6 +87,9 @@ int BPF_PROG(on_fork, struct task_struct *parent, struct task_struct *child)
 		struct process_mappings *pm = bpf_map_lookup_elem(&process_maps, &ptgid);
 		if (pm)
 			bpf_map_update_elem(&process_maps, &ctgid, pm, BPF_ANY);
+		struct py_process *py = bpf_map_lookup_elem(&py_procs, &ptgid);
+		if (py)
+			bpf_map_update_elem(&py_procs, &ctgid, py, BPF_ANY);
 	}
 	if (!follow_forks || !bpf_map_lookup_elem(&targets, &ptgid))
 		return 0;
@@ -104,8 +111,10 @@ int BPF_PROG(on_exit, struct task_struct *task)
 		return 0;
 	if (follow_forks)
 		bpf_map_delete_elem(&targets, &tgid);
-	if (unwind_cfi)
+	if (unwind_cfi) {
 		bpf_map_delete_elem(&process_maps, &tgid);
+		bpf_map_delete_elem(&py_procs, &tgid);
+	}
 	return 0;
 }
 
@@ -116,6 +125,7 @@ int BPF_PROG(on_exec, struct task_struct *task)
 {
 	__u32 tgid = task->tgid;
 	bpf_map_delete_elem(&process_maps, &tgid);
+	bpf_map_delete_elem(&py_procs, &tgid);
 	return 0;
 }
 

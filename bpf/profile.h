@@ -188,7 +188,73 @@ enum flamebpf_stat {
 	STAT_STACK_BUSY,   /* the overflow map was busy (update in NMI) */
 	STAT_COUNTS_NOMEM, /* a new counts entry found no memory at hand */
 	STAT_COUNTS_BUSY,  /* the counts map was busy (update in NMI) */
+	/* Python (bpf/python.h): each sample of a process with a readable
+	 * CPython ends in exactly one of WALKED, TRUNCATED, STOPPED, NO_THREAD. */
+	STAT_PY_WALKED,    /* its Python frames were read to the first one */
+	STAT_PY_TRUNCATED, /* cut where the stack was full (FLAMEBPF_MAX_DEPTH) */
+	STAT_PY_STOPPED,   /* a frame or the thread list could not be read */
+	STAT_PY_NO_THREAD, /* no thread state for the sampled thread (a thread
+			    * Python does not know, or one not started yet) */
+	STAT_PY_RING_FULL, /* a new stack with Python frames not sent to be named
+			    * (its frames may show as [unknown]) */
 	STAT_MAX,
+};
+
+/* Python (bpf/python.h): how a version's frame chain says where each run of
+ * the evaluation loop (one native _PyEval_EvalFrameDefault frame) begins. */
+enum flamebpf_py_model {
+	PY_MODEL_FRAME_OBJECTS = 1, /* 3.10: PyFrameObject chain, one run each */
+	PY_MODEL_IS_ENTRY = 2,      /* 3.11: the run's first frame has is_entry */
+	PY_MODEL_CSTACK = 3,        /* 3.12+: a frame owned by the C stack (owner
+				     * 3) lies below each run's first frame */
+	/* frame_flag's value for a frame owned by the C stack (3.12+) */
+	PY_OWNED_BY_CSTACK = 3,
+	/* cframe_frame when the thread state points at the frame itself */
+	PY_NO_CFRAME = 0xffff,
+	/* bytes of a frame read at once: every offset used lies below */
+	PY_FRAME_BYTES = 72,
+	/* the most threads of one interpreter searched for the sampled one */
+	PY_MAX_THREADS = 64,
+	/* A Python frame in a user stack: bit 63 set (no user address has it),
+	 * bit 62 set on the first frame of a run of the evaluation loop, bits
+	 * 48-61 a fingerprint of the frame's globals (a code object freed and
+	 * another of another module made at its address are two frames), the
+	 * code object's address in the low 48 bits. Code 0 with bit 62: an empty
+	 * run. */
+	PY_FRAME_BIT = 63,
+	PY_ENTRY_BIT = 62,
+	PY_GLOBALS_SHIFT = 48,
+	PY_GLOBALS_MASK = 0x3fff,
+};
+
+/* Where a process's CPython keeps what the Python walk reads: the address of
+ * `_PyRuntime` and the offsets of the running version (src/capture/python.rs,
+ * from symbolizer::python's layouts and 3.13's _Py_DebugOffsets). */
+struct py_process {
+	__u64 runtime;          /* address of _PyRuntime */
+	__u16 interp_head;      /* _PyRuntimeState.interpreters.head */
+	__u16 threads_head;     /* PyInterpreterState.threads.head */
+	__u16 tstate_next;      /* PyThreadState.next */
+	__u16 tstate_thread_id; /* PyThreadState.thread_id: pthread_self(), the
+				 * thread's fs base */
+	__u16 tstate_frame;     /* .frame (3.10), .cframe (3.11, 3.12),
+				 * .current_frame (3.13) */
+	__u16 cframe_frame;     /* _PyCFrame.current_frame, or PY_NO_CFRAME */
+	__u16 frame_previous;   /* f_back (3.10), previous */
+	__u16 frame_code;       /* f_code, f_executable (3.13) */
+	__u16 frame_flag;       /* is_entry (3.11), owner (3.12+) */
+	__u16 frame_globals;    /* f_globals: its dict tells code objects that
+				 * took turns at one address apart */
+	__u8 model;             /* enum flamebpf_py_model */
+	__u8 pad[3];
+};
+
+/* Sent when a sample's stack with Python frames is not in the aggregate yet:
+ * userspace names its code objects while the process lives. */
+struct py_stack_event {
+	__u32 pid;
+	__u32 n; /* frames of `st` used */
+	struct overflow_stack st;
 };
 
 #endif

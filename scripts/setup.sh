@@ -12,7 +12,7 @@ export DEBIAN_FRONTEND=noninteractive
 # own python3, xz and sqlite3 (built without frame pointers) are what the unwinding
 # tests profile; debuginfod is the real server the --debuginfod tests fetch from.
 packages=(clang llvm libelf-dev zlib1g-dev pkg-config make gcc g++ libc6-dev linux-libc-dev
-          linux-perf util-linux procps binutils chromium golang-go python3 xz-utils sqlite3
+          linux-perf util-linux procps binutils chromium golang-go python3 python3-venv xz-utils sqlite3
           debuginfod)
 command -v node >/dev/null 2>&1 || packages+=(nodejs npm)
 # The benchmarks also read per-program BPF run times with bpftool.
@@ -46,4 +46,12 @@ if [[ ! -d "$clients/node_modules/speedscope" || "$clients/package-lock.json" -n
     echo "setup: installing the client test tools (npm ci in tests/clients)" >&2
     npm ci --prefix "$clients" --no-audit --no-fund --loglevel=error </dev/null >&2
     touch "$clients/node_modules"
+fi
+
+# py-spy, the reference the Python tests compare shares with, in a venv of its own
+# (tests/integration/python.rs looks for it there).
+if [[ ! -x "$clients/venv/bin/py-spy" ]]; then
+    echo "setup: installing py-spy (pip, in tests/clients/venv)" >&2
+    /usr/bin/python3 -m venv "$clients/venv"
+    "$clients/venv/bin/pip" install -q --disable-pip-version-check py-spy </dev/null >&2
 fi

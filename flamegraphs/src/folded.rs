@@ -37,14 +37,21 @@ pub fn frame_label(frame: &Frame, lines: bool) -> String {
     let mut name = sanitize(&frame.name);
     if lines {
         if let (Some(file), Some(line)) = (&frame.file, frame.line) {
-            let base = file.rsplit('/').next().unwrap_or(file);
-            name.push_str(&format!(" ({}:{line})", sanitize(base)));
+            let base = sanitize(file.rsplit('/').next().unwrap_or(file));
+            // a Python function is named `function (file.py)`: the line goes in
+            // the parentheses there are
+            let bare = format!(" ({base})");
+            if frame.kind == FrameKind::Python && name.ends_with(&bare) {
+                name.truncate(name.len() - bare.len());
+            }
+            name.push_str(&format!(" ({base}:{line})"));
         }
     }
     match frame.kind {
         FrameKind::Kernel => name.push_str("_[k]"),
         FrameKind::Inline => name.push_str("_[i]"),
         FrameKind::Jit => name.push_str("_[j]"),
+        FrameKind::Python => name.push_str("_[p]"),
         FrameKind::User | FrameKind::OffCpu => {}
     }
     name
@@ -100,7 +107,7 @@ pub fn write<W: Write>(profile: &Profile, with_lines: bool, out: W) -> Result<()
 }
 
 /// A frame as a folded file names it: `_[k]` marks the kernel, `_[i]` inlined code,
-/// `_[j]` JIT code (which is user code here); `[off-cpu]` and `[runqueue]` end
+/// `_[j]` JIT code (which is user code here), `_[p]` a Python function; `[off-cpu]` and `[runqueue]` end
 /// stacks of off-CPU time.
 fn parse_frame(name: &str) -> Frame {
     if name == crate::OFF_CPU || name == crate::RUNQUEUE {
@@ -111,6 +118,8 @@ fn parse_frame(name: &str) -> Frame {
         Frame::named(n, FrameKind::Inline)
     } else if let Some(n) = name.strip_suffix("_[j]") {
         Frame::named(n, FrameKind::Jit)
+    } else if let Some(n) = name.strip_suffix("_[p]") {
+        Frame::named(n, FrameKind::Python)
     } else {
         Frame::named(name, FrameKind::User)
     }
@@ -219,6 +228,23 @@ mod tests {
             count,
             weight: count * 10,
         });
+    }
+
+    #[test]
+    fn python_frames_are_marked_and_take_their_line_in_their_parentheses() {
+        let f = Frame {
+            name: "Worker.run (w.py)".into(),
+            kind: FrameKind::Python,
+            file: Some("/app/w.py".into()),
+            line: Some(12),
+        };
+        assert_eq!(frame_label(&f, false), "Worker.run (w.py)_[p]");
+        assert_eq!(frame_label(&f, true), "Worker.run (w.py:12)_[p]");
+        let back = parse_frame("Worker.run (w.py)_[p]");
+        assert_eq!(
+            (back.name.as_str(), back.kind),
+            ("Worker.run (w.py)", FrameKind::Python)
+        );
     }
 
     #[test]

@@ -316,6 +316,7 @@ fn functions(profile: &Profile, st: &mut Strings) -> (Vec<PFunction>, Vec<u64>) 
             let name = st.get(&match f.kind {
                 FrameKind::Kernel => format!("{} [kernel]", f.name),
                 FrameKind::Jit => format!("{} [jit]", f.name),
+                FrameKind::Python => format!("{} [python]", f.name),
                 _ => f.name.clone(),
             });
             let file = f.file.as_deref().map(|p| st.get(p)).unwrap_or(0);
@@ -537,6 +538,8 @@ pub fn from_proto(p: &PProfile) -> Result<Profile, Error> {
                 (n, FrameKind::Kernel)
             } else if let Some(n) = full.strip_suffix(" [jit]") {
                 (n, FrameKind::Jit)
+            } else if let Some(n) = full.strip_suffix(" [python]") {
+                (n, FrameKind::Python)
             } else if i + 1 < n {
                 (full, FrameKind::Inline)
             } else {

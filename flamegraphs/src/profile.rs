@@ -22,6 +22,9 @@ pub enum FrameKind {
     Inline,
     /// JIT-compiled code, named from the runtime's perf map.
     Jit,
+    /// A Python function (CPython's frame of a code object), shown where the
+    /// interpreter's evaluation loop ran it.
+    Python,
     /// The last frame of off-CPU time: [`OFF_CPU`] (blocked) or [`RUNQUEUE`]
     /// (runnable, waiting for a CPU).
     OffCpu,

@@ -9,7 +9,7 @@ use std::io::Write;
 
 use inferno::flamegraph::{self, color::Palette, defaults, Options, TextTruncateDirection};
 
-use crate::{folded, Error, Profile};
+use crate::{folded, Error, FrameKind, Profile};
 
 /// How the SVG looks beyond what the profile itself says.
 #[derive(Debug, Clone, Default)]
@@ -116,17 +116,24 @@ pub const OFF_CPU_FILL: &str = "rgb(90,140,230)";
 /// See [`OFF_CPU_FILL`].
 pub const RUNQUEUE_FILL: &str = "rgb(170,110,220)";
 
-/// Gives the `[off-cpu]` and `[runqueue]` frames their own colour: each frame is
-/// a `<g>` whose `<title>` starts with its name, followed by its `<rect>`.
-fn with_off_cpu_colours(svg: &str) -> String {
+/// The fill of Python functions (`_[p]` frames): Python's yellow, which no
+/// palette inferno has gives to a native frame.
+pub const PYTHON_FILL: &str = "rgb(255,212,59)";
+
+/// Gives the `[off-cpu]` and `[runqueue]` frames (with `off_cpu`) and Python
+/// functions their own colour: each frame is a `<g>` whose `<title>` starts with
+/// its name, followed by its `<rect>`.
+fn with_own_colours(svg: &str, off_cpu: bool) -> String {
     let mut out = String::with_capacity(svg.len());
     let mut rest = svg;
     while let Some(at) = rest.find("<title>") {
         let after = &rest[at + "<title>".len()..];
-        let fill = if after.starts_with(&format!("{} (", crate::OFF_CPU)) {
+        let fill = if off_cpu && after.starts_with(&format!("{} (", crate::OFF_CPU)) {
             Some(OFF_CPU_FILL)
-        } else if after.starts_with(&format!("{} (", crate::RUNQUEUE)) {
+        } else if off_cpu && after.starts_with(&format!("{} (", crate::RUNQUEUE)) {
             Some(RUNQUEUE_FILL)
+        } else if is_python_title(after) {
+            Some(PYTHON_FILL)
         } else {
             None
         };
@@ -149,6 +156,15 @@ fn with_off_cpu_colours(svg: &str) -> String {
     }
     out.push_str(rest);
     out
+}
+
+/// Whether a frame's title (what follows `<title>`) is a Python function's:
+/// `NAME_[p] (N samples, P%)</title>`, the marker kept in the label.
+fn is_python_title(after: &str) -> bool {
+    after
+        .find("</title>")
+        .and_then(|end| after[..end].rfind(" ("))
+        .is_some_and(|cut| after[..cut].ends_with("_[p]"))
 }
 
 /// `s` with the characters XML 1.0 cannot carry (controls other than tab and line
@@ -270,8 +286,9 @@ pub fn write<W: Write>(
         .map_err(|e| Error::Svg(e.to_string()))?;
     let svg = String::from_utf8(svg).map_err(|e| Error::Svg(e.to_string()))?;
     let svg = with_subtitle_tooltip(&svg, &full_subtitle);
-    let svg = if profile.meta.off_cpu {
-        with_off_cpu_colours(&svg)
+    let python = profile.frames().iter().any(|f| f.kind == FrameKind::Python);
+    let svg = if profile.meta.off_cpu || python {
+        with_own_colours(&svg, profile.meta.off_cpu)
     } else {
         svg
     };
@@ -330,6 +347,31 @@ mod tests {
             weight: 41 * 10_101_010,
         });
         p
+    }
+
+    #[test]
+    fn python_frames_have_their_own_colour() {
+        let mut p = Profile::new(Meta::default());
+        let f = p.frame_location(Frame::named("heavy (split.py)", FrameKind::Python));
+        let main = p.frame_location(Frame::named("main", FrameKind::User));
+        p.samples.push(Sample {
+            pid: 1,
+            tid: 1,
+            comm: "python3".into(),
+            stack: vec![main, f],
+            count: 5,
+            weight: 5,
+        });
+        let mut out = Vec::new();
+        write(&p, &SvgOptions::default(), false, &mut out).unwrap();
+        let svg = String::from_utf8(out).unwrap();
+        let at = svg
+            .find("<title>heavy (split.py)_[p]")
+            .expect("the Python frame");
+        let rest = &svg[at..];
+        let end = rest.find("</g>").unwrap();
+        assert!(rest[..end].contains(PYTHON_FILL), "{}", &rest[..end]);
+        assert_eq!(svg.matches(PYTHON_FILL).count(), 1, "only the Python frame");
     }
 
     #[test]

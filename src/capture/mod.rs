@@ -5,7 +5,8 @@
 //! turns them into a [`setup::Setup`]; [`session::Session`] opens the tracking
 //! events ([`tracking`], [`ring`]), loads and attaches the BPF programs
 //! ([`sampler`], on perf events from [`perf`]), puts the targets in place and holds
-//! the command at its gate ([`gated`]).
+//! the command at its gate ([`gated`]). In CFI mode, [`python`] tells the BPF
+//! walk where each process's CPython keeps its frames and names code objects.
 //!
 //! Out: aggregated samples read back from the maps ([`maps::Drained`], with the
 //! program's [`stats::Stats`]) or, in DWARF mode, records unwound in userspace
@@ -18,6 +19,7 @@ pub mod gated;
 pub mod maps;
 pub mod perf;
 pub mod privilege;
+pub mod python;
 pub mod raw;
 pub mod ring;
 pub mod sampler;

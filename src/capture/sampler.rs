@@ -152,6 +152,8 @@ fn open_and_load(config: &Config, no_prealloc: bool) -> Result<ProfileSkel<'stat
     let (rows, index) = match config.cfi {
         Some(rows) => {
             rodata.unwind_cfi = true;
+            // Python frames are read after the CFI walk (bpf/python.h)
+            rodata.python_frames = true;
             (rows, (rows / 8).max(1024))
         }
         None => (1, 1),
@@ -377,6 +379,12 @@ impl Sampler {
     ) {
         let m = &self.skel.maps;
         (&m.unwind_rows, &m.unwind_index, &m.process_maps)
+    }
+
+    /// CFI mode: the Python maps (runtimes per process, announced stacks).
+    pub fn python_maps(&self) -> (&libbpf_rs::MapMut<'static>, &libbpf_rs::MapMut<'static>) {
+        let m = &self.skel.maps;
+        (&m.py_procs, &m.py_stacks)
     }
 
     /// Adds a process to the target set.

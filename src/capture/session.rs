@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 
+use super::python::Python;
 use super::sampler::{self, Sampler};
 use super::setup::Setup;
 use super::unwind::Tables;
@@ -29,6 +30,8 @@ pub struct Session {
     pub child: Option<Gated>,
     /// CFI mode: the unwind tables in the kernel.
     pub tables: Option<Tables>,
+    /// CFI mode: the Python runtimes of the targets and their code objects' names.
+    pub python: Option<Python>,
     exit_fd: Option<OwnedFd>,
     program: Option<PathBuf>,
     off_cpu: bool,
@@ -125,11 +128,16 @@ impl Session {
             }
             None => None,
         };
+        let python = match setup.cfi {
+            Some(_) => Some(Python::new(sampler.python_maps().1)?),
+            None => None,
+        };
         let mut session = Session {
             tracking,
             sampler,
             child,
             tables,
+            python,
             exit_fd,
             program,
             off_cpu: setup.off_cpu_min_ns.is_some(),
@@ -156,11 +164,16 @@ impl Session {
     }
 
     /// CFI mode: asks for the tables of new objects and installs those built,
-    /// waiting up to `wait` for all of them.
+    /// waiting up to `wait` for all of them; finds the Python runtimes of the
+    /// processes that changed and names the code objects of new Python stacks.
     fn refresh_tables(&mut self, wait: Option<Duration>) -> Result<()> {
         if let Some(t) = self.tables.as_mut() {
             let (_, _, processes) = self.sampler.unwind_maps();
-            t.sync(&mut self.tracking.tracker, processes, wait)?;
+            let changed = t.sync(&mut self.tracking.tracker, processes, wait)?;
+            if let Some(py) = self.python.as_mut() {
+                let (procs, _) = self.sampler.python_maps();
+                py.sync(&changed, &mut self.tracking.tracker, procs)?;
+            }
         }
         Ok(())
     }
@@ -196,6 +209,7 @@ impl Session {
         fds.extend(self.exit_fd.as_ref().map(|fd| fd.as_raw_fd()));
         fds.extend(self.sampler.ring_fd()?);
         fds.extend(self.tables.as_ref().map(Tables::wake_fd));
+        fds.extend(self.python.as_ref().map(Python::wake_fd));
         Ok(fds)
     }
 }

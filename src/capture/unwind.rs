@@ -411,15 +411,16 @@ impl Tables {
     /// Brings the kernel up to date with the tracker: asks for the tables of new
     /// objects, installs the tables built since, and writes the entries of the
     /// processes that changed. With `wait`, first waits up to that long for every
-    /// table asked for.
+    /// table asked for. Returns the processes whose address space changed.
     pub fn sync(
         &mut self,
         tracker: &mut Tracker,
         processes: &libbpf_rs::MapMut<'_>,
         wait: Option<Duration>,
-    ) -> Result<()> {
+    ) -> Result<std::collections::BTreeSet<u32>> {
         self.request_new(tracker);
-        self.dirty.extend(tracker.take_changed());
+        let changed = tracker.take_changed();
+        self.dirty.extend(&changed);
         self.install(wait);
         for pid in std::mem::take(&mut self.dirty) {
             // flamebpf itself, when only the command's child runs its image until
@@ -428,7 +429,7 @@ impl Tables {
                 self.write_process(pid, tracker, processes)?;
             }
         }
-        Ok(())
+        Ok(changed)
     }
 
     /// Sends the objects the tracker found since the last call to the worker.

@@ -122,6 +122,9 @@ pub fn run(args: RecordArgs) -> Result<i32> {
     if !args.quiet || summary.accounting.has_losses() {
         eprintln!("{}", summary.line());
     }
+    for line in session.python.iter().flat_map(|p| p.refusals()) {
+        eprintln!("flamebpf: {line}");
+    }
     match sampled.child_status {
         Some(code) if code != 0 => {
             if !args.quiet {

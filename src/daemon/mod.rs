@@ -300,6 +300,10 @@ impl Daemon {
             }
         }
         self.worker.finish()?;
+        // interpreters flamebpf could not read: said once, at the end
+        for line in self.session.python.iter().flat_map(|p| p.refusals()) {
+            eprintln!("flamebpf: {line}");
+        }
         Ok(Finished {
             stats: self.total,
             lost_records: self.session.tracking.tracker.lost_records(),

@@ -102,6 +102,27 @@ impl Accounting {
                 s[Stat::STAT_CFI_STOPPED],
             ));
         }
+        let python = s[Stat::STAT_PY_WALKED]
+            + s[Stat::STAT_PY_TRUNCATED]
+            + s[Stat::STAT_PY_STOPPED]
+            + s[Stat::STAT_PY_NO_THREAD];
+        if python > 0 {
+            line.push_str(&format!(
+                "; Python stacks read whole {}, cut at {} frames {} (marked [truncated]), stopped at an unreadable frame {}, \
+                 of threads without a Python thread state {}",
+                s[Stat::STAT_PY_WALKED],
+                crate::capture::skel::limits::MAX_DEPTH,
+                s[Stat::STAT_PY_TRUNCATED],
+                s[Stat::STAT_PY_STOPPED],
+                s[Stat::STAT_PY_NO_THREAD],
+            ));
+            if s[Stat::STAT_PY_RING_FULL] > 0 {
+                line.push_str(&format!(
+                    ", new Python stacks not sent to be named (ring buffer full) {}",
+                    s[Stat::STAT_PY_RING_FULL]
+                ));
+            }
+        }
         if let Some(u) = &self.unwound {
             line.push_str(&format!(
                 "; user stacks unwound whole {}, cut at {} frames {} (marked [truncated]), cut short by the copy size {} \

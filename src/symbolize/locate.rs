@@ -11,9 +11,12 @@
 
 use std::collections::{HashMap, HashSet};
 
+use std::sync::Arc;
+
 use symbolizer::history::Mapping;
 use symbolizer::objects::{Object, ObjectKind};
 use symbolizer::processes::ProcessInfo;
+use symbolizer::python::{is_python, CodeName};
 use symbolizer::{Moment, ObjectId, Resolved, Tracker};
 
 use crate::capture::raw::{RawKey, RawProfile, RawStack};
@@ -43,6 +46,8 @@ pub(super) enum UserAddr {
     Object(Resolved, Mapping),
     /// JIT code named by the process's perf map.
     Jit(String),
+    /// A Python frame (its code object named while the process lived, or not).
+    Python(Option<Arc<CodeName>>),
     /// Nothing covers it.
     Unknown,
 }
@@ -146,9 +151,10 @@ fn processes(located: &Located, tracker: &Tracker) -> HashMap<u32, ProcessInfo> 
 }
 
 /// Return addresses point after the call; the call itself is one byte earlier.
-/// The leaf (index 0, the sampled instruction) is not adjusted.
+/// The leaf (index 0, the sampled instruction) is not adjusted, nor are Python
+/// frames, which are no addresses.
 pub(super) fn lookup_addr(ip: u64, index: usize) -> u64 {
-    if index == 0 {
+    if index == 0 || is_python(ip) {
         ip
     } else {
         ip.saturating_sub(1)
@@ -156,6 +162,9 @@ pub(super) fn lookup_addr(ip: u64, index: usize) -> u64 {
 }
 
 fn classify(tracker: &Tracker, pid: u32, when: When, addr: u64) -> UserAddr {
+    if is_python(addr) {
+        return UserAddr::Python(tracker.python.name(pid, addr).cloned());
+    }
     let mapping = match when {
         When::Newest => tracker.history.mapping(pid, addr),
         When::At(moment) => tracker.history.mapping_in(pid, moment, addr),

@@ -11,6 +11,7 @@ use flamegraphs::{
     Frame, FrameId, FrameKind, Location, LocationId, Mapping, Meta, Profile, Sample,
 };
 use symbolizer::objects::ObjectKind;
+use symbolizer::python::{code_of, is_python, CodeName};
 use symbolizer::symbolize::{Frames, Symbol};
 use symbolizer::{ObjectId, Resolved, Symbolizer};
 
@@ -20,6 +21,7 @@ use crate::capture::raw::{RawKey, RawStack};
 pub mod debuginfod;
 mod kernel_symbols;
 mod locate;
+mod python;
 pub mod stored;
 mod worker;
 
@@ -226,9 +228,9 @@ fn assemble_stacks<'a>(
         }
         match &c.user {
             RawStack::Ips(ips) => {
-                for (i, &ip) in ips.iter().enumerate().rev() {
+                let mut location_of = |i: usize, ip: u64| {
                     let a = lookup_addr(ip, i);
-                    let location = match &names.user_addrs[&(c.pid, when, a)] {
+                    match &names.user_addrs[&(c.pid, when, a)] {
                         // one location per process, address space and address:
                         // a stack's frames are looked up, not interned again
                         UserAddr::Object(r, range) => *user_locations
@@ -242,14 +244,41 @@ fn assemble_stacks<'a>(
                                 frames: vec![frame],
                             })
                         }
+                        UserAddr::Python(name) => {
+                            python_location(profile, code_of(a), name.as_deref())
+                        }
                         // an address nothing covers keeps its own location
                         UserAddr::Unknown => profile.intern_location(Location {
                             mapping: None,
                             address: a,
                             frames: vec![unknown_user],
                         }),
-                    };
-                    stack.push(location);
+                    }
+                };
+                if ips.iter().any(|&ip| is_python(ip)) {
+                    // leaf first: the native frames, then the Python runs
+                    let mut native = Vec::new();
+                    let mut words = Vec::new();
+                    for (i, &ip) in ips.iter().enumerate() {
+                        if is_python(ip) {
+                            words.push(ip);
+                        } else {
+                            native.push(location_of(i, ip));
+                        }
+                    }
+                    let runs: Vec<Vec<LocationId>> = python::runs(&words)
+                        .into_iter()
+                        .map(|run| run.into_iter().map(|w| location_of(1, w)).collect())
+                        .collect();
+                    let native: Vec<(LocationId, bool)> = native
+                        .into_iter()
+                        .map(|l| (l, is_eval_loop(profile, l)))
+                        .collect();
+                    stack.extend(python::merge(&native, runs).into_iter().rev());
+                } else {
+                    for (i, &ip) in ips.iter().enumerate().rev() {
+                        stack.push(location_of(i, ip));
+                    }
                 }
             }
             RawStack::Lost => stack.push(lost_user),
@@ -278,6 +307,38 @@ fn assemble_stacks<'a>(
         stacks.insert((c, when), stack);
     }
     stacks
+}
+
+/// The location of a Python frame: `function (file.py)`, with the file and the
+/// function's first line for `--lines`.
+fn python_location(profile: &mut Profile, code: u64, name: Option<&CodeName>) -> LocationId {
+    let frame = match name {
+        Some(n) => {
+            let base = n.file.rsplit('/').next().unwrap_or(&n.file);
+            Frame {
+                name: format!("{} ({base})", n.name),
+                kind: FrameKind::Python,
+                file: Some(n.file.clone()),
+                line: Some(n.line),
+            }
+        }
+        None => Frame::named("[unknown]", FrameKind::Python),
+    };
+    let frame = profile.intern(frame);
+    profile.intern_location(Location {
+        mapping: None,
+        address: code,
+        frames: vec![frame],
+    })
+}
+
+/// Whether a native location is a run of Python's evaluation loop.
+fn is_eval_loop(profile: &Profile, location: LocationId) -> bool {
+    profile
+        .location(location)
+        .frames
+        .iter()
+        .any(|&f| profile.frame(f).name.starts_with(python::EVAL_LOOP))
 }
 
 /// An off-CPU stack was taken in the sched_switch tracepoint: the frames past

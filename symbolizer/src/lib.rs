@@ -22,6 +22,7 @@ pub mod objects;
 pub mod perfmap;
 pub mod processes;
 pub mod procmaps;
+pub mod python;
 pub mod records;
 pub mod symbolize;
 mod tracker;

@@ -9,6 +9,7 @@ use crate::objects::{ObjectId, ObjectStore, ANONYMOUS};
 use crate::perfmap::PerfMaps;
 use crate::processes::Processes;
 use crate::procmaps;
+use crate::python::PythonNames;
 use crate::records::{FileId, Record};
 
 const PROT_EXEC: u32 = 4;
@@ -25,6 +26,8 @@ pub struct Tracker {
     /// Executable, command name and cgroup of each process, read at first sight
     /// and at exec: the labels of its samples.
     pub processes: Processes,
+    /// Names of the Python code objects of processes that run CPython.
+    pub python: PythonNames,
     /// Processes with anonymous executable memory: where JIT code can be.
     jit_pids: BTreeSet<u32>,
     /// Processes whose address space changed since [`Tracker::take_changed`].
@@ -40,6 +43,7 @@ impl Tracker {
             objects: ObjectStore::new(),
             perf_maps: PerfMaps::new(),
             processes: Processes::new(),
+            python: PythonNames::default(),
             jit_pids: BTreeSet::new(),
             changed: BTreeSet::new(),
             lost_records: 0,
@@ -113,6 +117,7 @@ impl Tracker {
         for pid in &gone {
             self.jit_pids.remove(pid);
             self.perf_maps.forget(*pid);
+            self.python.forget(*pid);
         }
         self.processes.forget(&gone);
         let in_use = self.history.objects_in_use();

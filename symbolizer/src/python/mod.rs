@@ -1,0 +1,191 @@
+//! CPython: finding the interpreter in a process ([`elf`], [`layout`]) and naming
+//! the code objects its frames run ([`code`]), read while the process lives and
+//! kept per process with a bound on how many ([`PythonNames`]).
+//!
+//! A Python frame reaches userspace as one word of a user stack (bpf/python.h):
+//! bit 63 set, bit 62 on the first frame of a run of the evaluation loop, the code
+//! object's address in the low 48 bits.
+
+pub mod code;
+pub mod elf;
+pub mod layout;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+pub use code::{CodeName, Memory, ProcMem};
+pub use elf::Interpreter;
+pub use layout::{Layout, Model};
+
+/// Bit 63 of a stack word: a Python frame.
+pub const FRAME_BIT: u64 = 1 << 63;
+/// Bit 62: the first frame of a run of the evaluation loop.
+pub const ENTRY_BIT: u64 = 1 << 62;
+
+/// Whether a user stack word is a Python frame.
+pub fn is_python(word: u64) -> bool {
+    word & FRAME_BIT != 0
+}
+
+/// The code object of a Python frame word (0: an empty run).
+pub fn code_of(word: u64) -> u64 {
+    word & ((1 << 48) - 1)
+}
+
+/// What names a Python frame word: its code object and the fingerprint of its
+/// globals (a code object freed and another made at its address differ there),
+/// without the run flag.
+pub fn identity(word: u64) -> u64 {
+    word & !(FRAME_BIT | ENTRY_BIT)
+}
+
+/// The most code objects named across all processes: about 300 bytes each.
+pub const MAX_CODES: usize = 1 << 18;
+
+/// One process's interpreter and the names read from it.
+#[derive(Debug)]
+struct Process {
+    layout: Layout,
+    /// The addresses of `PyCode_Type` and `PyUnicode_Type` in the process:
+    /// what is read must be of those types.
+    types: Option<(u64, u64)>,
+    mem: Option<ProcMem>,
+    codes: HashMap<u64, Arc<CodeName>>,
+}
+
+/// The names of code objects, per process.
+#[derive(Debug, Default)]
+pub struct PythonNames {
+    procs: HashMap<u32, Process>,
+    total: usize,
+    /// Code objects left unnamed because [`MAX_CODES`] were held.
+    pub over_bound: u64,
+}
+
+impl PythonNames {
+    /// Starts naming the code objects of `pid`, which runs `layout`'s version
+    /// (forgetting what an earlier image of the pid had).
+    pub fn add_process(&mut self, pid: u32, layout: Layout, types: Option<(u64, u64)>) {
+        self.forget(pid);
+        self.procs.insert(
+            pid,
+            Process {
+                layout,
+                types,
+                mem: ProcMem::open(pid).ok(),
+                codes: HashMap::new(),
+            },
+        );
+    }
+
+    /// Whether `pid` is known to run Python.
+    pub fn knows(&self, pid: u32) -> bool {
+        self.procs.contains_key(&pid)
+    }
+
+    /// The version `pid` runs.
+    pub fn version(&self, pid: u32) -> Option<(u8, u8)> {
+        self.procs.get(&pid).map(|p| p.layout.version)
+    }
+
+    /// Names the code objects of the Python frames among `words` that are not
+    /// named yet, reading `pid`'s memory now.
+    pub fn note(&mut self, pid: u32, words: &[u64]) {
+        let Some(p) = self.procs.get_mut(&pid) else {
+            return;
+        };
+        let Some(mem) = p.mem.as_ref() else {
+            return;
+        };
+        for &w in words.iter().filter(|&&w| is_python(w)) {
+            let id = identity(w);
+            if code_of(w) == 0 || p.codes.contains_key(&id) {
+                continue;
+            }
+            if self.total >= MAX_CODES {
+                self.over_bound += 1;
+                continue;
+            }
+            if let Some(name) = code::read_code(mem, &p.layout, p.types, code_of(w)) {
+                p.codes.insert(id, Arc::new(name));
+                self.total += 1;
+            }
+        }
+    }
+
+    /// Names read from a stand-in memory (tests).
+    pub fn note_from(&mut self, pid: u32, mem: &dyn Memory, words: &[u64]) {
+        let Some(p) = self.procs.get_mut(&pid) else {
+            return;
+        };
+        for &w in words.iter().filter(|&&w| is_python(w)) {
+            if let Some(name) = code::read_code(mem, &p.layout, p.types, code_of(w)) {
+                p.codes.insert(identity(w), Arc::new(name));
+                self.total += 1;
+            }
+        }
+    }
+
+    /// The name of a Python frame word of `pid`.
+    pub fn name(&self, pid: u32, word: u64) -> Option<&Arc<CodeName>> {
+        self.procs.get(&pid)?.codes.get(&identity(word))
+    }
+
+    /// Drops what `pid` held.
+    pub fn forget(&mut self, pid: u32) {
+        if let Some(p) = self.procs.remove(&pid) {
+            self.total -= p.codes.len();
+        }
+    }
+
+    /// Closes the memory of `pid` (it exited); its names stay until forgotten.
+    pub fn close(&mut self, pid: u32) {
+        if let Some(p) = self.procs.get_mut(&pid) {
+            p.mem = None;
+        }
+    }
+
+    /// Processes known to run Python.
+    pub fn processes(&self) -> usize {
+        self.procs.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::code::tests::{code_312, FakeMem};
+    use super::*;
+
+    #[test]
+    fn words_are_named_once_and_forgotten_with_their_process() {
+        let mut names = PythonNames::default();
+        names.add_process(7, Layout::known(12).unwrap(), None);
+        let mut mem = FakeMem::default();
+        code_312(&mut mem, 0x1000, "f", "/a.py", 3);
+        let words = [0x40_1234, FRAME_BIT | 0x1000, FRAME_BIT | ENTRY_BIT];
+        names.note_from(7, &mem, &words);
+        assert_eq!(
+            names.name(7, FRAME_BIT | ENTRY_BIT | 0x1000).unwrap().name,
+            "f"
+        );
+        assert!(
+            names.name(7, FRAME_BIT | (5 << 48) | 0x1000).is_none(),
+            "other globals"
+        );
+        assert!(names.name(7, 0x40_1234).is_none(), "native words are left");
+        assert_eq!(names.version(7), Some((3, 12)));
+        names.forget(7);
+        assert!(names.name(7, FRAME_BIT | 0x1000).is_none());
+        assert_eq!(names.total, 0);
+    }
+
+    #[test]
+    fn words_say_what_they_are() {
+        assert!(is_python(FRAME_BIT | 5));
+        assert!(!is_python(0x7fff_0000_1000));
+        assert_eq!(
+            code_of(FRAME_BIT | ENTRY_BIT | 0x7f00_1234_5678),
+            0x7f00_1234_5678
+        );
+    }
+}
