@@ -277,7 +277,7 @@ pub struct DebuginfodArgs {
     /// from, by build id; repeatable. Default: $DEBUGINFOD_URLS (space-separated).
     /// Fetches run in the background: samples named before a file arrives stay
     /// `object+0x…`.
-    #[arg(long = "debuginfod", value_name = "URL")]
+    #[arg(long = "debuginfod", id = "debuginfod", value_name = "URL")]
     pub urls: Vec<String>,
 
     /// Where fetched debug files are kept. Default: $XDG_CACHE_HOME/flamebpf/debuginfod
@@ -489,6 +489,26 @@ mod tests {
         );
         assert_eq!(c.retain, std::time::Duration::from_secs(86400));
         assert_eq!(c.dir, PathBuf::from("/var/lib/flamebpf"));
+    }
+
+    /// Each repeatable URL flag fills its own field: two arguments of one id
+    /// would share their values in a release build, where clap checks nothing.
+    #[test]
+    fn export_and_debuginfod_urls_stay_apart() {
+        let c = Cli::try_parse_from([
+            "flamebpf",
+            "continuous",
+            "--export",
+            "grpc://127.0.0.1:4317",
+            "--debuginfod",
+            "http://127.0.0.1:8002",
+        ])
+        .unwrap();
+        let Command::Continuous(c) = c.command else {
+            panic!()
+        };
+        assert_eq!(c.export.urls, ["grpc://127.0.0.1:4317"]);
+        assert_eq!(c.sampling.debuginfod.urls, ["http://127.0.0.1:8002"]);
     }
 
     #[test]
