@@ -184,14 +184,16 @@ static __always_inline __s32 cfi_stack(struct bpf_perf_event_data *ctx, __u32 tg
 		return stack_id(ctx, stacks, overflow_stacks, BPF_F_USER_STACK, hash);
 	}
 	__u32 gen = pm->gen;
+	bool may_run_python = pm->flags & PROCESS_MAY_RUN_PYTHON;
 	struct user_regs r;
 	current_user_regs(ctx, &r);
 	__u8 outcome;
 	__u64 h;
 	__u32 n = unwind_user(sample_room, tgid, gen, r.ip, r.sp, r.bp, &outcome, &h);
 	count(outcome);
-	/* Python frames after the native ones (python.h) */
-	__u32 py = python_frames ? python_stack(sample_room, tgid, &n, &h) : 0;
+	/* Python frames after the native ones (python.h); a process that maps no
+	 * python is spared the py_procs lookup */
+	__u32 py = python_frames && may_run_python ? python_stack(sample_room, tgid, &n, &h) : 0;
 	struct room *s = room_of(sample_room);
 	if (!s || n == 0) {
 		count(STAT_STACK_LOST);

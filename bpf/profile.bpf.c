@@ -35,6 +35,7 @@
 enum flamebpf_limits *flamebpf_limits_type = 0;
 enum flamebpf_cfa *flamebpf_cfa_type = 0;
 enum flamebpf_mapping *flamebpf_mapping_type = 0;
+enum flamebpf_process_flags *flamebpf_process_flags_type = 0;
 enum flamebpf_sample_kind *flamebpf_sample_kind_type = 0;
 enum flamebpf_py_model *flamebpf_py_model_type = 0;
 struct py_stack_event *py_stack_event_type = 0;

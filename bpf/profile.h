@@ -84,12 +84,21 @@ struct exec_mapping {
 	__u32 pad;
 };
 
+/* process_mappings.flags */
+enum flamebpf_process_flags {
+	/* the process maps an object named like python: its samples look for a
+	 * CPython in py_procs (python.h); the others skip that lookup */
+	PROCESS_MAY_RUN_PYTHON = 1,
+};
+
 /* A process's executable mappings, sorted by start. */
 struct process_mappings {
 	__u32 len;
 	/* Changes whenever userspace writes the entry (never the same for two
 	 * writes): rows cached under an older generation are not used. */
 	__u32 gen;
+	__u32 flags; /* enum flamebpf_process_flags */
+	__u32 pad;
 	struct exec_mapping m[FLAMEBPF_MAX_MAPPINGS];
 };
 

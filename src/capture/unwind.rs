@@ -27,7 +27,8 @@ use symbolizer::{ObjectId, Tracker};
 
 use super::skel::limits::{INDEX_SHIFT, MAX_MAPPINGS};
 use super::skel::types::{
-    exec_mapping, flamebpf_cfa, flamebpf_mapping, index_entry, process_mappings, unwind_row,
+    exec_mapping, flamebpf_cfa, flamebpf_mapping, flamebpf_process_flags, index_entry,
+    process_mappings, unwind_row,
 };
 
 /// Encodes one row for the BPF unwinder; rules whose numbers do not fit the
@@ -584,6 +585,12 @@ impl Tables {
         let mut entry: process_mappings = unsafe { std::mem::zeroed() };
         let mut len = 0;
         for m in tracker.history.current(pid) {
+            // the same test src/capture/python.rs starts from, so that no
+            // process it can read is skipped
+            let object = tracker.objects.get(m.object);
+            if object.kind == ObjectKind::File && object.short_name().contains("python") {
+                entry.flags |= flamebpf_process_flags::PROCESS_MAY_RUN_PYTHON.0 as u32;
+            }
             let Some((key, path)) = self.keys.get(&m.object).cloned() else {
                 continue; // anonymous memory: not listed, walked with frame pointers
             };

@@ -15,7 +15,12 @@ pub struct ExportArgs {
     /// profiles over gRPC; http(s)://HOST:PORT/v1development/profiles for OTLP over
     /// HTTP; http(s)://HOST:PORT/push.v1.PusherService/Push for Pyroscope. Windows
     /// not acknowledged are retried, in order, across restarts.
-    #[arg(long = "export", id = "export", value_name = "URL", help_heading = "Export")]
+    #[arg(
+        long = "export",
+        id = "export",
+        value_name = "URL",
+        help_heading = "Export"
+    )]
     pub urls: Vec<String>,
 
     /// Trust this CA (PEM) as well as the system's roots for https:// and grpcs://.
