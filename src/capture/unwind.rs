@@ -589,7 +589,7 @@ impl Tables {
             // process it can read is skipped
             let object = tracker.objects.get(m.object);
             if object.kind == ObjectKind::File && object.short_name().contains("python") {
-                entry.flags |= flamebpf_process_flags::PROCESS_MAY_RUN_PYTHON.0 as u32;
+                entry.flags |= flamebpf_process_flags::PROCESS_MAY_RUN_PYTHON.0;
             }
             let Some((key, path)) = self.keys.get(&m.object).cloned() else {
                 continue; // anonymous memory: not listed, walked with frame pointers
