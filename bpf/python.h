@@ -109,29 +109,24 @@ static __always_inline int py_read(__u64 *dst, __u64 addr)
 	return bpf_probe_read_user(dst, sizeof(*dst), (void *)addr);
 }
 
-/* Fills the window with the PY_WINDOW bytes that end where frame f's first
- * PY_FRAME_BYTES do, or, where those are not all mapped (the data stack's chunk
- * begins above), from f's page on. Returns 1 when the window holds the frame. */
+/* Fills the window with up to PY_WINDOW bytes that end where frame f's first
+ * PY_FRAME_BYTES do, from f's page on. Returns 1 when the window holds the
+ * frame. */
 __noinline int py_refill(struct py_walk *w, __u64 f)
 {
 	if (!w)
 		return 0;
 	__u64 end = f + PY_FRAME_BYTES;
+	/* not below f's page: the data stack's first chunk begins on a page that
+	 * often has nothing mapped below it, and a read that faults costs more
+	 * than the frames below it would save (a 1-frame stack cost more than a
+	 * 30-frame one); the frames of a lower page get a read of their own */
 	__u64 base = end - PY_WINDOW;
-	if (bpf_probe_read_user(w->win, PY_WINDOW, (void *)base) == 0) {
-		w->win_base = base;
-		w->win_len = PY_WINDOW;
-		return 1;
-	}
-	base = f & ~4095ULL;
+	if (base < (f & ~4095ULL))
+		base = f & ~4095ULL;
 	__u64 len = end - base;
 	/* checked on the register that is passed (the compiler would check a
 	 * copy) */
-	asm volatile("" : "+r"(len));
-	if (len > PY_WINDOW || len < PY_FRAME_BYTES) {
-		w->win_len = 0;
-		return 0;
-	}
 	asm volatile("" : "+r"(len));
 	if (len > PY_WINDOW || len < PY_FRAME_BYTES || bpf_probe_read_user(w->win, len, (void *)base)) {
 		w->win_len = 0;
