@@ -147,7 +147,7 @@ def main():
              "| --- | --- | --- | --- | --- |"]
     lines += [f"| {m} | {med:.0f} | {lo:.0f} | {hi:.0f} | {fr:.1f} |" for m, med, lo, hi, fr in bpf]
     lines += ["", f"## Slowdown of a fixed Python job ({a.runs} interleaved runs, medians)", "",
-              "| configuration | job seconds | slowdown | min | max | profiler CPU ms |",
+              "| configuration | job seconds | slowdown | min | max | CPU ms, profiler and job together |",
               "| --- | --- | --- | --- | --- | --- |"]
     lines += [f"| {n} | {s:.3f} | {d:+.2f}% | {lo:.3f} | {hi:.3f} | {c:.0f} |" for n, s, d, lo, hi, c in slow]
     report(lines, a.out)
