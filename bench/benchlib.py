@@ -104,3 +104,30 @@ def machine():
                       if l.startswith("model name")), "unknown CPU")
     nproc = subprocess.run(["nproc"], capture_output=True, text=True).stdout.strip()
     return f"{nproc} CPUs (nproc), {cpu_model}, kernel {os.uname().release}"
+
+
+def bpf_time_per_sample(workload, args, prog, folded, settle=0.0):
+    """Runs `workload` (argv lists, one process each) and, beside it, `flamebpf
+    record -q -a -F 999 -d 6 --no-inline -o folded ARGS` with
+    kernel.bpf_stats_enabled=1 (restored afterwards); returns (ns per run, runs)
+    of the program named `prog`, read just before the capture ends."""
+    knob = Path("/proc/sys/kernel/bpf_stats_enabled")
+    old = knob.read_text().strip()
+    knob.write_text("1")
+    procs = [subprocess.Popen([str(a) for a in argv]) for argv in workload]
+    try:
+        time.sleep(settle)
+        p = subprocess.Popen([str(FLAMEBPF), "record", "-q", "-a", "-F", "999", "-d", "6", "--no-inline",
+                              "-o", str(folded)] + list(args))
+        time.sleep(5.5)
+        progs = json.loads(subprocess.run(["bpftool", "prog", "show", "-j"], capture_output=True, text=True,
+                                          check=True).stdout)
+        p.wait(timeout=120)
+        cnt = sum(q.get("run_cnt", 0) for q in progs if q.get("name") == prog)
+        ns = sum(q.get("run_time_ns", 0) for q in progs if q.get("name") == prog)
+    finally:
+        knob.write_text(old)
+        for q in procs:
+            q.kill()
+            q.wait()
+    return (ns / cnt if cnt else float("nan")), cnt

@@ -15,7 +15,6 @@ Run as root: bench/python.py [--runs 5] [--rounds 6000] [--bpf-rounds 3] [--out 
 """
 
 import argparse
-import json
 import random
 import statistics
 import subprocess
@@ -24,7 +23,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from benchlib import FLAMEBPF, ROOT, prepare, report, wait_exit
+from benchlib import FLAMEBPF, ROOT, bpf_time_per_sample, prepare, report, wait_exit
 
 PYTHON = "/usr/bin/python3"
 PYSPY = ROOT / "tests" / "clients" / "venv" / "bin" / "py-spy"
@@ -34,27 +33,9 @@ WORK = ROOT / "testdata" / "python" / "work.py"
 
 def bpf_round(mode, tmp):
     """(ns per program run, runs, Python frames per stack of the workload)."""
-    knob = Path("/proc/sys/kernel/bpf_stats_enabled")
-    old = knob.read_text().strip()
-    knob.write_text("1")
-    procs = [subprocess.Popen([PYTHON, str(DEEP), "12", "30"]) for _ in range(2)]
     folded = Path(tmp) / f"{mode}.folded"
     extra = ["--call-graph", "fp"] if mode == "fp" else []
-    try:
-        time.sleep(0.5)
-        p = subprocess.Popen([str(FLAMEBPF), "record", "-q", "-a", "-F", "999", "-d", "6", "--no-inline",
-                              "-o", str(folded)] + extra)
-        time.sleep(5.5)
-        progs = json.loads(subprocess.run(["bpftool", "prog", "show", "-j"], capture_output=True, text=True,
-                                          check=True).stdout)
-        p.wait(timeout=120)
-        cnt = sum(q.get("run_cnt", 0) for q in progs if q.get("name") == "profile")
-        ns = sum(q.get("run_time_ns", 0) for q in progs if q.get("name") == "profile")
-    finally:
-        knob.write_text(old)
-        for q in procs:
-            q.kill()
-            q.wait()
+    ns, cnt = bpf_time_per_sample([[PYTHON, DEEP, "12", "30"]] * 2, extra, "profile", folded, settle=0.5)
     frames, n = 0, 0
     for line in folded.read_text().splitlines():
         stack, count = line.rsplit(" ", 1)
@@ -63,7 +44,7 @@ def bpf_round(mode, tmp):
             continue
         frames += sum(1 for f in parts if f.endswith("_[p]")) * int(count)
         n += int(count)
-    return ns / cnt if cnt else float("nan"), cnt, frames / n if n else 0.0
+    return ns, cnt, frames / n if n else 0.0
 
 
 def bpf_cost(rounds, tmp):

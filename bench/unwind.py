@@ -28,7 +28,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from benchlib import FLAMEBPF, ROOT, prepare, report, sh
+from benchlib import FLAMEBPF, ROOT, bpf_time_per_sample, prepare, report, sh
 
 MODES = {"cfi": [], "fp": ["--call-graph", "fp"], "dwarf": ["--call-graph", "dwarf"]}
 
@@ -42,26 +42,9 @@ def build_deep(tmp):
 
 def bpf_round(deep, tmp, mode):
     """(ns per program run, runs, mean user frames of the deep workload's stacks)."""
-    knob = Path("/proc/sys/kernel/bpf_stats_enabled")
-    old = knob.read_text().strip()
-    knob.write_text("1")
-    procs = [subprocess.Popen([str(deep), "8"]) for _ in range(2)]
     folded = Path(tmp) / f"{mode}.folded"
-    try:
-        p = subprocess.Popen([str(FLAMEBPF), "record", "-q", "-a", "-F", "999", "-d", "6", "--no-inline",
-                              "-o", str(folded)] + MODES[mode])
-        time.sleep(5.5)
-        progs = json.loads(subprocess.run(["bpftool", "prog", "show", "-j"], capture_output=True, text=True,
-                                          check=True).stdout)
-        p.wait(timeout=120)
-        name = "profile_dwarf" if mode == "dwarf" else "profile"
-        cnt = sum(q.get("run_cnt", 0) for q in progs if q.get("name") == name)
-        ns = sum(q.get("run_time_ns", 0) for q in progs if q.get("name") == name)
-    finally:
-        knob.write_text(old)
-        for q in procs:
-            q.kill()
-            q.wait()
+    ns, cnt = bpf_time_per_sample([[deep, "8"]] * 2, MODES[mode],
+                                  "profile_dwarf" if mode == "dwarf" else "profile", folded)
     frames, n = 0, 0
     for line in folded.read_text().splitlines():
         stack, count = line.rsplit(" ", 1)
@@ -71,7 +54,7 @@ def bpf_round(deep, tmp, mode):
         user = [f for f in parts[1:] if not f.endswith("_[k]")]
         frames += len(user) * int(count)
         n += int(count)
-    return ns / cnt if cnt else float("nan"), cnt, frames / n if n else 0.0
+    return ns, cnt, frames / n if n else 0.0
 
 
 def bpf_cost(deep, tmp, rounds):

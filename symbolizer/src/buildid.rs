@@ -28,37 +28,19 @@ fn u64_at(b: &[u8], at: usize) -> Option<u64> {
 /// The build id of a 64-bit little-endian ELF file (x86-64's kind), `None` when
 /// it has none or is not such a file.
 pub fn read(file: &File) -> Option<Vec<u8>> {
-    let mut header = [0u8; 64];
-    file.read_exact_at(&mut header, 0).ok()?;
-    // ELFCLASS64, ELFDATA2LSB
-    if &header[..4] != b"\x7fELF" || header[4] != 2 || header[5] != 1 {
-        return None;
-    }
-    let phoff = u64_at(&header, 32)?;
-    let phentsize = usize::from(u16_at(&header, 54)?);
-    let phnum = usize::from(u16_at(&header, 56)?).min(MAX_PHDRS);
-    if phentsize < 56 {
-        return None;
-    }
-    let mut phdrs = vec![0u8; phentsize * phnum];
-    file.read_exact_at(&mut phdrs, phoff).ok()?;
-    for ph in phdrs.chunks_exact(phentsize) {
-        if u32_at(ph, 0)? != PT_NOTE {
-            continue;
-        }
-        let (offset, size) = (u64_at(ph, 8)?, u64_at(ph, 32)?);
-        if size == 0 || size > MAX_NOTES {
-            continue;
-        }
-        let mut notes = vec![0u8; size as usize];
-        if file.read_exact_at(&mut notes, offset).is_err() {
-            continue;
-        }
-        if let Some(id) = find_build_id(&notes) {
-            return Some(id);
-        }
-    }
-    None
+    let header = header(file)?;
+    let table = Table {
+        offset: u64_at(&header, 32)?,
+        entry_size: usize::from(u16_at(&header, 54)?),
+        entries: usize::from(u16_at(&header, 56)?).min(MAX_PHDRS),
+        min_entry_size: 56,
+        note_type: PT_NOTE,
+        // p_type, p_offset, p_filesz
+        type_at: 0,
+        offset_at: 8,
+        size_at: 32,
+    };
+    table.build_id(file)
 }
 
 /// The most section headers looked at.
@@ -70,6 +52,7 @@ const PT_LOAD: u32 = 1;
 fn header(file: &File) -> Option<[u8; 64]> {
     let mut header = [0u8; 64];
     file.read_exact_at(&mut header, 0).ok()?;
+    // ELFCLASS64, ELFDATA2LSB
     (&header[..4] == b"\x7fELF" && header[4] == 2 && header[5] == 1).then_some(header)
 }
 
@@ -82,30 +65,63 @@ pub fn read_any(file: &File) -> Option<Vec<u8>> {
     }
     let header = header(file)?;
     let shoff = u64_at(&header, 40)?;
-    let shentsize = usize::from(u16_at(&header, 58)?);
-    let shnum = usize::from(u16_at(&header, 60)?).min(MAX_SHDRS);
-    if shentsize < 64 || shoff == 0 {
+    if shoff == 0 {
         return None;
     }
-    let mut shdrs = vec![0u8; shentsize * shnum];
-    file.read_exact_at(&mut shdrs, shoff).ok()?;
-    for sh in shdrs.chunks_exact(shentsize) {
-        if u32_at(sh, 4)? != SHT_NOTE {
-            continue;
+    let table = Table {
+        offset: shoff,
+        entry_size: usize::from(u16_at(&header, 58)?),
+        entries: usize::from(u16_at(&header, 60)?).min(MAX_SHDRS),
+        min_entry_size: 64,
+        note_type: SHT_NOTE,
+        // sh_type, sh_offset, sh_size
+        type_at: 4,
+        offset_at: 24,
+        size_at: 32,
+    };
+    table.build_id(file)
+}
+
+/// A table of program or section headers, and where in an entry its type, the
+/// file offset and the size of what it describes lie.
+struct Table {
+    offset: u64,
+    entry_size: usize,
+    entries: usize,
+    min_entry_size: usize,
+    note_type: u32,
+    type_at: usize,
+    offset_at: usize,
+    size_at: usize,
+}
+
+impl Table {
+    /// The build id in the first of the table's notes that holds one; every
+    /// read bounded (MAX_NOTES, and the entries capped by the caller).
+    fn build_id(&self, file: &File) -> Option<Vec<u8>> {
+        if self.entry_size < self.min_entry_size {
+            return None;
         }
-        let (offset, size) = (u64_at(sh, 24)?, u64_at(sh, 32)?);
-        if size == 0 || size > MAX_NOTES {
-            continue;
+        let mut table = vec![0u8; self.entry_size * self.entries];
+        file.read_exact_at(&mut table, self.offset).ok()?;
+        for e in table.chunks_exact(self.entry_size) {
+            if u32_at(e, self.type_at)? != self.note_type {
+                continue;
+            }
+            let (offset, size) = (u64_at(e, self.offset_at)?, u64_at(e, self.size_at)?);
+            if size == 0 || size > MAX_NOTES {
+                continue;
+            }
+            let mut notes = vec![0u8; size as usize];
+            if file.read_exact_at(&mut notes, offset).is_err() {
+                continue;
+            }
+            if let Some(id) = find_build_id(&notes) {
+                return Some(id);
+            }
         }
-        let mut notes = vec![0u8; size as usize];
-        if file.read_exact_at(&mut notes, offset).is_err() {
-            continue;
-        }
-        if let Some(id) = find_build_id(&notes) {
-            return Some(id);
-        }
+        None
     }
-    None
 }
 
 /// A loadable segment: `filesz` bytes at file offset `offset` are mapped at

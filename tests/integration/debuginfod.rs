@@ -22,6 +22,13 @@ struct Server {
 }
 
 impl Server {
+    /// [`Server::start`], or `None` after printing why the test skips.
+    fn start_or_skip(name: &str) -> Option<Server> {
+        Server::start(name)
+            .map_err(|why| eprintln!("skipped: {why}"))
+            .ok()
+    }
+
     /// Serves an unstripped copy of workload `name`; `Err` when the package is
     /// not installed (scripts/setup.sh installs it).
     fn start(name: &str) -> Result<Server, String> {
@@ -152,12 +159,8 @@ fn unnamed(f: &Folded) -> bool {
 #[test]
 fn record_names_a_stripped_binary_from_debuginfod_and_not_without() {
     require_bpf!();
-    let server = match Server::start("split") {
-        Ok(s) => s,
-        Err(why) => {
-            eprintln!("skipped: {why}");
-            return;
-        }
+    let Some(server) = Server::start_or_skip("split") else {
+        return;
     };
     let stripped = server.stripped("split");
     let _lock = capture_lock();
@@ -179,12 +182,8 @@ fn record_names_a_stripped_binary_from_debuginfod_and_not_without() {
 #[test]
 fn a_stalled_server_holds_up_neither_record_nor_the_daemons_windows() {
     require_bpf!();
-    let server = match Server::start("split") {
-        Ok(s) => s,
-        Err(why) => {
-            eprintln!("skipped: {why}");
-            return;
-        }
+    let Some(server) = Server::start_or_skip("split") else {
+        return;
     };
     let stripped = server.stripped("split");
     let url = server.url();
@@ -227,12 +226,8 @@ fn a_stalled_server_holds_up_neither_record_nor_the_daemons_windows() {
 #[test]
 fn the_daemon_names_later_windows_once_the_file_arrived() {
     require_bpf!();
-    let server = match Server::start("split") {
-        Ok(s) => s,
-        Err(why) => {
-            eprintln!("skipped: {why}");
-            return;
-        }
+    let Some(server) = Server::start_or_skip("split") else {
+        return;
     };
     let stripped = server.stripped("split");
     let dir = tempfile::tempdir().unwrap();
@@ -270,12 +265,8 @@ fn the_daemon_names_later_windows_once_the_file_arrived() {
 #[test]
 fn query_names_stored_windows_from_debuginfod() {
     require_bpf!();
-    let server = match Server::start("split") {
-        Ok(s) => s,
-        Err(why) => {
-            eprintln!("skipped: {why}");
-            return;
-        }
+    let Some(server) = Server::start_or_skip("split") else {
+        return;
     };
     let stripped = server.stripped("split");
     let dir = tempfile::tempdir().unwrap();
