@@ -6,7 +6,7 @@
 //! CPU, a third of a short capture's. Where the program cannot run (no BPF, a
 //! kernel before 5.14) /proc/kallsyms is read as before.
 
-use std::cell::RefCell;
+use std::cell::{OnceCell, RefCell};
 
 use anyhow::{Context, Result};
 use libbpf_rs::skel::{OpenSkel, SkelBuilder};
@@ -30,6 +30,9 @@ pub fn namer() -> Box<dyn KernelNames> {
 /// through `&mut` while [`KernelNames`] hands out `&self`.
 struct ByProgram {
     skel: RefCell<skel::KsymsSkel<'static>>,
+    /// /proc/kallsyms, read only if a run of the program fails, so that a
+    /// failure names frames the old way rather than leaving them unnamed.
+    fallback: OnceCell<Kallsyms>,
 }
 
 impl ByProgram {
@@ -45,6 +48,7 @@ impl ByProgram {
         let skel = open.load().context("loading the kernel namer")?;
         Ok(ByProgram {
             skel: RefCell::new(skel),
+            fallback: OnceCell::new(),
         })
     }
 
@@ -77,11 +81,12 @@ impl ByProgram {
 impl KernelNames for ByProgram {
     fn names(&self, addrs: &[u64]) -> Vec<Option<String>> {
         let mut out = Vec::with_capacity(addrs.len());
-        if self.run(addrs, &mut out).is_err() {
-            out.clear();
+        if self.run(addrs, &mut out).is_ok() {
+            return out;
         }
-        out.resize(addrs.len(), None);
-        out
+        self.fallback
+            .get_or_init(|| Kallsyms::load().unwrap_or_default())
+            .names(addrs)
     }
 
     fn is_empty(&self) -> bool {
