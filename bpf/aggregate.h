@@ -11,6 +11,9 @@
 
 /* Which map set samples go to; flipped by userspace through the mmap'd .bss. */
 volatile __u32 active_set = 0;
+/* Bumped by userspace before it empties a set (src/capture/sampler.rs): the
+ * rooms' caches of stacks kept (scratch.h) hold for one turn of a set. */
+volatile __u32 set_epoch[2] = {};
 /* Whether set 1 is ever used (the continuous daemon): when not, the verifier
  * drops every path that adds to it, which halves its work on the sampler. */
 const volatile bool two_sets = false;
@@ -97,26 +100,67 @@ __noinline __u64 hash_frames(__u32 n, __u32 room)
 }
 
 /* Stores the first n addresses of room `room`'s stack under `h`, their hash, in
- * an overflow map. Returns the hash, or 0 when the stack could not be kept. */
+ * an overflow map. Returns the hash, or 0 when the stack could not be kept;
+ * *fresh says whether this call stored it. */
 static __always_inline __u64 keep_hashed(struct room *s, __u32 room, __u32 n, __u64 h, void *overflow_stacks,
-					  long *err)
+					  long *err, bool *fresh)
 {
 	/* never 0 (which says "not kept"), without a branch on the hash: a
 	 * condition would make the verifier track the hash's every step through
 	 * the walk, and prune none of its states */
 	h |= 1;
+	*fresh = false;
 	/* most samples repeat a stack already kept */
 	if (bpf_map_lookup_elem(overflow_stacks, &h))
 		return h;
 	/* a new one is stored whole */
 	zero_tail(n, room);
 	*err = bpf_map_update_elem(overflow_stacks, &h, &s->st, BPF_NOEXIST);
-	if (*err == 0)
+	if (*err == 0) {
+		*fresh = true;
 		return h;
+	}
 	/* Another CPU may have stored the same stack in between. */
 	if (bpf_map_lookup_elem(overflow_stacks, &h))
 		return h;
 	return 0;
+}
+
+/* The room's cache entry for a stack of hash h (h | 1, as kept). */
+static __always_inline struct seen_stack *seen_slot(struct room *s, __u64 h)
+{
+	return &s->seen[(h >> 1) & (SEEN_STACKS - 1)];
+}
+
+/* Whether room s kept the stack of hash h (h | 1) in set `set` this turn. */
+static __always_inline bool seen_before(struct room *s, __u64 h, __u32 set)
+{
+	struct seen_stack *e = seen_slot(s, h);
+	return e->hash == h && e->set == set && e->epoch == set_epoch[set & 1];
+}
+
+/* Notes that room s kept the stack of hash h in set `set`. */
+static __always_inline void note_seen(struct room *s, __u64 h, __u32 set)
+{
+	struct seen_stack *e = seen_slot(s, h);
+	e->hash = h;
+	e->set = set;
+	e->epoch = set_epoch[set & 1];
+}
+
+/* keep_hashed() through room s's cache of the stacks it kept in set `set` this
+ * turn: a stack seen before costs no look in the map. */
+static __always_inline __u64 keep_cached(struct room *s, __u32 room, __u32 n, __u64 h, __u32 set,
+					  void *overflow_stacks, long *err, bool *fresh)
+{
+	h |= 1;
+	*fresh = false;
+	if (seen_before(s, h, set))
+		return h;
+	h = keep_hashed(s, room, n, h, overflow_stacks, err, fresh);
+	if (h)
+		note_seen(s, h, set);
+	return h;
 }
 
 /* Counts a sample's stack that could not be kept, by why. */
@@ -133,7 +177,8 @@ static __always_inline void count_stack_lost(long err)
 /* keep_hashed() of a stack whose hash is not known yet. */
 static __always_inline __u64 keep_by_hash(struct room *s, __u32 room, __u32 n, void *overflow_stacks, long *err)
 {
-	return keep_hashed(s, room, n, hash_frames(n, room), overflow_stacks, err);
+	bool fresh;
+	return keep_hashed(s, room, n, hash_frames(n, room), overflow_stacks, err, &fresh);
 }
 
 /* Keeps a stack whose STACK_TRACE bucket is taken: copies it with bpf_get_stack
@@ -172,7 +217,7 @@ static __always_inline __s32 stack_id(struct bpf_perf_event_data *ctx, void *sta
  * process whose mappings are not known yet is walked with frame pointers by the
  * kernel, as in fp mode, and counted. */
 static __always_inline __s32 cfi_stack(struct bpf_perf_event_data *ctx, __u32 tgid, void *stacks,
-				       void *overflow_stacks, __u64 *hash)
+				       void *overflow_stacks, __u32 set, __u64 *hash)
 {
 	*hash = 0;
 	/* a sample in user mode is no kernel thread's: skip the task read */
@@ -193,26 +238,28 @@ static __always_inline __s32 cfi_stack(struct bpf_perf_event_data *ctx, __u32 tg
 	count(outcome);
 	/* Python frames after the native ones (python.h); a process that maps no
 	 * python is spared the py_procs lookup */
-	__u32 py = python_frames && may_run_python ? python_stack(sample_room, tgid, &n, &h) : 0;
+	__u32 py = python_frames && may_run_python ? python_stack(sample_room, tgid, gen, &n, &h) : 0;
 	struct room *s = room_of(sample_room);
 	if (!s || n == 0) {
 		count(STAT_STACK_LOST);
 		return -FLAMEBPF_EEXIST;
 	}
-	if (py)
-		py_announce(overflow_stacks, sample_room, tgid, n, h);
 	long err = 0;
-	*hash = keep_hashed(s, sample_room, n, h, overflow_stacks, &err);
+	bool fresh;
+	*hash = keep_cached(s, sample_room, n, h, set, overflow_stacks, &err, &fresh);
 	if (!*hash) {
 		count_stack_lost(err);
 		return -FLAMEBPF_EEXIST;
 	}
+	/* a new stack with Python frames goes to be named while its process lives */
+	if (py && fresh)
+		py_announce(sample_room, tgid, n);
 	return -FLAMEBPF_STACK_HASHED;
 }
 
 /* Adds the sample to one map set; inlined twice, so each copy sees constant maps. */
-static __always_inline void record_in(struct bpf_perf_event_data *ctx, struct sample_key *key, void *stacks,
-				      void *overflow_stacks, void *counts)
+static __always_inline void record_in(struct bpf_perf_event_data *ctx, struct sample_key *key, __u32 set,
+				      void *stacks, void *overflow_stacks, void *counts)
 {
 	/* a sample in user mode has no kernel stack: no need to ask for it */
 	if ((ctx->regs.cs & 3) == 3) {
@@ -225,7 +272,7 @@ static __always_inline void record_in(struct bpf_perf_event_data *ctx, struct sa
 		count(STAT_KERNEL_STACK_ABSENT);
 
 	if (unwind_cfi)
-		key->user_stack_id = cfi_stack(ctx, key->pid, stacks, overflow_stacks, &key->user_stack_hash);
+		key->user_stack_id = cfi_stack(ctx, key->pid, stacks, overflow_stacks, set, &key->user_stack_hash);
 	else
 		key->user_stack_id = stack_id(ctx, stacks, overflow_stacks, BPF_F_USER_STACK, &key->user_stack_hash);
 	if (key->user_stack_id == -FLAMEBPF_EFAULT)
@@ -256,9 +303,9 @@ static __always_inline void record_in(struct bpf_perf_event_data *ctx, struct sa
 static __always_inline void record(struct bpf_perf_event_data *ctx, struct sample_key *key)
 {
 	if (current_set())
-		record_in(ctx, key, &stacks1, &overflow1, &counts1);
+		record_in(ctx, key, 1, &stacks1, &overflow1, &counts1);
 	else
-		record_in(ctx, key, &stacks0, &overflow0, &counts0);
+		record_in(ctx, key, 0, &stacks0, &overflow0, &counts0);
 }
 
 #endif

@@ -66,10 +66,11 @@ static __always_inline __u32 frames(long len)
 }
 
 /* Keeps the first n frames of scratch room `room` by hash in set `set`'s overflow map;
- * returns the hash, 0 when lost. A function of its own, verified once, rather
- * than a loop inlined at each of its callers (which exceeds the verifier's
- * budget). */
-__noinline __u64 keep_scratch(__u32 n, __u32 set, __u32 room)
+ * returns the hash, 0 when lost. A new stack with Python frames of process
+ * `py_pid` (0: none) is sent to be named. A function of its own, verified once,
+ * rather than a loop inlined at each of its callers (which exceeds the
+ * verifier's budget). */
+__noinline __u64 keep_scratch(__u32 n, __u32 set, __u32 room, __u32 py_pid)
 {
 	struct room *s = room_of(room);
 	if (!s)
@@ -77,19 +78,25 @@ __noinline __u64 keep_scratch(__u32 n, __u32 set, __u32 room)
 	if (n > FLAMEBPF_MAX_DEPTH)
 		n = FLAMEBPF_MAX_DEPTH;
 	long err = 0;
+	bool fresh;
+	__u64 h = hash_frames(n, room);
 	if (set)
-		return keep_by_hash(s, room, n, &overflow1, &err);
-	return keep_by_hash(s, room, n, &overflow0, &err);
+		h = keep_cached(s, room, n, h, 1, &overflow1, &err, &fresh);
+	else
+		h = keep_cached(s, room, n, h, 0, &overflow0, &err, &fresh);
+	if (h && fresh && py_pid)
+		py_announce(room, py_pid, n);
+	return h;
 }
 
 /* Keeps the first n frames of scratch by hash in set `set`; returns the key's
  * stack id (-STACK_HASHED, -EFAULT for no frames, -EEXIST when lost). */
-static __always_inline __s32 keep_wait_stack(__u32 n, __u32 set, __u32 room, __u64 *hash)
+static __always_inline __s32 keep_wait_stack(__u32 n, __u32 set, __u32 room, __u32 py_pid, __u64 *hash)
 {
 	*hash = 0;
 	if (n == 0)
 		return -FLAMEBPF_EFAULT;
-	*hash = keep_scratch(n, set, room);
+	*hash = keep_scratch(n, set, room, py_pid);
 	if (!*hash) {
 		count(STAT_OFFCPU_STACK_LOST);
 		return -FLAMEBPF_EEXIST;
@@ -109,24 +116,29 @@ static __always_inline void keep_switch_stacks(void *ctx, struct sample_key *key
 	/* it starts with this program and the tracepoint's callers, which userspace
 	 * cuts off at __schedule (their number depends on the probes attached) */
 	long len = bpf_get_stack(ctx, st->ips, sizeof(st->ips), 0);
-	key->kernel_stack_id = keep_wait_stack(frames(len), set, ROOM_TASK, &key->kernel_stack_hash);
+	key->kernel_stack_id = keep_wait_stack(frames(len), set, ROOM_TASK, 0, &key->kernel_stack_hash);
 	if (current_is_kthread()) {
 		key->user_stack_id = -FLAMEBPF_EFAULT;
 		return;
 	}
 	__u32 n;
+	__u32 py = 0;
 	struct process_mappings *pm = unwind_cfi ? bpf_map_lookup_elem(&process_maps, &key->pid) : 0;
 	if (pm) {
 		__u32 gen = pm->gen;
+		bool may_run_python = pm->flags & PROCESS_MAY_RUN_PYTHON;
 		struct user_regs r;
 		entry_user_regs(&r);
 		__u8 outcome;
 		__u64 h;
 		n = unwind_user(ROOM_TASK, key->pid, gen, r.ip, r.sp, r.bp, &outcome, &h);
+		/* a Python thread waits in the Python function that called */
+		if (python_frames && may_run_python)
+			py = python_stack(ROOM_TASK, key->pid, gen, &n, &h);
 	} else {
 		n = frames(bpf_get_stack(ctx, st->ips, sizeof(st->ips), BPF_F_USER_STACK));
 	}
-	key->user_stack_id = keep_wait_stack(n, set, ROOM_TASK, &key->user_stack_hash);
+	key->user_stack_id = keep_wait_stack(n, set, ROOM_TASK, py ? key->pid : 0, &key->user_stack_hash);
 }
 
 /* Adds `ns` of kind `kind` under the wait's key to set `set`. */
@@ -319,7 +331,7 @@ static __always_inline void seed_wait(struct task_struct *task)
 		return;
 	__u32 set = current_set();
 	long len = bpf_get_task_stack(task, s->st.ips, sizeof(s->st.ips), 0);
-	key.kernel_stack_id = keep_wait_stack(frames(len), set, ROOM_ITER, &key.kernel_stack_hash);
+	key.kernel_stack_id = keep_wait_stack(frames(len), set, ROOM_ITER, 0, &key.kernel_stack_hash);
 	key.user_stack_id = -FLAMEBPF_EFAULT;
 	__u64 now = bpf_ktime_get_ns();
 	w->key = key;

@@ -23,6 +23,9 @@
 #define FLAMEBPF_PYTHON_H
 
 const volatile bool python_frames = false; /* read Python frames (CFI mode) */
+/* Bumped by userspace after it writes or deletes py_procs entries: the per-CPU
+ * copies of entries (py_walk.proc) made before are not used. */
+volatile __u32 py_gen = 0;
 
 /* py_procs: the processes with a readable CPython and where to read it. Written
  * by userspace (src/capture/python.rs) when it finds one, deleted at exit; copied
@@ -73,12 +76,15 @@ struct task_struct___py {
 #define PY_ADDR_MASK ((1ULL << 48) - 1)
 #define PY_FNV_PRIME 0x100000001b3ULL /* aggregate.h's hash */
 #define PY_RESEARCH 64 /* samples of a thread without a thread state per search */
+#define PY_TSTATE_BYTES 256 /* of a thread state read at once */
+#define PY_TSTATE_WORDS (PY_TSTATE_BYTES / 8)
 
 /* One walk of a thread's Python frames: a per-CPU room of its own per scratch
  * room (scratch.h), off the 512-byte BPF stack. */
 struct py_walk {
 	__u64 win[PY_WIN_WORDS]; /* a window of the frames' memory (3.11+) */
 	__u64 words[PY_SLOTS]; /* a frame read on its own (PY_FRAME_BYTES of it) */
+	__u64 tstate[PY_TSTATE_WORDS]; /* the start of a thread state */
 	__u64 win_base;        /* where the window begins */
 	__u64 win_len;         /* bytes of it read */
 	__u64 f_code, f_prev, f_globals, f_flags; /* the frame's fields */
@@ -95,6 +101,17 @@ struct py_walk {
 	__u8 model;
 	__u8 outcome; /* a STAT_PY_* class once ended; 0 while it goes */
 	__u8 pad2[6];
+	/* The last sample's process and thread, kept between samples: a CPU
+	 * mostly samples the same ones again, and these spare a look in py_procs
+	 * and in py_threads, each a cache miss. The process's entry holds while
+	 * its mappings (process_mappings.gen) and py_gen are the same; the thread
+	 * state is checked at every sample, as py_threads' are. */
+	struct py_process proc;
+	__u32 proc_tgid;
+	__u32 proc_gen;
+	__u32 proc_py_gen;
+	__u32 thread_tid;
+	__u64 thread_ts;
 };
 
 struct {
@@ -280,49 +297,83 @@ __noinline int py_find_thread(struct py_walk *w)
 }
 
 /* The sampled thread's first (innermost) Python frame; 0 when it has none. */
+/* Reads thread state ts's thread_id and frame field into *id and *frame: in one
+ * read where both lie in its first PY_TSTATE_BYTES (each read costs far more
+ * than its bytes). Returns 0 when both were read. */
+static __always_inline int py_read_tstate(struct py_walk *w, struct py_process *p, __u64 ts, __u64 *id,
+					  __u64 *frame)
+{
+	__u64 a = p->tstate_thread_id, b = p->tstate_frame;
+	__u64 len = (a > b ? a : b) + 8;
+	if ((a & 7) || (b & 7) || len > PY_TSTATE_BYTES)
+		return py_read(id, ts + a) || py_read(frame, ts + b);
+	/* checked on the register that is passed */
+	asm volatile("" : "+r"(len));
+	if (len > PY_TSTATE_BYTES || len < 8 || bpf_probe_read_user(w->tstate, len, (void *)ts))
+		return 1;
+	*id = w->tstate[(a >> 3) & (PY_TSTATE_WORDS - 1)];
+	*frame = w->tstate[(b >> 3) & (PY_TSTATE_WORDS - 1)];
+	return 0;
+}
+
+/* The sampled thread's first (innermost) Python frame; 0 when it has none. */
 static __always_inline __u64 py_first_frame(struct py_walk *w, struct py_process *p, __u32 tid)
 {
 	__u64 ts = 0;
-	__u64 *cached = bpf_map_lookup_elem(&py_threads, &tid);
 	__u64 id = 0;
-	if (cached) {
-		ts = *cached;
-		if (ts & 1) {
-			/* a thread found in no list lately (a native thread of a
-			 * Python process): searched again every PY_RESEARCH samples,
-			 * not at each (a search reads every thread state) */
-			__u64 misses = ts >> 1;
-			*cached = ((misses + 1) << 1) | 1;
-			if (misses % PY_RESEARCH) {
+	__u64 frame = 0;
+	bool have_frame = false;
+	/* the thread this CPU sampled last, most often the same one */
+	if (w->thread_tid == tid && w->thread_ts && !py_read_tstate(w, p, w->thread_ts, &id, &frame) &&
+	    id == w->fsbase) {
+		ts = w->thread_ts;
+		have_frame = true;
+	}
+	if (!ts) {
+		__u64 *cached = bpf_map_lookup_elem(&py_threads, &tid);
+		if (cached) {
+			ts = *cached;
+			if (ts & 1) {
+				/* a thread found in no list lately (a native thread
+				 * of a Python process): searched again every
+				 * PY_RESEARCH samples, not at each (a search reads
+				 * every thread state) */
+				__u64 misses = ts >> 1;
+				*cached = ((misses + 1) << 1) | 1;
+				if (misses % PY_RESEARCH) {
+					w->outcome = STAT_PY_NO_THREAD;
+					return 0;
+				}
+				ts = 0;
+			} else if (py_read_tstate(w, p, ts, &id, &frame) || id != w->fsbase) {
+				ts = 0;
+			} else {
+				have_frame = true;
+			}
+		}
+		if (!ts) {
+			__u64 interp = 0;
+			if (py_read(&interp, p->runtime + p->interp_head) || !interp ||
+			    py_read(&w->ts, interp + p->threads_head)) {
+				w->outcome = STAT_PY_STOPPED;
+				return 0;
+			}
+			py_find_thread(w);
+			ts = w->ts;
+			if (!ts) {
+				if (!cached) {
+					__u64 miss = (1 << 1) | 1;
+					bpf_map_update_elem(&py_threads, &tid, &miss, BPF_ANY);
+				}
 				w->outcome = STAT_PY_NO_THREAD;
 				return 0;
 			}
-			ts = 0;
-		} else if (py_read(&id, ts + p->tstate_thread_id) || id != w->fsbase) {
-			ts = 0;
+			bpf_map_update_elem(&py_threads, &tid, &ts, BPF_ANY);
 		}
+		w->thread_tid = tid;
+		w->thread_ts = ts;
 	}
-	if (!ts) {
-		__u64 interp = 0;
-		if (py_read(&interp, p->runtime + p->interp_head) || !interp ||
-		    py_read(&w->ts, interp + p->threads_head)) {
-			w->outcome = STAT_PY_STOPPED;
-			return 0;
-		}
-		py_find_thread(w);
-		ts = w->ts;
-		if (!ts) {
-			if (!cached) {
-				__u64 miss = (1 << 1) | 1;
-				bpf_map_update_elem(&py_threads, &tid, &miss, BPF_ANY);
-			}
-			w->outcome = STAT_PY_NO_THREAD;
-			return 0;
-		}
-		bpf_map_update_elem(&py_threads, &tid, &ts, BPF_ANY);
-	}
-	__u64 frame = 0;
-	if (py_read(&frame, ts + p->tstate_frame)) {
+	if (!have_frame && py_read(&frame, ts + p->tstate_frame)) {
 		w->outcome = STAT_PY_STOPPED;
 		return 0;
 	}
@@ -338,14 +389,22 @@ static __always_inline __u64 py_first_frame(struct py_walk *w, struct py_process
 /* Appends the sampled thread's Python frames to the `n` frames of room `room`'s
  * stack whose hash is *hash; returns the Python words written (0 for a process
  * without Python), with *n and *hash brought up to date. */
-static __always_inline __u32 python_stack(__u32 room, __u32 tgid, __u32 *n, __u64 *hash)
+static __always_inline __u32 python_stack(__u32 room, __u32 tgid, __u32 gen, __u32 *n, __u64 *hash)
 {
-	struct py_process *p = bpf_map_lookup_elem(&py_procs, &tgid);
-	if (!p)
-		return 0;
 	struct py_walk *w = bpf_map_lookup_elem(&py_scratch, &room);
 	if (!w)
 		return 0;
+	__u32 pyg = py_gen;
+	if (w->proc_tgid != tgid || w->proc_gen != gen || w->proc_py_gen != pyg) {
+		struct py_process *e = bpf_map_lookup_elem(&py_procs, &tgid);
+		if (!e)
+			return 0;
+		w->proc = *e;
+		w->proc_tgid = tgid;
+		w->proc_gen = gen;
+		w->proc_py_gen = pyg;
+	}
+	struct py_process *p = &w->proc;
 	struct task_struct___py *task = (void *)bpf_get_current_task();
 	w->fsbase = BPF_CORE_READ(task, thread.fsbase);
 	w->outcome = 0;
@@ -374,13 +433,10 @@ static __always_inline __u32 python_stack(__u32 room, __u32 tgid, __u32 *n, __u6
 	return w->written;
 }
 
-/* Sends a stack with Python frames to userspace when the aggregate does not hold
- * it yet (keep_hashed() stores it under hash | 1 next). */
-static __always_inline void py_announce(void *overflow_stacks, __u32 room, __u32 tgid, __u32 n, __u64 h)
+/* Sends a stack with Python frames that the aggregate just stored to userspace,
+ * which names its code objects. */
+static __always_inline void py_announce(__u32 room, __u32 tgid, __u32 n)
 {
-	__u64 key = h | 1;
-	if (bpf_map_lookup_elem(overflow_stacks, &key))
-		return;
 	struct room *s = room_of(room);
 	if (!s)
 		return;

@@ -79,17 +79,20 @@ impl Python {
 
     /// Looks at the processes in `changed` (their address space changed) and
     /// writes, or removes, their `py_procs` entries; then names the code objects
-    /// of the stacks announced since the last call.
+    /// of the stacks announced since the last call. Returns whether an entry
+    /// was written or removed.
     pub fn sync(
         &mut self,
         changed: &BTreeSet<u32>,
         tracker: &mut Tracker,
         procs: &MapMut<'_>,
-    ) -> Result<()> {
+    ) -> Result<bool> {
+        let mut wrote = false;
         for &pid in changed {
-            self.look_at(pid, tracker, procs)?;
+            wrote |= self.look_at(pid, tracker, procs)?;
         }
-        self.name_new(tracker)
+        self.name_new(tracker)?;
+        Ok(wrote)
     }
 
     /// One line per interpreter that could not be read, for the summary.
@@ -117,18 +120,20 @@ impl Python {
         Ok(())
     }
 
-    fn look_at(&mut self, pid: u32, tracker: &mut Tracker, procs: &MapMut<'_>) -> Result<()> {
+    /// Writes or removes `pid`'s entry as it needs; returns whether it did.
+    fn look_at(&mut self, pid: u32, tracker: &mut Tracker, procs: &MapMut<'_>) -> Result<bool> {
         let key = pid.to_ne_bytes();
         if tracker.history.has_exited(pid) || !tracker.history.knows(pid) {
-            if self.found.remove(&pid).is_some() {
+            let had = self.found.remove(&pid).is_some();
+            if had {
                 let _ = procs.delete(&key);
             }
             tracker.python.close(pid);
-            return Ok(());
+            return Ok(had);
         }
         let found = self.find(pid, tracker);
         if self.found.get(&pid) == Some(&found) {
-            return Ok(());
+            return Ok(false);
         }
         match &found {
             Found::Python(layout, runtime, types) => {
@@ -143,7 +148,7 @@ impl Python {
             }
         }
         self.found.insert(pid, found);
-        Ok(())
+        Ok(true)
     }
 
     /// The CPython `pid` maps, if any: the first object named like python that

@@ -381,6 +381,15 @@ impl Sampler {
         (&m.unwind_rows, &m.unwind_index, &m.process_maps)
     }
 
+    /// CFI mode: says that `py_procs` changed, so that the per-CPU copies of its
+    /// entries (bpf/python.h) are read again.
+    pub fn python_changed(&mut self) {
+        if let Some(bss) = self.skel.maps.bss_data.as_deref_mut() {
+            // SAFETY: a plain u32 in the mmap'd .bss the program reads.
+            unsafe { std::ptr::write_volatile(&mut bss.py_gen, bss.py_gen.wrapping_add(1)) };
+        }
+    }
+
     /// CFI mode: the Python maps (runtimes per process, announced stacks).
     pub fn python_maps(&self) -> (&libbpf_rs::MapMut<'static>, &libbpf_rs::MapMut<'static>) {
         let m = &self.skel.maps;
@@ -461,12 +470,25 @@ impl Sampler {
     /// Reads the counts of the active set and every stack they reference. Call
     /// after [`Sampler::disable`].
     pub fn drain(&self) -> Result<Drained> {
-        self.drain_set(self.active, false)
+        self.read_contents(self.active, false)
     }
 
     /// Reads the counts of `set` and every stack they reference; with `clear`,
     /// empties the set for its next turn.
-    pub fn drain_set(&self, set: u32, clear: bool) -> Result<Drained> {
+    pub fn drain_set(&mut self, set: u32, clear: bool) -> Result<Drained> {
+        if clear {
+            // before a stack goes: what the rooms remember having kept in this
+            // set (bpf/scratch.h) holds no more
+            if let Some(bss) = self.skel.maps.bss_data.as_deref_mut() {
+                let epoch = &mut bss.set_epoch[(set & 1) as usize];
+                // SAFETY: a plain u32 in the mmap'd .bss the program reads.
+                unsafe { std::ptr::write_volatile(epoch, epoch.wrapping_add(1)) };
+            }
+        }
+        self.read_contents(set, clear)
+    }
+
+    fn read_contents(&self, set: u32, clear: bool) -> Result<Drained> {
         let stats = self.stats()?;
         let (stacks, overflow, counts) = self.set(set);
         let (counts, stacks) = read_set(stacks, overflow, counts, clear)?;

@@ -172,7 +172,9 @@ impl Session {
             let changed = t.sync(&mut self.tracking.tracker, processes, wait)?;
             if let Some(py) = self.python.as_mut() {
                 let (procs, _) = self.sampler.python_maps();
-                py.sync(&changed, &mut self.tracking.tracker, procs)?;
+                if py.sync(&changed, &mut self.tracking.tracker, procs)? {
+                    self.sampler.python_changed();
+                }
             }
         }
         Ok(())

@@ -386,3 +386,41 @@ fn python_versions_are_named_or_refused_by_the_rule() {
         }
     }
 }
+
+#[test]
+fn python_off_cpu_waits_sit_under_the_python_function_that_waits() {
+    require_bpf!();
+    // nap sleeps 30 ms and doze 10 ms in every round: a 3:1 split of waiting
+    let c = record(&["--off-cpu"], &[SYSTEM_PYTHON, &script("sleeper.py"), "2"]);
+    let f = &c.folded;
+    let (nap, doze) = (
+        f.with_frame(&py("nap", "sleeper.py")),
+        f.with_frame(&py("doze", "sleeper.py")),
+    );
+    let under_main = f.count(|s| {
+        let s = frames(s);
+        s.windows(2)
+            .any(|w| w[0] == py("main", "sleeper.py") && w[1] == py("nap", "sleeper.py"))
+            && s.last().is_some_and(|l| l == "[off-cpu]")
+    });
+    eprintln!(
+        "off-CPU: nap {} ms, doze {} ms, {under_main} stacks main → nap → [off-cpu]",
+        nap / MS,
+        doze / MS
+    );
+    assert!(
+        nap > 1000 * MS && doze > 300 * MS,
+        "about 1.5 s waited in nap and 0.5 s in doze: got {} and {} ms",
+        nap / MS,
+        doze / MS
+    );
+    let share = nap as f64 / (nap + doze) as f64;
+    assert!(
+        (share - 0.75).abs() <= 0.05,
+        "nap's share of the waits {share:.3}, the truth 0.75"
+    );
+    assert!(
+        under_main > 0,
+        "a wait whose stack reads main → nap → … → [off-cpu]"
+    );
+}
