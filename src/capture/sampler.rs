@@ -396,6 +396,28 @@ impl Sampler {
         (&m.py_procs, &m.py_stacks)
     }
 
+    /// Whether the program samples process `pid`: any when the capture is of the
+    /// whole machine, else those in the target set (the targets and, with
+    /// follow-forks, their children, which the kernel adds at fork, before any
+    /// record of theirs is read).
+    pub fn samples(&self, pid: u32) -> bool {
+        let filtered = self
+            .skel
+            .maps
+            .rodata_data
+            .as_deref()
+            .is_some_and(|r| r.filter_pids);
+        !filtered
+            || self
+                .skel
+                .maps
+                .targets
+                .lookup(&pid.to_ne_bytes(), MapFlags::ANY)
+                .ok()
+                .flatten()
+                .is_some()
+    }
+
     /// Adds a process to the target set.
     pub fn add_target(&self, pid: u32) -> Result<()> {
         self.skel

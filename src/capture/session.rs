@@ -168,8 +168,10 @@ impl Session {
     /// processes that changed and names the code objects of new Python stacks.
     fn refresh_tables(&mut self, wait: Option<Duration>) -> Result<()> {
         if let Some(t) = self.tables.as_mut() {
-            let (_, _, processes) = self.sampler.unwind_maps();
-            let changed = t.sync(&mut self.tracking.tracker, processes, wait)?;
+            let sampler = &self.sampler;
+            let (_, _, processes) = sampler.unwind_maps();
+            let sampled = |pid| sampler.samples(pid);
+            let changed = t.sync(&mut self.tracking.tracker, processes, wait, &sampled)?;
             if let Some(py) = self.python.as_mut() {
                 let (procs, _) = self.sampler.python_maps();
                 if py.sync(&changed, &mut self.tracking.tracker, procs)? {

@@ -412,15 +412,25 @@ impl Tables {
     /// Brings the kernel up to date with the tracker: asks for the tables of new
     /// objects, installs the tables built since, and writes the entries of the
     /// processes that changed. With `wait`, first waits up to that long for every
-    /// table asked for. Returns the processes whose address space changed.
+    /// table asked for. Only processes that `sampled` says the capture samples
+    /// get an entry (and so tables): tracking sees every process on the machine,
+    /// and `record -p` of one process built tables for a compiler that happened
+    /// to start beside it. Returns the processes whose address space changed,
+    /// among those.
     pub fn sync(
         &mut self,
         tracker: &mut Tracker,
         processes: &libbpf_rs::MapMut<'_>,
         wait: Option<Duration>,
+        sampled: &dyn Fn(u32) -> bool,
     ) -> Result<std::collections::BTreeSet<u32>> {
         self.request_new(tracker);
-        let changed = tracker.take_changed();
+        // one that has an entry keeps being followed, so that its exit removes it
+        let changed: std::collections::BTreeSet<u32> = tracker
+            .take_changed()
+            .into_iter()
+            .filter(|&pid| self.written.contains(&pid) || sampled(pid))
+            .collect();
         self.dirty.extend(&changed);
         self.install(wait);
         for pid in std::mem::take(&mut self.dirty) {
