@@ -65,42 +65,57 @@ MAP_SET(1)
 #define FNV_PRIME 0x100000001b3ULL
 
 /*
- * The loops over a whole stack are global functions: the verifier checks each
- * once, on its own, where an inlined 127-step loop is simulated step by step at
- * every place it is inlined (a third of the sampler's load time went there).
+ * The loops over a whole stack are global functions around bpf_loop: the
+ * verifier checks each callback once, where an inlined 127-step loop is
+ * simulated step by step at every place it is inlined, and a loop in a global
+ * function still once per step (a third of the sampler's load time went there).
  */
+
+/* What the loops over a stack's frames carry from step to step. */
+struct frames_loop {
+	struct room *s;
+	__u64 h;
+	__u32 from;
+};
+
+static long zero_step(__u32 i, struct frames_loop *c)
+{
+	__u32 at = c->from + i;
+	if (at >= FLAMEBPF_MAX_DEPTH)
+		return 1;
+	c->s->st.ips[at] = 0;
+	return 0;
+}
 
 /* Zeroes the frames of room `room`'s stack from n on: a stack shorter than the
  * last one stored from that room must not carry its tail. */
 __noinline int zero_tail(__u32 n, __u32 room)
 {
-	struct room *s = room_of(room);
-	if (!s)
+	struct frames_loop c = {.s = room_of(room), .from = n};
+	if (!c.s || n >= FLAMEBPF_MAX_DEPTH)
 		return 0;
-	for (__u32 i = 0; i < FLAMEBPF_MAX_DEPTH; i++) {
-		/* all ones below n, else 0: a mask, not a branch. With a branch
-		 * the verifier carried both outcomes of every step into the next,
-		 * 8000 passes through this loop, most of the sampler's load time */
-		__u64 d = (__u64)i - n;
-		asm volatile("" : "+r"(d)); /* or the compiler makes it a branch */
-		s->st.ips[i] &= -(d >> 63);
-	}
+	bpf_loop(FLAMEBPF_MAX_DEPTH - n, zero_step, &c, 0);
+	return 0;
+}
+
+static long hash_step(__u32 i, struct frames_loop *c)
+{
+	if (i >= FLAMEBPF_MAX_DEPTH)
+		return 1;
+	c->h = (c->h ^ c->s->st.ips[i]) * FNV_PRIME;
 	return 0;
 }
 
 /* FNV-1a of the first n frames of room `room`'s stack. */
 __noinline __u64 hash_frames(__u32 n, __u32 room)
 {
-	struct room *s = room_of(room);
-	__u64 h = FNV_OFFSET;
-	if (!s)
-		return h;
-	for (__u32 i = 0; i < FLAMEBPF_MAX_DEPTH; i++) {
-		if (i >= n)
-			break;
-		h = (h ^ s->st.ips[i]) * FNV_PRIME;
-	}
-	return h;
+	struct frames_loop c = {.s = room_of(room), .h = FNV_OFFSET};
+	if (!c.s)
+		return c.h;
+	if (n > FLAMEBPF_MAX_DEPTH)
+		n = FLAMEBPF_MAX_DEPTH;
+	bpf_loop(n, hash_step, &c, 0);
+	return c.h;
 }
 
 /* Stores the first n addresses of room `room`'s stack under `h`, their hash, in

@@ -241,6 +241,11 @@ static __always_inline int py_step(struct py_walk *w, struct room *s)
 	return 0;
 }
 
+/* bpf_loop's context for the loops over a walk: it must be on the stack. */
+struct py_find {
+	struct py_walk *w;
+};
+
 /* Four frames: a global function, which the verifier checks once; four a call
  * keep the calls (and the room's lookup) per frame few, as unwind.h's
  * step_four() does. */
@@ -262,14 +267,40 @@ __noinline int py_step_four(struct py_walk *w)
 	return py_step(w, s);
 }
 
-/* The walk: up to a stack's worth of frames. A global function, verified once
- * (bpf_loop would need the walk's state on the BPF stack, which the sampler has
- * little of left). */
+static long py_walk_step(__u32 i, struct py_find *c)
+{
+	return py_step_four(c->w) ? 1 : 0;
+}
+
+/* The walk: up to a stack's worth of frames. bpf_loop's callback is verified
+ * once, where a loop was verified step by step. */
 __noinline int py_walk_frames(struct py_walk *w)
 {
-	for (int i = 0; i < FLAMEBPF_MAX_DEPTH / 4 + 1; i++) {
-		if (py_step_four(w))
-			break;
+	struct py_find c = {.w = w};
+	bpf_loop(FLAMEBPF_MAX_DEPTH / 4 + 1, py_walk_step, &c, 0);
+	return 0;
+}
+
+/* Finds the thread state whose thread_id is w->fsbase in the interpreter's list
+ * that begins at w->ts; leaves it in w->ts (0 when none is). */
+/* One thread state of the list: 1 (end) when it is the sampled thread's or the
+ * list ends. bpf_loop's callback: verified once, where a 64-step loop was
+ * verified step by step (a seventh of the sampler's load). */
+
+static long py_find_step(__u32 i, struct py_find *c)
+{
+	struct py_walk *w = c->w;
+	__u64 ts = w->ts;
+	__u64 id = 0;
+	if (ts == 0 || py_read(&id, ts + w->off_thread_id)) {
+		w->ts = 0;
+		return 1;
+	}
+	if (id == w->fsbase)
+		return 1;
+	if (py_read(&w->ts, ts + w->off_next)) {
+		w->ts = 0;
+		return 1;
 	}
 	return 0;
 }
@@ -280,19 +311,11 @@ __noinline int py_find_thread(struct py_walk *w)
 {
 	if (!w)
 		return 0;
-	__u64 ts = w->ts;
-	for (int i = 0; i < PY_MAX_THREADS; i++) {
-		__u64 id = 0;
-		if (ts == 0 || py_read(&id, ts + w->off_thread_id))
-			break;
-		if (id == w->fsbase) {
-			w->ts = ts;
-			return 0;
-		}
-		if (py_read(&ts, ts + w->off_next))
-			break;
-	}
-	w->ts = 0;
+	struct py_find c = {.w = w};
+	long steps = bpf_loop(PY_MAX_THREADS, py_find_step, &c, 0);
+	/* the list went on past PY_MAX_THREADS without it */
+	if (steps >= PY_MAX_THREADS)
+		w->ts = 0;
 	return 0;
 }
 

@@ -15,6 +15,9 @@ use super::skel::limits::COMM_LEN;
 use super::skel::{ProfileSkel, ProfileSkelBuilder};
 use super::stats::{Stats, CLASSES};
 
+/// Stack map entries in CFI mode, where it holds kernel stacks only.
+const CFI_STACK_MAP_SIZE: u32 = 4096;
+
 /// `BPF_F_NO_PREALLOC`: hash maps take memory as entries arrive instead of all at
 /// load time (allowed in perf_event programs since Linux 6.1).
 const BPF_F_NO_PREALLOC: u32 = 1;
@@ -164,12 +167,23 @@ fn open_and_load(config: &Config, no_prealloc: bool) -> Result<ProfileSkel<'stat
     open.progs
         .profile_dwarf
         .set_autoload(config.dwarf.is_some());
+    // CFI mode keeps user stacks by hash in the overflow maps: the stack map holds
+    // kernel stacks alone, far fewer (one that finds its bucket taken goes to the
+    // overflow map too), and its entries are allocated and zeroed up front: 16 MB
+    // for 16384, a third of a capture's start here
+    let trace = |n: u32| {
+        if config.cfi.is_some() {
+            n.min(CFI_STACK_MAP_SIZE)
+        } else {
+            n
+        }
+    };
     let m = &mut open.maps;
-    m.stacks0.set_max_entries(stack)?;
+    m.stacks0.set_max_entries(trace(stack))?;
     m.overflow0
         .set_max_entries(stack.saturating_mul(overflow_scale))?;
     m.counts0.set_max_entries(counts)?;
-    m.stacks1.set_max_entries(stack1)?;
+    m.stacks1.set_max_entries(trace(stack1))?;
     m.overflow1
         .set_max_entries(stack1.saturating_mul(overflow_scale))?;
     m.counts1.set_max_entries(counts1)?;

@@ -227,7 +227,9 @@ pub struct SamplingArgs {
     /// Entries of the stack map (of each of the two in continuous mode): raise it
     /// when the summary reports lost stacks. Default: 16384 (record), 4096
     /// (continuous). Each entry takes about 1 KiB of kernel memory, allocated at
-    /// once (16384: 17 MB); at most 262144 (272 MB).
+    /// once (16384: 17 MB) in `--call-graph fp`; in the default mode, at most 4096
+    /// are allocated at once (for kernel stacks) and the rest as stacks come. At
+    /// most 262144 (272 MB).
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=(MAX_STACK_MAP_SIZE as i64)))]
     pub stack_map_size: Option<u32>,
 
