@@ -415,12 +415,7 @@ impl Sampler {
     /// follow-forks, their children, which the kernel adds at fork, before any
     /// record of theirs is read).
     pub fn samples(&self, pid: u32) -> bool {
-        let filtered = self
-            .skel
-            .maps
-            .rodata_data
-            .as_deref()
-            .is_some_and(|r| r.filter_pids);
+        let filtered = self.skel.maps.rodata_data.is_some_and(|r| r.filter_pids);
         !filtered
             || self
                 .skel
