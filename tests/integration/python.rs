@@ -297,12 +297,26 @@ fn python_a_300_ms_script_is_named() {
         &[SYSTEM_PYTHON, &script("brief.py")],
     );
     let f = &c.folded;
-    // with --lines, the function's first line
-    let brief = f.with_frame(&py("brief", "brief.py:5"));
+    // with --lines, the lines brief's loop runs (the `while` and its body)
+    let brief = f.count(|s| {
+        s.iter()
+            .any(|fr| *fr == py("brief", "brief.py:8") || *fr == py("brief", "brief.py:9"))
+    });
+    let elsewhere = f.count(|s| {
+        s.iter().any(|fr| {
+            fr.starts_with("brief (brief.py")
+                && *fr != py("brief", "brief.py:8")
+                && *fr != py("brief", "brief.py:9")
+        })
+    });
     let unknown = f.with_frame("[unknown]_[p]");
-    eprintln!("brief {brief}, unnamed Python frames {unknown}");
+    eprintln!("brief's loop {brief}, brief elsewhere {elsewhere}, unnamed Python frames {unknown}");
     // 300 ms of wall time; on a loaded machine the script gets less CPU
     assert!(brief > 50 * MS, "300 ms in brief, got {} ms", brief / MS);
+    assert!(
+        elsewhere * 20 <= brief,
+        "brief's samples off its loop's lines: {elsewhere}"
+    );
     assert!(unknown * 20 <= brief, "unnamed Python frames: {unknown}");
 }
 
