@@ -222,6 +222,9 @@ enum flamebpf_py_model {
 	PY_NO_CFRAME = 0xffff,
 	/* bytes of a frame read at once: every offset used lies below */
 	PY_FRAME_BYTES = 72,
+	/* 3.10 with python_lines: f_lasti lies past PY_FRAME_BYTES, inside the
+	 * (far larger) frame object */
+	PY_FRAME_OBJECT_BYTES = 104,
 	/* the most threads of one interpreter searched for the sampled one */
 	PY_MAX_THREADS = 64,
 	/* A Python frame in a user stack: bit 63 set (no user address has it),
@@ -229,11 +232,15 @@ enum flamebpf_py_model {
 	 * 48-61 a fingerprint of the frame's globals (a code object freed and
 	 * another of another module made at its address are two frames), the
 	 * code object's address in the low 48 bits. Code 0 with bit 62: an empty
-	 * run. */
+	 * run. With python_lines, bits 48-61 hold instead the index of the
+	 * instruction the frame runs, in code units, plus one (0: not begun),
+	 * PY_LINE_UNKNOWN where it does not fit or makes no sense: stacks that
+	 * differ only by line are different stacks, as perf's are. */
 	PY_FRAME_BIT = 63,
 	PY_ENTRY_BIT = 62,
 	PY_GLOBALS_SHIFT = 48,
 	PY_GLOBALS_MASK = 0x3fff,
+	PY_LINE_UNKNOWN = 0x3fff,
 };
 
 /* Where a process's CPython keeps what the Python walk reads: the address of
@@ -254,8 +261,12 @@ struct py_process {
 	__u16 frame_flag;       /* is_entry (3.11), owner (3.12+) */
 	__u16 frame_globals;    /* f_globals: its dict tells code objects that
 				 * took turns at one address apart */
+	__u16 frame_instr;      /* python_lines: f_lasti (3.10, an int in code
+				 * units), prev_instr (3.11, 3.12), instr_ptr */
+	__u16 code_adaptive;    /* python_lines: co_code_adaptive, where the
+				 * instruction pointers point into (3.11+) */
 	__u8 model;             /* enum flamebpf_py_model */
-	__u8 pad[3];
+	__u8 pad[7];
 };
 
 /* Sent when a sample's stack with Python frames is not in the aggregate yet:

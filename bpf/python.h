@@ -4,8 +4,8 @@
  * not on the C stack, so no native unwinding sees them. After the CFI walk, a
  * sample of a process userspace found a readable CPython in (`py_procs`) reads the
  * sampled thread's frame chain and appends one word per Python frame to the user
- * stack (code object address, a fingerprint of its globals, flags: profile.h's
- * PY_FRAME_BIT and PY_ENTRY_BIT);
+ * stack (code object address, a fingerprint of its globals or with python_lines
+ * the instruction it runs, flags: profile.h's PY_FRAME_BIT and PY_ENTRY_BIT);
  * the words enter the stack's hash like any frame, so the aggregate stays in the
  * kernel. Userspace names the code objects and puts each run of Python frames in
  * place of the native evaluation-loop frame that ran it (src/symbolize/python.rs).
@@ -23,6 +23,9 @@
 #define FLAMEBPF_PYTHON_H
 
 const volatile bool python_frames = false; /* read Python frames (CFI mode) */
+/* --lines: each frame's word says which instruction it runs, for userspace to
+ * find its line (profile.h's PY_LINE_UNKNOWN); off, nothing more is read */
+const volatile bool python_lines = false;
 /* Bumped by userspace after it writes or deletes py_procs entries: the per-CPU
  * copies of entries (py_walk.proc) made before are not used. */
 volatile __u32 py_gen = 0;
@@ -65,7 +68,7 @@ struct task_struct___py {
 	struct thread_struct___py thread;
 } __attribute__((preserve_access_index));
 
-#define PY_SLOTS 16 /* words[]: a power of two above PY_FRAME_BYTES / 8 */
+#define PY_SLOTS 16 /* words[]: a power of two above PY_FRAME_OBJECT_BYTES / 8 */
 /* 3.11+ keep a thread's frames one after the other in its data stack, each
  * caller below its callee: one read of the memory below a frame serves the
  * frames of many calls, where each read costs far more than its bytes. */
@@ -83,11 +86,12 @@ struct task_struct___py {
  * room (scratch.h), off the 512-byte BPF stack. */
 struct py_walk {
 	__u64 win[PY_WIN_WORDS]; /* a window of the frames' memory (3.11+) */
-	__u64 words[PY_SLOTS]; /* a frame read on its own (PY_FRAME_BYTES of it) */
+	__u64 words[PY_SLOTS]; /* a frame read on its own (PY_FRAME_BYTES of it,
+			       * PY_FRAME_OBJECT_BYTES of 3.10's for lines) */
 	__u64 tstate[PY_TSTATE_WORDS]; /* the start of a thread state */
 	__u64 win_base;        /* where the window begins */
 	__u64 win_len;         /* bytes of it read */
-	__u64 f_code, f_prev, f_globals, f_flags; /* the frame's fields */
+	__u64 f_code, f_prev, f_globals, f_flags, f_instr; /* the frame's fields */
 	__u64 frame;           /* the next frame to read; 0 at the end */
 	__u64 hash;            /* FNV-1a of the stack so far (aggregate.h) */
 	__u64 fsbase;          /* the sampled thread's */
@@ -98,9 +102,10 @@ struct py_walk {
 	__u32 written;         /* Python words written */
 	__u32 run;             /* frames written since the last run began */
 	__u16 off_previous, off_code, off_flag, off_globals, off_next, off_thread_id;
+	__u16 off_instr, code_adaptive;
 	__u8 model;
 	__u8 outcome; /* a STAT_PY_* class once ended; 0 while it goes */
-	__u8 pad2[6];
+	__u8 pad2[2];
 	/* The last sample's process and thread, kept between samples: a CPU
 	 * mostly samples the same ones again, and these spare a look in py_procs
 	 * and in py_threads, each a cache miss. The process's entry holds while
@@ -154,17 +159,20 @@ __noinline int py_refill(struct py_walk *w, __u64 f)
 	return 1;
 }
 
-/* Reads frame f's fields (code, previous, globals and the word holding the
- * flag) into w: from the window where it holds them (3.11+), else on their own.
- * Returns 1 when they were read. */
+/* Reads frame f's fields (code, previous, globals, the word holding the flag
+ * and with python_lines the one holding the instruction) into w: from the
+ * window where it holds them (3.11+), else on their own. Returns 1 when they
+ * were read. */
 static __always_inline int py_frame_fields(struct py_walk *w, __u64 f)
 {
-	/* the offsets were checked by userspace (below PY_FRAME_BYTES); the masks
-	 * keep every index inside its array for the verifier */
+	/* the offsets were checked by userspace (below PY_FRAME_BYTES, 3.10's
+	 * f_lasti below PY_FRAME_OBJECT_BYTES); the masks keep every index inside
+	 * its array for the verifier */
 	__u32 ip = (w->off_previous >> 3) & (PY_SLOTS - 1);
 	__u32 ic = (w->off_code >> 3) & (PY_SLOTS - 1);
 	__u32 ig = (w->off_globals >> 3) & (PY_SLOTS - 1);
 	__u32 ifl = (w->off_flag >> 3) & (PY_SLOTS - 1);
+	__u32 ii = (w->off_instr >> 3) & (PY_SLOTS - 1);
 	/* 3.10's frames are objects of their own, anywhere on the heap */
 	if (w->model != PY_MODEL_FRAME_OBJECTS && !(f & 7)) {
 		__u64 rel = f - w->win_base;
@@ -178,16 +186,40 @@ static __always_inline int py_frame_fields(struct py_walk *w, __u64 f)
 		w->f_prev = w->win[(i + ip) & (PY_WIN_WORDS - 1)];
 		w->f_globals = w->win[(i + ig) & (PY_WIN_WORDS - 1)];
 		w->f_flags = w->win[(i + ifl) & (PY_WIN_WORDS - 1)];
+		if (python_lines)
+			w->f_instr = w->win[(i + ii) & (PY_WIN_WORDS - 1)];
 		return 1;
 	}
 alone:
-	if (bpf_probe_read_user(w->words, PY_FRAME_BYTES, (void *)f))
+	if (python_lines && w->model == PY_MODEL_FRAME_OBJECTS) {
+		if (bpf_probe_read_user(w->words, PY_FRAME_OBJECT_BYTES, (void *)f))
+			return 0;
+	} else if (bpf_probe_read_user(w->words, PY_FRAME_BYTES, (void *)f)) {
 		return 0;
+	}
 	w->f_code = w->words[ic];
 	w->f_prev = w->words[ip];
 	w->f_globals = w->words[ig];
 	w->f_flags = w->words[ifl];
+	if (python_lines)
+		w->f_instr = w->words[ii];
 	return 1;
+}
+
+/* python_lines: bits 48-61 of a frame's word, the index of the instruction it
+ * runs plus one (profile.h). 3.10's f_lasti is that index already (-1 before the
+ * first); 3.11+ point at the instruction (3.11, 3.12: at the one before the
+ * first before it begins). */
+static __always_inline __u64 py_instr_field(struct py_walk *w, __u64 code)
+{
+	__s64 index;
+	if (w->model == PY_MODEL_FRAME_OBJECTS)
+		index = (__s32)(w->f_instr >> ((w->off_instr & 7) * 8));
+	else
+		index = (__s64)(w->f_instr - code - w->code_adaptive) >> 1;
+	if (index < -1 || index + 1 >= PY_LINE_UNKNOWN)
+		return PY_LINE_UNKNOWN;
+	return index + 1;
 }
 
 /* One Python frame: reads it, appends its word to room s's stack. Returns 1 to
@@ -207,8 +239,8 @@ static __always_inline int py_step(struct py_walk *w, struct room *s)
 	w->frame = w->f_prev;
 	__u8 flag = w->f_flags >> ((w->off_flag & 7) * 8);
 	__u64 g = w->f_globals;
-	__u64 word = PY_FRAME | (code & PY_ADDR_MASK) |
-		     ((((g >> 4) ^ (g >> 18)) & PY_GLOBALS_MASK) << PY_GLOBALS_SHIFT);
+	__u64 tag = python_lines ? py_instr_field(w, code) : ((g >> 4) ^ (g >> 18)) & PY_GLOBALS_MASK;
+	__u64 word = PY_FRAME | (code & PY_ADDR_MASK) | (tag << PY_GLOBALS_SHIFT);
 	if (w->model == PY_MODEL_CSTACK && flag == PY_OWNED_BY_CSTACK) {
 		/* the frame below a run: the run's first frame is the last one
 		 * written, or, when the run has none yet, an empty run is said */
@@ -436,6 +468,8 @@ static __always_inline __u32 python_stack(__u32 room, __u32 tgid, __u32 gen, __u
 	w->off_code = p->frame_code;
 	w->off_flag = p->frame_flag;
 	w->off_globals = p->frame_globals;
+	w->off_instr = p->frame_instr;
+	w->code_adaptive = p->code_adaptive;
 	w->off_next = p->tstate_next;
 	w->off_thread_id = p->tstate_thread_id;
 	w->frame = py_first_frame(w, p, (__u32)bpf_get_current_pid_tgid());

@@ -204,6 +204,8 @@ fn entry(l: &Layout, runtime: u64) -> py_process {
     e.frame_code = l.frame_code;
     e.frame_flag = l.frame_flag;
     e.frame_globals = l.frame_globals;
+    e.frame_instr = l.frame_instr;
+    e.code_adaptive = l.code_adaptive;
     e.model = l.model as u8;
     e
 }
@@ -232,8 +234,17 @@ mod tests {
             flamebpf_py_model::PY_MODEL_FRAME_OBJECTS.0
         );
         assert_eq!(Model::CStack as u32, flamebpf_py_model::PY_MODEL_CSTACK.0);
-        assert_eq!(std::mem::size_of::<py_process>(), 32);
+        assert_eq!(std::mem::size_of::<py_process>(), 40);
         assert_eq!(e.frame_globals, 48);
+        assert_eq!((e.frame_instr, e.code_adaptive), (96, 0));
+        assert_eq!(
+            u64::from(flamebpf_py_model::PY_LINE_UNKNOWN.0),
+            symbolizer::python::lines::INDEX_UNKNOWN
+        );
+        assert_eq!(
+            flamebpf_py_model::PY_FRAME_OBJECT_BYTES.0,
+            u32::from(symbolizer::python::layout::FRAME_OBJECT_BYTES)
+        );
         assert_eq!(
             (1u64 << flamebpf_py_model::PY_GLOBALS_SHIFT.0)
                 * (u64::from(flamebpf_py_model::PY_GLOBALS_MASK.0) + 1),

@@ -54,6 +54,8 @@ pub struct Config {
     pub off_cpu_min_ns: Option<u64>,
     /// Keep thread ids in the aggregate (an output shows threads).
     pub per_thread: bool,
+    /// `--lines`: Python frames say which instruction they run (CFI mode).
+    pub python_lines: bool,
     /// The sampling event is a hardware one, whose samples are taken in NMI and
     /// may interrupt another program half way through its scratch room.
     pub nmi_event: bool,
@@ -157,6 +159,7 @@ fn open_and_load(config: &Config, no_prealloc: bool) -> Result<ProfileSkel<'stat
             rodata.unwind_cfi = true;
             // Python frames are read after the CFI walk (bpf/python.h)
             rodata.python_frames = true;
+            rodata.python_lines = config.python_lines;
             (rows, (rows / 8).max(1024))
         }
         None => (1, 1),

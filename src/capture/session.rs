@@ -67,6 +67,7 @@ impl Session {
             .tracker
             .history
             .keep_replaced(setup.dwarf.is_some());
+        tracking.tracker.python.set_lines(setup.python_lines);
         let follow_forks = matches!(setup.target, Target::Command { .. });
         let config = sampler::Config {
             filter_pids: matches!(setup.target, Target::Pids(_) | Target::Command { .. }),
@@ -83,6 +84,7 @@ impl Session {
             cfi: setup.cfi,
             off_cpu_min_ns: setup.off_cpu_min_ns,
             per_thread: setup.per_thread,
+            python_lines: setup.python_lines,
             nmi_event: setup.sampling.event.kind != crate::capture::events::Kind::Software,
         };
         let mut sampler = Sampler::load(&config).map_err(|e| load_error(e, setup.verbose))?;

@@ -96,6 +96,9 @@ pub struct Setup {
     pub off_cpu_min_ns: Option<u64>,
     /// Keep thread ids apart in the aggregate (an output shows threads).
     pub per_thread: bool,
+    /// `--lines`: Python frames carry the line they run, not the function's
+    /// first (each line its own stack in the aggregate).
+    pub python_lines: bool,
     /// Show the verifier log on a load failure.
     pub verbose: bool,
 }
@@ -207,6 +210,7 @@ impl Plan {
             cfi: self.cfi,
             off_cpu_min_ns: self.off_cpu_min_ns,
             per_thread: false,
+            python_lines: false,
             verbose,
         };
         Ok((setup, note))

@@ -89,7 +89,9 @@ pub struct OutputArgs {
     pub per_thread: bool,
 
     /// Folded and SVG: add the source file and line to frame names where debug
-    /// information gives them (speedscope and pprof always carry them).
+    /// information gives them (speedscope and pprof always carry them). A
+    /// recording's Python frames then carry the line each was running, not the
+    /// function's first.
     #[arg(long)]
     pub lines: bool,
 }

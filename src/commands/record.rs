@@ -41,6 +41,9 @@ pub fn run(args: RecordArgs) -> Result<i32> {
             .setup(target.clone(), Filters::default(), args.verbose)?;
     // only speedscope's per-thread profiles need threads kept apart
     setup.per_thread = args.out.per_thread;
+    // Python frames' lines cost a word of each frame's read and split stacks by
+    // line: only where the output shows them
+    setup.python_lines = args.out.lines;
     if let Some(note) = precise_note {
         eprintln!("flamebpf: {note}");
     }

@@ -46,8 +46,10 @@ pub(super) enum UserAddr {
     Object(Resolved, Mapping),
     /// JIT code named by the process's perf map.
     Jit(String),
-    /// A Python frame (its code object named while the process lived, or not).
-    Python(Option<Arc<CodeName>>),
+    /// A Python frame (its code object named while the process lived, or not),
+    /// with the line it shows: where it ran with `--lines`, else its
+    /// function's first.
+    Python(Option<Arc<CodeName>>, Option<u32>),
     /// Nothing covers it.
     Unknown,
 }
@@ -163,7 +165,10 @@ pub(super) fn lookup_addr(ip: u64, index: usize) -> u64 {
 
 fn classify(tracker: &Tracker, pid: u32, when: When, addr: u64) -> UserAddr {
     if is_python(addr) {
-        return UserAddr::Python(tracker.python.name(pid, addr).cloned());
+        return UserAddr::Python(
+            tracker.python.name(pid, addr).cloned(),
+            tracker.python.line(pid, addr),
+        );
     }
     let mapping = match when {
         When::Newest => tracker.history.mapping(pid, addr),

@@ -244,8 +244,8 @@ fn assemble_stacks<'a>(
                                 frames: vec![frame],
                             })
                         }
-                        UserAddr::Python(name) => {
-                            python_location(profile, code_of(a), name.as_deref())
+                        UserAddr::Python(name, line) => {
+                            python_location(profile, code_of(a), name.as_deref(), *line)
                         }
                         // an address nothing covers keeps its own location
                         UserAddr::Unknown => profile.intern_location(Location {
@@ -310,8 +310,13 @@ fn assemble_stacks<'a>(
 }
 
 /// The location of a Python frame: `function (file.py)`, with the file and the
-/// function's first line for `--lines`.
-fn python_location(profile: &mut Profile, code: u64, name: Option<&CodeName>) -> LocationId {
+/// line for `--lines` (where it ran, or without one where that is unknown).
+fn python_location(
+    profile: &mut Profile,
+    code: u64,
+    name: Option<&CodeName>,
+    line: Option<u32>,
+) -> LocationId {
     let frame = match name {
         Some(n) => {
             let base = n.file.rsplit('/').next().unwrap_or(&n.file);
@@ -319,7 +324,7 @@ fn python_location(profile: &mut Profile, code: u64, name: Option<&CodeName>) ->
                 name: format!("{} ({base})", n.name),
                 kind: FrameKind::Python,
                 file: Some(n.file.clone()),
-                line: Some(n.line),
+                line,
             }
         }
         None => Frame::named("[unknown]", FrameKind::Python),

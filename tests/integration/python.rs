@@ -297,13 +297,152 @@ fn python_a_300_ms_script_is_named() {
         &[SYSTEM_PYTHON, &script("brief.py")],
     );
     let f = &c.folded;
-    // with --lines, the function's first line
-    let brief = f.with_frame(&py("brief", "brief.py:5"));
+    // with --lines, the lines brief's loop runs (the `while` and its body)
+    let brief = f.count(|s| {
+        s.iter()
+            .any(|fr| *fr == py("brief", "brief.py:8") || *fr == py("brief", "brief.py:9"))
+    });
+    let elsewhere = f.count(|s| {
+        s.iter().any(|fr| {
+            fr.starts_with("brief (brief.py")
+                && *fr != py("brief", "brief.py:8")
+                && *fr != py("brief", "brief.py:9")
+        })
+    });
     let unknown = f.with_frame("[unknown]_[p]");
-    eprintln!("brief {brief}, unnamed Python frames {unknown}");
+    eprintln!("brief's loop {brief}, brief elsewhere {elsewhere}, unnamed Python frames {unknown}");
     // 300 ms of wall time; on a loaded machine the script gets less CPU
     assert!(brief > 50 * MS, "300 ms in brief, got {} ms", brief / MS);
+    assert!(
+        elsewhere * 20 <= brief,
+        "brief's samples off its loop's lines: {elsewhere}"
+    );
     assert!(unknown * 20 <= brief, "unnamed Python frames: {unknown}");
+}
+
+/// The lines of testdata/python/lines.py that end with `# heavy` and `# light`.
+fn marked_lines() -> (u32, u32) {
+    let text = std::fs::read_to_string(script("lines.py")).unwrap();
+    let line = |mark: &str| {
+        let at = text
+            .lines()
+            .position(|l| l.ends_with(mark))
+            .unwrap_or_else(|| panic!("lines.py has a line marked {mark}"));
+        at as u32 + 1
+    };
+    (line("# heavy"), line("# light"))
+}
+
+/// Samples of lines.py's heavy and light lines, and of `work` on any line (the
+/// leaf Python frame).
+fn line_counts(f: &Folded, heavy: u32, light: u32) -> (u64, u64, u64) {
+    let on = |line: u32| f.with_frame(&py("work", &format!("lines.py:{line}")));
+    let work = f.count(|s| s.iter().any(|fr| fr.starts_with("work (lines.py")));
+    (on(heavy), on(light), work)
+}
+
+#[test]
+fn python_lines_split_3_to_1_is_within_5_points_of_the_truth_and_of_py_spy() {
+    require_bpf!();
+    let (heavy_line, light_line) = marked_lines();
+    let lines = script("lines.py");
+    let c = record(&["-F", "999", "--lines"], &[SYSTEM_PYTHON, &lines, "3"]);
+    let (heavy, light, work) = line_counts(&c.folded, heavy_line, light_line);
+    eprintln!(
+        "flamebpf: line {heavy_line} {} ms, line {light_line} {} ms, work {} ms",
+        heavy / MS,
+        light / MS,
+        work / MS
+    );
+    assert!(work > 1000 * MS, "about 3 s in work, got {} ms", work / MS);
+    assert!(
+        (heavy + light) as f64 >= 0.95 * work as f64,
+        "work's samples on its two loops' lines: {} of {} ms",
+        (heavy + light) / MS,
+        work / MS
+    );
+    let share = heavy_share(heavy, light);
+    assert!(
+        (share - 0.75).abs() <= 0.05,
+        "line {heavy_line}'s share {share:.3}, want 0.75 ± 0.05"
+    );
+
+    let Some(py_spy) = py_spy() else {
+        eprintln!("py-spy absent (scripts/setup.sh installs it): the comparison is skipped");
+        return;
+    };
+    let _lock = capture_lock();
+    let raw = c.dir.path().join("py-spy.txt");
+    let out = Command::new(py_spy)
+        .args(["record", "-r", "999", "-f", "raw", "-o"])
+        .arg(&raw)
+        .args(["--", SYSTEM_PYTHON, &lines, "3"])
+        .output()
+        .expect("py-spy runs");
+    assert!(
+        out.status.success(),
+        "py-spy failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // py-spy's frames are `function (file.py:line)`, without a suffix
+    let spy = Folded::read(&raw);
+    let on = |line: u32| {
+        let frame = format!("work (lines.py:{line})");
+        spy.count(|s| s.contains(&frame))
+    };
+    let spy_share = heavy_share(on(heavy_line), on(light_line));
+    eprintln!("flamebpf: line {heavy_line}'s share {share:.3}; py-spy: {spy_share:.3}");
+    assert!(
+        (share - spy_share).abs() <= 0.05,
+        "flamebpf {share:.3} vs py-spy {spy_share:.3}: more than 5 points apart"
+    );
+}
+
+#[test]
+fn python_lines_are_read_in_every_version() {
+    require_bpf!();
+    let (heavy_line, light_line) = marked_lines();
+    let lines = script("lines.py");
+    let mut pythons = vec![SYSTEM_PYTHON.to_string()];
+    for minor in [10, 12, 13] {
+        match pyenv(minor) {
+            Some(p) => pythons.push(p.to_string_lossy().into_owned()),
+            None => eprintln!("no pyenv 3.{minor} here: skipped"),
+        }
+    }
+    for python in pythons {
+        let c = record(&["-F", "499", "--lines"], &[&python, &lines, "1.5"]);
+        let (heavy, light, work) = line_counts(&c.folded, heavy_line, light_line);
+        // without --lines a frame is named as before, whatever the version
+        let plain = record(&["-F", "499"], &[&python, &lines, "0.5"]);
+        let unlined = plain.folded.with_frame(&py("work", "lines.py"));
+        eprintln!(
+            "{python}: line {heavy_line} {} ms, line {light_line} {} ms, work {} ms; without --lines work {} ms",
+            heavy / MS,
+            light / MS,
+            work / MS,
+            unlined / MS
+        );
+        assert!(
+            work > 300 * MS,
+            "{python}: 1.5 s in work, got {} ms",
+            work / MS
+        );
+        assert!(
+            (heavy + light) as f64 >= 0.95 * work as f64,
+            "{python}: work's samples on its two loops' lines: {} of {} ms",
+            (heavy + light) / MS,
+            work / MS
+        );
+        // a short run's share swings on a loaded machine: the 3-second test
+        // measures it closely
+        let share = heavy_share(heavy, light);
+        assert!(
+            (share - 0.75).abs() <= 0.1,
+            "{python}: line {heavy_line}'s share {share:.3}, want 0.75 ± 0.1"
+        );
+        assert!(unlined > 100 * MS, "{python}: work named without --lines");
+    }
 }
 
 #[test]

@@ -1,11 +1,13 @@
-//! Naming a code object: its qualified name, file and first line, read from the
-//! process's memory with a version's [`Layout`]. Everything read is untrusted:
-//! lengths are bounded, strings not compact or of an unknown kind are refused.
+//! Naming a code object: its qualified name, file and first line, and for
+//! `--lines` its line table, read from the process's memory with a version's
+//! [`Layout`]. Everything read is untrusted: lengths are bounded, strings not
+//! compact or of an unknown kind are refused.
 
 use std::fs::File;
 use std::os::unix::fs::FileExt;
 
-use super::layout::Layout;
+use super::layout::{Layout, CODE_HEAD_BYTES};
+use super::lines::{self, Format, LineTable};
 
 /// The most characters of a name or file name read.
 const MAX_CHARS: usize = 1024;
@@ -43,6 +45,16 @@ pub struct CodeName {
     pub file: String,
     /// `co_firstlineno`: the function's first line.
     pub line: u32,
+    /// `co_linetable`, read for `--lines` only.
+    pub table: Option<LineTable>,
+}
+
+impl CodeName {
+    /// The line of the instruction a frame word of this code object says
+    /// (`--lines`); `None` where it is not known.
+    pub fn line_of(&self, word: u64) -> Option<u32> {
+        lines::line_at(self.table.as_ref()?, self.line, lines::index_of(word)?)
+    }
 }
 
 fn u64_at(b: &[u8], at: u16) -> Option<u64> {
@@ -50,16 +62,17 @@ fn u64_at(b: &[u8], at: u16) -> Option<u64> {
     Some(u64::from_le_bytes(b.get(at..at + 8)?.try_into().ok()?))
 }
 
-/// Reads the code object at `addr`; with `types` (the addresses of
-/// `PyCode_Type` and `PyUnicode_Type`), only an object of that type, with
-/// strings of theirs.
+/// Reads the code object at `addr`, with its line table where `lines` is set;
+/// with `types` (the addresses of `PyCode_Type` and `PyUnicode_Type`), only an
+/// object of that type, with strings of theirs.
 pub fn read_code(
     mem: &dyn Memory,
     l: &Layout,
     types: Option<(u64, u64)>,
     addr: u64,
+    lines: bool,
 ) -> Option<CodeName> {
-    let mut head = [0u8; 192];
+    let mut head = [0u8; CODE_HEAD_BYTES as usize];
     if addr == 0 || !mem.read(addr, &mut head) {
         return None;
     }
@@ -74,10 +87,34 @@ pub fn read_code(
         read_str(mem, l, str_type, u64_at(&head, l.code_filename)?).unwrap_or_else(|| "?".into());
     let at = usize::from(l.code_firstlineno);
     let line = i32::from_le_bytes(head.get(at..at + 4)?.try_into().ok()?);
+    let table = if lines {
+        u64_at(&head, l.code_linetable).and_then(|t| read_table(mem, Format::of(l), t))
+    } else {
+        None
+    };
     Some(CodeName {
         name,
         file,
         line: u32::try_from(line).unwrap_or(0),
+        table,
+    })
+}
+
+/// Reads a `bytes` object (`co_linetable`), up to [`lines::MAX_TABLE`] of it.
+fn read_table(mem: &dyn Memory, format: Format, addr: u64) -> Option<LineTable> {
+    // PyBytesObject: ob_size at 16, the bytes at 32
+    let mut head = [0u8; 32];
+    if addr == 0 || !mem.read(addr, &mut head) {
+        return None;
+    }
+    let len = usize::try_from(i64::from_le_bytes(head[16..24].try_into().ok()?)).ok()?;
+    let mut bytes = vec![0u8; len.min(lines::MAX_TABLE)];
+    if !mem.read(addr + 32, &mut bytes) {
+        return None;
+    }
+    Some(LineTable {
+        format,
+        bytes: bytes.into(),
     })
 }
 
@@ -179,7 +216,14 @@ pub(crate) mod tests {
         code[120..128].copy_from_slice(&(at + 0x800).to_le_bytes());
         code[128..136].copy_from_slice(&(at + 0x800).to_le_bytes());
         code[68..72].copy_from_slice(&line.to_le_bytes());
+        code[136..144].copy_from_slice(&(at + 0xc00).to_le_bytes());
         mem.0.insert(at, code);
+        // co_linetable: one unit with no columns on the next line, then two
+        // more on it
+        let mut table = vec![0u8; 32];
+        table[16..24].copy_from_slice(&3i64.to_le_bytes());
+        table.extend([0x80 | (13 << 3), 2, 0x80 | 1]);
+        mem.0.insert(at + 0xc00, table);
         mem.0.insert(at + 0x400, str_312(file));
         mem.0.insert(at + 0x800, str_312(name));
     }
@@ -189,17 +233,27 @@ pub(crate) mod tests {
         let l = Layout::known(12).unwrap();
         let mut mem = FakeMem::default();
         code_312(&mut mem, 0x1000, "Worker.run", "/app/w.py", 12);
-        let c = read_code(&mem, &l, None, 0x1000).unwrap();
+        let c = read_code(&mem, &l, None, 0x1000, false).unwrap();
         assert_eq!(
             c,
             CodeName {
                 name: "Worker.run".into(),
                 file: "/app/w.py".into(),
-                line: 12
+                line: 12,
+                table: None,
             }
         );
+        // with --lines: the line of the instruction the word says
+        let c = read_code(&mem, &l, None, 0x1000, true).unwrap();
+        let word = |field: u64| (1u64 << 63) | (field << 48) | 0x1000;
+        assert_eq!(c.table.as_ref().unwrap().bytes.len(), 3);
+        assert_eq!(c.line_of(word(0)), Some(12), "not begun: the first line");
+        assert_eq!(c.line_of(word(1)), Some(13));
+        assert_eq!(c.line_of(word(3)), Some(13));
+        assert_eq!(c.line_of(word(4)), None, "past the table");
+        assert_eq!(c.line_of(word(0x3fff)), None, "unknown");
         code_312(&mut mem, 0x9000, "grüße_λ", "/x.py", -1);
-        let c = read_code(&mem, &l, None, 0x9000).unwrap();
+        let c = read_code(&mem, &l, None, 0x9000, false).unwrap();
         assert_eq!((c.name.as_str(), c.line), ("grüße_λ", 0));
     }
 
@@ -207,7 +261,10 @@ pub(crate) mod tests {
     fn garbage_is_refused_or_bounded() {
         let l = Layout::known(12).unwrap();
         let mut mem = FakeMem::default();
-        assert!(read_code(&mem, &l, None, 0x1000).is_none(), "unreadable");
+        assert!(
+            read_code(&mem, &l, None, 0x1000, false).is_none(),
+            "unreadable"
+        );
         let mut s = str_312("x");
         s[32] = 0; // not compact
         mem.0.insert(0x5000, s);
@@ -224,6 +281,17 @@ pub(crate) mod tests {
         );
         // of another type than the process's code objects
         code_312(&mut mem, 0x9000, "f", "/x.py", 1);
-        assert!(read_code(&mem, &l, Some((0x4242, 0)), 0x9000).is_none());
+        assert!(read_code(&mem, &l, Some((0x4242, 0)), 0x9000, false).is_none());
+        // a line table longer than the bound is read up to it; an unreadable
+        // one is none
+        let mut table = vec![0u8; 32];
+        table[16..24].copy_from_slice(&(1i64 << 40).to_le_bytes());
+        table.resize(32 + lines::MAX_TABLE, 0x80);
+        mem.0.insert(0x9c00, table);
+        let c = read_code(&mem, &l, None, 0x9000, true).unwrap();
+        assert_eq!(c.table.unwrap().bytes.len(), lines::MAX_TABLE);
+        mem.0.remove(&0x9c00);
+        let c = read_code(&mem, &l, None, 0x9000, true).unwrap();
+        assert!(c.table.is_none());
     }
 }

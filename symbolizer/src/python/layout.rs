@@ -45,6 +45,15 @@ pub struct Layout {
     pub frame_flag: u16,
     /// The frame's `f_globals`: the walk fingerprints code objects with it.
     pub frame_globals: u16,
+    /// Where the frame says which instruction runs, for `--lines`: 3.10's
+    /// `f_lasti` (an `int`, in code units), 3.11 and 3.12's `prev_instr`,
+    /// 3.13's `instr_ptr` (pointers into the code object's bytecode).
+    pub frame_instr: u16,
+    /// `PyCodeObject.co_code_adaptive`: where the bytecode the frame's
+    /// instruction pointer points into begins (3.11+; 0 for 3.10).
+    pub code_adaptive: u16,
+    /// `PyCodeObject.co_linetable` (a `bytes` object).
+    pub code_linetable: u16,
     /// `PyCodeObject.co_filename`.
     pub code_filename: u16,
     /// `PyCodeObject.co_name`.
@@ -62,6 +71,15 @@ pub struct Layout {
 /// The bytes of a frame the BPF walk reads at once (bpf/profile.h's
 /// PY_FRAME_BYTES): every frame offset must lie below.
 pub const FRAME_BYTES: u16 = 72;
+
+/// The bytes of a 3.10 frame object the walk reads with `--lines`
+/// (PY_FRAME_OBJECT_BYTES): `f_lasti` lies past [`FRAME_BYTES`]; a frame object
+/// is far larger, so the read stays inside it.
+pub const FRAME_OBJECT_BYTES: u16 = 104;
+
+/// The code object bytes [`super::code::read_code`] reads at once: its fields
+/// must lie below.
+pub const CODE_HEAD_BYTES: u16 = 192;
 
 impl Layout {
     /// The compiled-in layout of 3.`minor`, for the versions that do not describe
@@ -81,6 +99,9 @@ impl Layout {
                 frame_code: 32,
                 frame_flag: 0,
                 frame_globals: 48,
+                frame_instr: 96,
+                code_adaptive: 0,
+                code_linetable: 120,
                 code_filename: 104,
                 code_name: 112,
                 code_qualname: None,
@@ -101,6 +122,9 @@ impl Layout {
                 frame_code: 32,
                 frame_flag: 68,
                 frame_globals: 8,
+                frame_instr: 56,
+                code_adaptive: 184,
+                code_linetable: 136,
                 code_filename: 112,
                 code_name: 120,
                 code_qualname: Some(128),
@@ -121,6 +145,9 @@ impl Layout {
                 frame_code: 0,
                 frame_flag: 70,
                 frame_globals: 24,
+                frame_instr: 56,
+                code_adaptive: 192,
+                code_linetable: 136,
                 code_filename: 112,
                 code_name: 120,
                 code_qualname: Some(128),
@@ -174,6 +201,9 @@ impl Layout {
             // _Py_DebugOffsets has no f_globals: 3.13's frame begins
             // f_executable, previous, f_funcobj, f_globals
             frame_globals: 24,
+            frame_instr: small(31)?,
+            code_adaptive: small(43)?,
+            code_linetable: small(38)?,
             code_filename: small(35)?,
             code_name: small(36)?,
             code_qualname: Some(small(37)?),
@@ -190,13 +220,36 @@ impl Layout {
     pub fn check(&self) -> Result<(), String> {
         // words are read whole; the flag is a byte
         let word = |off: u16| off < FRAME_BYTES && off.is_multiple_of(8);
+        // 3.10's f_lasti is an int, read from the frame object's longer read;
+        // the others' instruction pointer is a word of the frame
+        let instr = match self.model {
+            Model::FrameObjects => {
+                self.frame_instr + 4 <= FRAME_OBJECT_BYTES && self.frame_instr.is_multiple_of(4)
+            }
+            _ => word(self.frame_instr),
+        };
         let readable = word(self.frame_previous)
             && word(self.frame_code)
             && word(self.frame_globals)
-            && self.frame_flag < FRAME_BYTES;
+            && self.frame_flag < FRAME_BYTES
+            && instr;
         if !readable {
             return Err(format!(
                 "{}.{}: frame fields beyond what the walk reads",
+                self.version.0, self.version.1
+            ));
+        }
+        let head = [
+            self.code_filename,
+            self.code_name,
+            self.code_qualname.unwrap_or(0),
+            self.code_linetable,
+        ];
+        if head.iter().any(|&off| off + 8 > CODE_HEAD_BYTES)
+            || self.code_firstlineno + 4 > CODE_HEAD_BYTES
+        {
+            return Err(format!(
+                "{}.{}: code object fields beyond what is read",
                 self.version.0, self.version.1
             ));
         }
@@ -235,6 +288,9 @@ mod tests {
             (36, 120),
             (37, 128),
             (39, 68),
+            (31, 56),
+            (38, 136),
+            (43, 200),
             (70, 40),
         ] {
             words[i] = v;
@@ -252,6 +308,10 @@ mod tests {
         assert_eq!((l.tstate_frame, l.tstate_thread_id), (72, 152));
         assert_eq!((l.frame_previous, l.frame_code, l.frame_flag), (8, 0, 70));
         assert_eq!((l.ascii_size, l.compact_size), (40, 56));
+        assert_eq!(
+            (l.frame_instr, l.code_adaptive, l.code_linetable),
+            (56, 200, 136)
+        );
     }
 
     #[test]
@@ -264,6 +324,12 @@ mod tests {
         assert!(Layout::from_debug_offsets(&b).is_err());
         let mut b = offsets_313();
         b[8 * 33] = 200; // owner beyond the bytes read
+        assert!(Layout::from_debug_offsets(&b).is_err());
+        let mut b = offsets_313();
+        b[8 * 31] = 60; // instr_ptr not a word of its own
+        assert!(Layout::from_debug_offsets(&b).is_err());
+        let mut b = offsets_313();
+        b[8 * 38] = 190; // co_linetable beyond the code object bytes read
         assert!(Layout::from_debug_offsets(&b).is_err());
         assert!(Layout::from_debug_offsets(&b[..100]).is_err());
     }

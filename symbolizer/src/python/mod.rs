@@ -4,11 +4,13 @@
 //!
 //! A Python frame reaches userspace as one word of a user stack (bpf/python.h):
 //! bit 63 set, bit 62 on the first frame of a run of the evaluation loop, the code
-//! object's address in the low 48 bits.
+//! object's address in the low 48 bits, and in bits 48-61 a fingerprint of the
+//! frame's globals or, with `--lines`, where it runs ([`lines`]).
 
 pub mod code;
 pub mod elf;
 pub mod layout;
+pub mod lines;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -34,9 +36,19 @@ pub fn code_of(word: u64) -> u64 {
 
 /// What names a Python frame word: its code object and the fingerprint of its
 /// globals (a code object freed and another made at its address differ there),
-/// without the run flag.
+/// without the run flag. With `--lines` ([`PythonNames::lines`]) bits 48-61
+/// say where the frame runs instead, and the code object alone names it.
 pub fn identity(word: u64) -> u64 {
     word & !(FRAME_BIT | ENTRY_BIT)
+}
+
+/// The key a frame word's name is kept under.
+fn key(lines: bool, word: u64) -> u64 {
+    if lines {
+        code_of(word)
+    } else {
+        identity(word)
+    }
 }
 
 /// The most code objects named across all processes: about 300 bytes each.
@@ -60,6 +72,9 @@ pub struct PythonNames {
     total: usize,
     /// Code objects left unnamed because [`MAX_CODES`] were held.
     pub over_bound: u64,
+    /// `--lines`: the walk put instruction indexes in bits 48-61, and code
+    /// objects are read with their line tables.
+    lines: bool,
 }
 
 impl PythonNames {
@@ -78,6 +93,17 @@ impl PythonNames {
         );
     }
 
+    /// Reads line tables, and takes bits 48-61 of frame words for instruction
+    /// indexes (the BPF walk's `python_lines`); set before any word is noted.
+    pub fn set_lines(&mut self, lines: bool) {
+        self.lines = lines;
+    }
+
+    /// Whether bits 48-61 of frame words are instruction indexes.
+    pub fn lines(&self) -> bool {
+        self.lines
+    }
+
     /// Whether `pid` is known to run Python.
     pub fn knows(&self, pid: u32) -> bool {
         self.procs.contains_key(&pid)
@@ -91,6 +117,7 @@ impl PythonNames {
     /// Names the code objects of the Python frames among `words` that are not
     /// named yet, reading `pid`'s memory now.
     pub fn note(&mut self, pid: u32, words: &[u64]) {
+        let lines = self.lines;
         let Some(p) = self.procs.get_mut(&pid) else {
             return;
         };
@@ -98,7 +125,7 @@ impl PythonNames {
             return;
         };
         for &w in words.iter().filter(|&&w| is_python(w)) {
-            let id = identity(w);
+            let id = key(lines, w);
             if code_of(w) == 0 || p.codes.contains_key(&id) {
                 continue;
             }
@@ -106,7 +133,7 @@ impl PythonNames {
                 self.over_bound += 1;
                 continue;
             }
-            if let Some(name) = code::read_code(mem, &p.layout, p.types, code_of(w)) {
+            if let Some(name) = code::read_code(mem, &p.layout, p.types, code_of(w), lines) {
                 p.codes.insert(id, Arc::new(name));
                 self.total += 1;
             }
@@ -115,12 +142,13 @@ impl PythonNames {
 
     /// Names read from a stand-in memory (tests).
     pub fn note_from(&mut self, pid: u32, mem: &dyn Memory, words: &[u64]) {
+        let lines = self.lines;
         let Some(p) = self.procs.get_mut(&pid) else {
             return;
         };
         for &w in words.iter().filter(|&&w| is_python(w)) {
-            if let Some(name) = code::read_code(mem, &p.layout, p.types, code_of(w)) {
-                p.codes.insert(identity(w), Arc::new(name));
+            if let Some(name) = code::read_code(mem, &p.layout, p.types, code_of(w), lines) {
+                p.codes.insert(key(lines, w), Arc::new(name));
                 self.total += 1;
             }
         }
@@ -128,7 +156,18 @@ impl PythonNames {
 
     /// The name of a Python frame word of `pid`.
     pub fn name(&self, pid: u32, word: u64) -> Option<&Arc<CodeName>> {
-        self.procs.get(&pid)?.codes.get(&identity(word))
+        self.procs.get(&pid)?.codes.get(&key(self.lines, word))
+    }
+
+    /// The line a Python frame word of `pid` shows: where it runs with
+    /// `--lines` (`None` where that is not known), else its function's first.
+    pub fn line(&self, pid: u32, word: u64) -> Option<u32> {
+        let name = self.name(pid, word)?;
+        if self.lines {
+            name.line_of(word)
+        } else {
+            Some(name.line)
+        }
     }
 
     /// Drops what `pid` held.
@@ -177,6 +216,28 @@ mod tests {
         names.forget(7);
         assert!(names.name(7, FRAME_BIT | 0x1000).is_none());
         assert_eq!(names.total, 0);
+    }
+
+    #[test]
+    fn with_lines_the_code_object_alone_names_a_word_and_its_bits_say_the_line() {
+        let mut names = PythonNames::default();
+        names.set_lines(true);
+        names.add_process(7, Layout::known(12).unwrap(), None);
+        let mut mem = FakeMem::default();
+        code_312(&mut mem, 0x1000, "f", "/a.py", 3);
+        // not begun, then instruction 2
+        let (w0, w2) = (FRAME_BIT | 0x1000, FRAME_BIT | (3 << 48) | 0x1000);
+        names.note_from(7, &mem, &[w0]);
+        assert_eq!(names.name(7, w2).unwrap().name, "f");
+        assert_eq!(names.line(7, w0), Some(3));
+        assert_eq!(names.line(7, w2), Some(4));
+        assert_eq!(names.line(7, FRAME_BIT | (0x3fff << 48) | 0x1000), None);
+        // without --lines: the first line, whatever the bits
+        let mut names = PythonNames::default();
+        names.add_process(7, Layout::known(12).unwrap(), None);
+        names.note_from(7, &mem, &[w2]);
+        assert_eq!(names.line(7, w2), Some(3));
+        assert!(names.name(7, w2).unwrap().table.is_none());
     }
 
     #[test]
