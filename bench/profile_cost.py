@@ -38,6 +38,10 @@ Then, with the job stopped (SIGSTOP, so wall times are not a race for a busy
 CPU; SIGCONT after), the start cost, wall and CPU time:
 `profile -F 99 1` (one second: its wall includes that sleep),
 `flamebpf record -q -o X.folded -- true` and the same with --call-graph fp.
+With the job running again, the capture the start-cost goal names, one busy
+process at 99 Hz for 10 s, symbolization and output included: `profile -p PID
+-F 99 -f 10`, `flamebpf record -q -p PID -d 10 -F 99` in fp and in cfi mode;
+wall and own CPU (rusage at exit).
 
 Before the job starts, the script waits (at most --wait-quiet, 120 s) for 10 s
 in which the machine is under 10% busy.
@@ -337,13 +341,27 @@ def main():
         starts.append(["`flamebpf record --call-graph fp -q -o X.folded -- true`",
                        [fb, "record", "--call-graph", "fp", "-q", "-o", tmp / "x.folded", "--", "true"], [], None])
 
+        # The capture the start-cost goal names: one process, 99 Hz, a fixed 10 s,
+        # symbolization and output included (filled in once the job's pids are known).
+        targeted = []
+
         # The job: one pinned copy of deep per CPU, for the whole run.
-        per_round = len(captures) * (a.seconds + 3 + a.pause) + 10
+        per_round = len(captures) * (a.seconds + 3 + a.pause) + 3 * (10 + a.pause) + 10
         job_s = int(a.budget + per_round * a.rounds * 2 + 120)
         jobs = []
         for cpu in range(ncpu):
             jobs.append(subprocess.Popen([str(deep), str(job_s), str(a.depth)],
                                          preexec_fn=lambda c=cpu: os.sched_setaffinity(0, {c})))
+        pid = str(jobs[0].pid)
+        if profile:
+            targeted.append(["`profile -p PID -F 99 -f 10`", [profile, "-p", pid, "-F", "99", "-f", "10"],
+                             [], None])
+        targeted.append(["`flamebpf record -q -p PID -d 10 -F 99 --call-graph fp -o X.folded`",
+                         [fb, "record", "-q", "-p", pid, "-d", "10", "-F", "99", "--call-graph", "fp",
+                          "-o", tmp / "t.folded"], [], None])
+        targeted.append(["`flamebpf record -q -p PID -d 10 -F 99 -o X.folded` (cfi, default)",
+                         [fb, "record", "-q", "-p", pid, "-d", "10", "-F", "99", "-o", tmp / "t.folded"],
+                         [], None])
         t_start = time.monotonic()
         try:
             STATS.write_text("1")
@@ -378,6 +396,13 @@ def main():
                     time.sleep(a.pause / 2)
                 for j in jobs:
                     j.send_signal(signal.SIGCONT)
+                for st in targeted:
+                    wall, cpu, others, rc, err = start_cost(st[1], tmp, tmp / "targeted.out")
+                    if rc != 0:
+                        st[3] = st[3] or f"exit status {rc}: {err[-300:]}"
+                    else:
+                        st[2].append({"wall_s": wall, "cpu_ms": cpu, "others_pct": others})
+                    time.sleep(a.pause)
                 if any(j.poll() is not None for j in jobs):
                     raise RuntimeError("a copy of deep exited early")
                 log(f"  round {r + 1}/{a.rounds} done ({time.monotonic() - t_start:.0f} s)")
@@ -457,6 +482,17 @@ def main():
     if profile:
         lines += ["", "`profile -F 99 1` sleeps one second between attaching and printing: its wall time less "
                   "1 s is its start and output."]
+    lines += ["", "## One process, 99 Hz, 10 s (job running)", "",
+              "PID: one copy of deep, busy on its CPU. Own CPU is the profiler's rusage at exit: start, "
+              "sampling, symbolization and output.", "",
+              "| command | wall s | own CPU ms | CPU used by other processes, % of the machine |",
+              "| --- | --- | --- | --- |"]
+    for name, _, rows, err in targeted:
+        if not rows:
+            lines.append(f"| {name} | failed: {err} | | |")
+            continue
+        lines.append(f"| {name} | {fmt(med(rows, 'wall_s'), 2)} | {fmt(med(rows, 'cpu_ms'))} | "
+                     f"{fmt(med(rows, 'others_pct'), 1)} |")
     lines += ["", "## Every round", "",
               "BPF ns per sample / profiler CPU ms / wall s / job's share of the CPUs, per capture:", "",
               "| round | " + " | ".join(pr.name for pr in captures) + " |",
