@@ -95,6 +95,18 @@ impl Python {
         Ok(wrote)
     }
 
+    /// Processes whose CPython is read now, and processes seen running one that
+    /// cannot be read (for /metrics).
+    pub fn process_counts(&self) -> (u64, u64) {
+        let read = self
+            .found
+            .values()
+            .filter(|f| matches!(f, Found::Python(..)))
+            .count() as u64;
+        let refused: BTreeSet<u32> = self.refused.values().flatten().copied().collect();
+        (read, refused.len() as u64)
+    }
+
     /// One line per interpreter that could not be read, for the summary.
     pub fn refusals(&self) -> Vec<String> {
         self.refused

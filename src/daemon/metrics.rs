@@ -17,6 +17,8 @@ pub struct Metrics {
     pub stats: Mutex<Stats>,
     /// CFI mode: the unwind tables in the kernel now.
     pub tables: Mutex<TableStats>,
+    /// Processes whose CPython is read, and those that run one that cannot be.
+    pub python_processes: Mutex<(u64, u64)>,
     /// Address-space records the kernel dropped.
     pub lost_records: AtomicU64,
     /// Program runs the kernel skipped (recursion_misses).
@@ -129,6 +131,28 @@ impl Metrics {
                     st(Stat::STAT_CFI_UNSUPPORTED),
                 ),
                 (r#"{end="stopped"}"#, st(Stat::STAT_CFI_STOPPED)),
+            ],
+        );
+        metric(
+            "flamebpf_python_stacks_total",
+            "counter",
+            "Python frames read in the kernel (default mode), by how the read ended: whole, cut at the depth limit, stopped at an unreadable frame, no thread state for the thread (a native thread of a Python process); not_sent: new stacks not sent to be named (ring full).",
+            &[
+                (r#"{end="whole"}"#, st(Stat::STAT_PY_WALKED)),
+                (r#"{end="depth_limit"}"#, st(Stat::STAT_PY_TRUNCATED)),
+                (r#"{end="stopped"}"#, st(Stat::STAT_PY_STOPPED)),
+                (r#"{end="no_thread_state"}"#, st(Stat::STAT_PY_NO_THREAD)),
+                (r#"{end="not_sent"}"#, st(Stat::STAT_PY_RING_FULL)),
+            ],
+        );
+        let (py_read, py_refused) = self.python_processes.lock().map(|p| *p).unwrap_or_default();
+        metric(
+            "flamebpf_python_processes",
+            "gauge",
+            "Processes whose CPython frames are read now, and processes seen running a CPython that cannot be read (profiled natively; the daemon's last lines name them).",
+            &[
+                (r#"{state="read"}"#, py_read),
+                (r#"{state="refused"}"#, py_refused),
             ],
         );
         metric(

@@ -123,6 +123,9 @@ impl Daemon {
         if let (Some(t), Ok(mut m)) = (&self.session.tables, self.metrics.tables.lock()) {
             *m = t.stats;
         }
+        if let (Some(p), Ok(mut m)) = (&self.session.python, self.metrics.python_processes.lock()) {
+            *m = p.process_counts();
+        }
         Ok(())
     }
 

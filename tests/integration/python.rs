@@ -563,3 +563,70 @@ fn python_off_cpu_waits_sit_under_the_python_function_that_waits() {
         "a wait whose stack reads main → nap → … → [off-cpu]"
     );
 }
+
+#[test]
+fn python_counters_are_in_the_daemons_metrics() {
+    require_bpf!();
+    use crate::continuous::{free_port, metric_value, wait_for_metrics, wait_for_port, Daemon};
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    let port = free_port();
+    let listen = format!("127.0.0.1:{port}");
+    let _lock = capture_lock();
+    // one CPython that is read, and one (3.9, where present) that is refused
+    let mut pythons = vec![Command::new(SYSTEM_PYTHON)
+        .args([&script("split.py"), "30"])
+        .spawn()
+        .unwrap()];
+    let old = pyenv(9);
+    if let Some(p) = &old {
+        pythons.push(
+            Command::new(p)
+                .args([&script("split.py"), "30"])
+                .spawn()
+                .unwrap(),
+        );
+    } else {
+        eprintln!("no Python 3.9 under ~/.pyenv/versions: the refused gauge is not checked");
+    }
+    let d = Daemon::start(&[
+        "-F",
+        "99",
+        "--window",
+        "1",
+        "--listen",
+        &listen,
+        "--dir",
+        store.to_str().unwrap(),
+    ]);
+    wait_for_port(port);
+    let whole = r#"flamebpf_python_stacks_total{end="whole"}"#;
+    let read = r#"flamebpf_python_processes{state="read"}"#;
+    let refused = r#"flamebpf_python_processes{state="refused"}"#;
+    let m = wait_for_metrics(port, Duration::from_secs(30), |m| {
+        metric_value(m, whole) >= 50
+            && metric_value(m, read) >= 1
+            && (old.is_none() || metric_value(m, refused) >= 1)
+    });
+    for mut p in pythons {
+        let _ = p.kill();
+        let _ = p.wait();
+    }
+    let (status, stderr) = d.stop();
+    assert!(status.success(), "{stderr}");
+    assert!(metric_value(&m, whole) >= 50, "{m}");
+    assert!(metric_value(&m, read) >= 1, "{m}");
+    if old.is_some() {
+        assert!(metric_value(&m, refused) >= 1, "{m}");
+        assert!(
+            stderr.contains("is profiled natively"),
+            "the daemon names the refused interpreter when it stops: {stderr}"
+        );
+    }
+    for end in ["depth_limit", "stopped", "no_thread_state", "not_sent"] {
+        metric_value(
+            &m,
+            &format!(r#"flamebpf_python_stacks_total{{end="{end}"}}"#),
+        );
+    }
+}
