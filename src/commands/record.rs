@@ -1,6 +1,7 @@
 //! `flamebpf record`: check everything, start tracking and sampling, wait for the
 //! end (duration, Ctrl-C/SIGTERM, or the command's exit), then symbolize and write.
 
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -159,7 +160,18 @@ fn sample(
     let started = Instant::now();
     let duration = args.duration.map(Duration::from_secs_f64);
     let mut progress = Progress::new(args.quiet || session.child.is_some(), duration);
-    let fds = session.wake_fds()?;
+    let mut fds = session.wake_fds()?;
+    // -p: a pidfd per target turns readable when it exits, so the loop neither
+    // reads /proc at every tick nor waits for one to notice
+    let exits: Vec<(u32, Option<OwnedFd>)> = match target {
+        Target::Pids(pids) => pids.iter().map(|&p| (p, pidfd_open(p))).collect(),
+        _ => Vec::new(),
+    };
+    fds.extend(
+        exits
+            .iter()
+            .filter_map(|(_, fd)| fd.as_ref().map(|f| f.as_raw_fd())),
+    );
     let mut child_status = None;
     loop {
         let elapsed = started.elapsed();
@@ -170,10 +182,8 @@ fn sample(
             child_status = Some(code);
             break;
         }
-        if let Target::Pids(pids) = target {
-            if pids.iter().all(|&p| !process_exists(p)) {
-                break; // nothing left to profile, as with perf record -p
-            }
+        if !exits.is_empty() && exits.iter().all(|(p, fd)| has_exited(*p, fd.as_ref())) {
+            break; // nothing left to profile, as with perf record -p
         }
         let applied = session.follow(false)?;
         if let Some(d) = dwarf.as_deref_mut() {
@@ -230,6 +240,28 @@ fn write(
     }
     output::write_all(outputs, &profile, &output::write_options(&args.out))?;
     Ok(profile)
+}
+
+/// A pidfd of `pid`: readable once it exits (None where the kernel has none).
+fn pidfd_open(pid: u32) -> Option<OwnedFd> {
+    // SAFETY: pidfd_open takes a pid and flags and returns a new descriptor or -1.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, 0) };
+    // SAFETY: a descriptor just returned to us, owned by nothing else.
+    (fd >= 0).then(|| unsafe { OwnedFd::from_raw_fd(fd as i32) })
+}
+
+/// Whether `pid` exited, through its pidfd when there is one.
+fn has_exited(pid: u32, pidfd: Option<&OwnedFd>) -> bool {
+    let Some(fd) = pidfd else {
+        return !process_exists(pid);
+    };
+    let mut p = libc::pollfd {
+        fd: fd.as_raw_fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // SAFETY: one valid pollfd, no waiting.
+    unsafe { libc::poll(&mut p, 1, 0) == 1 && p.revents & libc::POLLIN != 0 }
 }
 
 /// Whether `pid` still runs: a zombie (exited, not yet reaped by its parent) does not.
