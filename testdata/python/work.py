@@ -1,5 +1,6 @@
 """A fixed amount of Python work, 20 frames down, for slowdown benchmarks: it
-prints `work NS` (its own wall time) to stderr. Usage: work.py ROUNDS"""
+prints `work WALL_NS CPU_NS` (its own wall and CPU time) to stderr. Usage:
+work.py ROUNDS"""
 import sys
 import time
 
@@ -19,9 +20,10 @@ def down(depth, n):
 
 def main(rounds):
     t = time.perf_counter_ns()
+    c = time.process_time_ns()
     for _ in range(rounds):
         down(20, 10000)
-    print(f"work {time.perf_counter_ns() - t}", file=sys.stderr)
+    print(f"work {time.perf_counter_ns() - t} {time.process_time_ns() - c}", file=sys.stderr)
 
 
 main(int(sys.argv[1]) if len(sys.argv) > 1 else 5000)
