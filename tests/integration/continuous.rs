@@ -171,6 +171,50 @@ fn two_second_windows_lose_nothing_at_their_edges_and_query_keeps_the_split() {
 }
 
 #[test]
+fn a_stack_that_comes_back_after_a_window_without_it_is_whole() {
+    require_bpf!();
+    // eight stack shapes in turn, a quarter second each: with one-second windows a
+    // shape is kept in one map set, absent while the other fills, and back when
+    // the first (emptied in between) fills again. The sampler's per-CPU memory of
+    // the stacks it kept must not outlive the set's emptying, or the returning
+    // shape is counted under a stack the map no longer holds.
+    let rotate = workload("rotate");
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    let _lock = capture_lock();
+    let out = run(flamebpf()
+        .args(["continuous", "-F", "499", "--window", "1", "--dir"])
+        .arg(&store)
+        .arg("--")
+        .arg(&rotate)
+        .args(["8", "0.25"]));
+    assert!(out.status.success());
+    let q = dir.path().join("q.folded");
+    assert!(run(flamebpf()
+        .args(["query", "--dir"])
+        .arg(&store)
+        .arg("-o")
+        .arg(&q))
+    .status
+    .success());
+    let f = Folded::read(&q);
+    let mine = f.count(|s| s[0] == "rotate");
+    let whole = f.count(|s| s[0] == "rotate" && s.iter().any(|x| x == "main"));
+    eprintln!(
+        "rotate: {} ms, {} ms of it reaching main",
+        mine / MS,
+        whole / MS
+    );
+    assert!(mine > 5_000 * MS, "about 8 s of rotate: {} ms", mine / MS);
+    assert!(
+        whole as f64 >= 0.99 * mine as f64,
+        "stacks that reach main: {} of {} ms",
+        whole / MS,
+        mine / MS
+    );
+}
+
+#[test]
 fn the_pprof_endpoint_is_read_by_go_tool_pprof_and_bad_parameters_get_400() {
     require_bpf!();
     let split = workload("split");
