@@ -371,3 +371,48 @@ fn dwarf_mode_copies_a_stack_up_to_the_end_of_its_mapping() {
     );
     assert_whole(&c, "sqlite3");
 }
+
+#[test]
+fn record_p_builds_tables_for_its_target_alone() {
+    require_bpf!();
+    let lock = capture_lock();
+    let deep = workload("deep");
+    let mut target = std::process::Command::new(&deep)
+        .args(["5", "10"])
+        .spawn()
+        .unwrap();
+    let pid = target.id().to_string();
+    // a process that starts during the capture and maps libraries of its own:
+    // tracking sees it, the capture does not sample it
+    let bystander = std::thread::spawn(|| {
+        std::thread::sleep(std::time::Duration::from_millis(1200));
+        std::process::Command::new("/usr/bin/python3")
+            .args(["-c", "import hashlib, json, time; time.sleep(1)"])
+            .status()
+    });
+    let c = crate::common::record_holding(&lock, &["-v", "-p", &pid, "-d", "3"], &[]);
+    let _ = target.kill();
+    let _ = target.wait();
+    assert!(bystander.join().unwrap().unwrap().success());
+    let stderr = c.stderr();
+    let line = stderr
+        .lines()
+        .find(|l| l.contains("unwind tables:"))
+        .unwrap_or_else(|| panic!("-v states the tables: {stderr}"));
+    // deep maps itself, the C library, the loader and the vDSO; python3 and its
+    // modules would add a dozen more
+    let built: u32 = line
+        .split(" built")
+        .next()
+        .and_then(|s| s.rsplit(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("tables built, in {line}"));
+    assert!(
+        built <= 6,
+        "tables built for the target's objects alone: {line}"
+    );
+    assert!(
+        c.folded.count(|s| s[0] == "deep" && reaches_outermost(s)) > 0,
+        "the target is unwound whole"
+    );
+}
