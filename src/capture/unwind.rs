@@ -588,6 +588,11 @@ impl Tables {
             if self.written.remove(&pid) {
                 let _ = processes.delete(&pid.to_ne_bytes());
                 self.stats.processes -= 1;
+                // a daemon sees thousands of processes come and go through the
+                // C library: their pids must not pile up in its users
+                for pids in self.users.values_mut() {
+                    pids.remove(&pid);
+                }
             }
             return Ok(());
         }

@@ -35,6 +35,10 @@ pub struct Metrics {
     pub store_bytes: AtomicU64,
     /// Objects whose symbols could not be read.
     pub symbolization_failures: AtomicU64,
+    /// Objects whose names are kept between windows, after the last window.
+    pub cached_objects: AtomicU64,
+    /// Offsets named and kept over those objects, after the last window.
+    pub cached_offsets: AtomicU64,
     /// Window files a read of the store skipped (corrupt, unreadable, deleted).
     pub windows_skipped: AtomicU64,
     /// The skipped windows already warned about, so each is warned about once.
@@ -227,6 +231,15 @@ impl Metrics {
             "counter",
             "Objects whose symbols could not be read.",
             &[("", g(&self.symbolization_failures))],
+        );
+        metric(
+            "flamebpf_symbol_cache",
+            "gauge",
+            "Names kept between windows: objects, and offsets over all of them.",
+            &[
+                (r#"{what="objects"}"#, g(&self.cached_objects)),
+                (r#"{what="offsets"}"#, g(&self.cached_offsets)),
+            ],
         );
         metric(
             "flamebpf_store_windows_skipped_total",

@@ -137,6 +137,12 @@ impl Writer {
         // the window's clones of its objects close their files here
         drop(w);
         symbolizer.next_round(MAX_CACHED_OBJECTS);
+        self.metrics
+            .cached_objects
+            .store(symbolizer.cached_objects() as u64, Ordering::Relaxed);
+        self.metrics
+            .cached_offsets
+            .store(symbolizer.cached_offsets() as u64, Ordering::Relaxed);
         symbolizer.release_parsed();
         crate::memory::give_back();
         self.metrics.windows_pending.fetch_sub(1, Ordering::Relaxed);

@@ -101,6 +101,10 @@ impl FileStamp {
     }
 }
 
+/// The names of at most this many offsets are kept per object between rounds
+/// (about 200 bytes each).
+pub const MAX_OFFSETS_PER_OBJECT: usize = 20_000;
+
 /// A blazesym symbolizer with flamebpf's settings, kallsyms, the vDSO, and a cache
 /// of what each object's offsets were named.
 pub struct Symbolizer {
@@ -197,9 +201,18 @@ impl Symbolizer {
     }
 
     /// Ends a round of symbolization (a window) and keeps the caches of at most
-    /// `max_objects` objects, evicting the least recently used.
+    /// `max_objects` objects, evicting the least recently used, and of at most
+    /// [`MAX_OFFSETS_PER_OBJECT`] offsets each.
     pub fn next_round(&mut self, max_objects: usize) {
         self.round += 1;
+        // An object in use all the time (the C library, a shell) is never
+        // evicted, and every new leaf address sampled in it adds an entry: its
+        // names start over once they are that many, at the cost of one parse.
+        for (_, known) in self.cache.borrow_mut().values_mut() {
+            if known.len() > MAX_OFFSETS_PER_OBJECT {
+                *known = HashMap::new();
+            }
+        }
         let mut used: Vec<(u64, PathBuf)> = self
             .last_used
             .borrow()
@@ -219,6 +232,15 @@ impl Symbolizer {
     /// Objects with cached symbols.
     pub fn cached_objects(&self) -> usize {
         self.cache.borrow().len()
+    }
+
+    /// Offsets whose names are cached, over all objects.
+    pub fn cached_offsets(&self) -> usize {
+        self.cache
+            .borrow()
+            .values()
+            .map(|(_, known)| known.len())
+            .sum()
     }
 
     /// Names file offsets of the ELF object at `path`. Offsets named before are
@@ -492,6 +514,24 @@ mod tests {
         s.next_round(1);
         assert_eq!(s.cached_objects(), 1, "the older object went");
         assert!(s.cache.borrow().contains_key(Path::new("/proc/self/exe")));
+    }
+
+    #[test]
+    fn an_objects_names_start_over_past_the_bound() {
+        let exe = std::env::current_exe().unwrap();
+        let mut s = Symbolizer::new(Options::default());
+        let few: Vec<u64> = (0..100u64).map(|i| 0x1000 + i * 4).collect();
+        s.object(&exe, &few).unwrap();
+        s.next_round(64);
+        assert_eq!(s.cached_offsets(), 100, "under the bound, names stay");
+        let many: Vec<u64> = (0..=MAX_OFFSETS_PER_OBJECT as u64)
+            .map(|i| 0x1000 + i)
+            .collect();
+        s.object(&exe, &many).unwrap();
+        assert!(s.cached_offsets() > MAX_OFFSETS_PER_OBJECT);
+        s.next_round(64);
+        assert_eq!(s.cached_offsets(), 0, "past it, the object starts over");
+        assert_eq!(s.object(&exe, &few).unwrap().len(), 100);
     }
 
     #[test]
