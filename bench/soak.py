@@ -106,7 +106,11 @@ def scraper(stop, scrapes):
         took = time.monotonic() - began
         scrapes["profiles"].append((ok, took))
         try:
-            scrapes["metrics_ok"] += get("/metrics", 10)[0] == 200
+            status, body = get("/metrics", 10)
+            scrapes["metrics_ok"] += status == 200
+            for line in body.decode(errors="replace").splitlines():
+                if line.startswith('flamebpf_symbol_cache{what="offsets"}'):
+                    scrapes["cached_offsets"] = int(line.rsplit(" ", 1)[1])
         except Exception as e:
             print(f"  /metrics failed: {e}", file=sys.stderr)
             scrapes["metrics_failed"] += 1
@@ -180,7 +184,7 @@ def main():
                               stderr=subprocess.PIPE, text=True)
     stop = threading.Event()
     counts = {"shells": 0, "jobs": 0}
-    scrapes = {"profiles": [], "metrics_ok": 0, "metrics_failed": 0}
+    scrapes = {"profiles": [], "metrics_ok": 0, "metrics_failed": 0, "cached_offsets": 0}
     threads = [threading.Thread(target=spawner, args=(stop, job, uselib, counts), daemon=True),
                threading.Thread(target=scraper, args=(stop, scrapes), daemon=True)]
     time.sleep(2)
@@ -188,7 +192,8 @@ def main():
         t.start()
     start = time.monotonic()
     cpu0 = cpu_ns(daemon.pid)
-    samples = [(0.0, 0.0, rss_kib(daemon.pid) / 1024)]  # (minutes, cpu % of a core since start, rss MiB)
+    # (minutes, cpu % of a core since start, rss MiB, names cached after the last window)
+    samples = [(0.0, 0.0, rss_kib(daemon.pid) / 1024, 0)]
     upgraded_at = None
     try:
         while time.monotonic() - start < args.minutes * 60:
@@ -199,8 +204,9 @@ def main():
                 upgraded_at = time.time()
                 print(f"  {el / 60:5.1f} min: {lib.name} upgraded (hot_v1 -> hot_v2)", file=sys.stderr)
             pct = 100.0 * (cpu_ns(daemon.pid) - cpu0) / (el * 1e9)
-            samples.append((el / 60, pct, rss_kib(daemon.pid) / 1024))
+            samples.append((el / 60, pct, rss_kib(daemon.pid) / 1024, scrapes["cached_offsets"]))
             print(f"  {el / 60:5.1f} min: {pct:.3f}% of a core, RSS {samples[-1][2]:.1f} MiB, "
+                  f"{samples[-1][3]} offsets' names cached, "
                   f"{counts['shells']} shells + {counts['jobs']} jobs spawned, "
                   f"{len(scrapes['profiles'])} profiles scraped", file=sys.stderr)
     finally:
@@ -237,10 +243,10 @@ def main():
         f"- store: {len(windows)} windows, {store_bytes / 1024:.0f} KiB",
         "- final line: " + (err.strip().splitlines() or ["(none)"])[-1],
         "",
-        "| minutes | CPU % of a core (cumulative) | RSS MiB |",
-        "| --- | --- | --- |",
+        "| minutes | CPU % of a core (cumulative) | RSS MiB | offsets' names cached (flamebpf_symbol_cache) |",
+        "| --- | --- | --- | --- |",
     ]
-    lines += [f"| {m:.1f} | {c:.3f} | {r:.1f} |" for m, c, r in samples]
+    lines += [f"| {m:.1f} | {c:.3f} | {r:.1f} | {o} |" for m, c, r, o in samples]
     lines += ["", "| window | upgrade | hot_v1 s | hot_v2 s |", "| --- | --- | --- | --- |"] + upgrade_rows
     lines += ["", "/metrics at the end:", "", "```", metrics.strip(), "```"]
     report(lines, args.out)
