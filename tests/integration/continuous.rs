@@ -110,6 +110,18 @@ pub fn wait_for_metrics(port: u16, limit: Duration, until: impl Fn(&str) -> bool
     }
 }
 
+/// `flamebpf query` of every window in `store`, as folded stacks (written in `dir`).
+fn query_all(store: &std::path::Path, dir: &std::path::Path) -> Folded {
+    let q = dir.join("q.folded");
+    let out = run(flamebpf()
+        .args(["query", "--dir"])
+        .arg(store)
+        .arg("-o")
+        .arg(&q));
+    assert!(out.status.success());
+    Folded::read(&q)
+}
+
 pub fn wait_for_port(port: u16) {
     for _ in 0..100 {
         if TcpStream::connect(("127.0.0.1", port)).is_ok() {
@@ -155,14 +167,7 @@ fn two_second_windows_lose_nothing_at_their_edges_and_query_keeps_the_split() {
         "{total} samples for 10 s at 199 Hz"
     );
 
-    let q = dir.path().join("q.folded");
-    let out = run(flamebpf()
-        .args(["query", "--dir"])
-        .arg(&store)
-        .arg("-o")
-        .arg(&q));
-    assert!(out.status.success());
-    let f = Folded::read(&q);
+    let f = query_all(&store, dir.path());
     let share = heavy_share(f.with_frame("heavy"), f.with_frame("light"));
     assert!(
         (share - 0.75).abs() <= 0.04,
@@ -189,15 +194,7 @@ fn a_stack_that_comes_back_after_a_window_without_it_is_whole() {
         .arg(&rotate)
         .args(["8", "0.25"]));
     assert!(out.status.success());
-    let q = dir.path().join("q.folded");
-    assert!(run(flamebpf()
-        .args(["query", "--dir"])
-        .arg(&store)
-        .arg("-o")
-        .arg(&q))
-    .status
-    .success());
-    let f = Folded::read(&q);
+    let f = query_all(&store, dir.path());
     let mine = f.count(|s| s[0] == "rotate");
     let whole = f.count(|s| s[0] == "rotate" && s.iter().any(|x| x == "main"));
     eprintln!(

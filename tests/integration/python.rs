@@ -32,6 +32,29 @@ fn py_spy() -> Option<PathBuf> {
     p.exists().then_some(p)
 }
 
+/// py-spy's raw profile (`record -f raw`) of Debian's python3 running `script 3`
+/// at `rate` Hz, written in `dir`; None, said, where py-spy is absent.
+fn py_spy_record(dir: &Path, rate: &str, script: &str) -> Option<Folded> {
+    let Some(py_spy) = py_spy() else {
+        eprintln!("py-spy absent (scripts/setup.sh installs it): the comparison is skipped");
+        return None;
+    };
+    let _lock = capture_lock();
+    let raw = dir.join("py-spy.txt");
+    let out = Command::new(py_spy)
+        .args(["record", "-r", rate, "-f", "raw", "-o"])
+        .arg(&raw)
+        .args(["--", SYSTEM_PYTHON, script, "3"])
+        .output()
+        .expect("py-spy runs");
+    assert!(
+        out.status.success(),
+        "py-spy failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Some(Folded::read(&raw))
+}
+
 /// The interpreter of a pyenv version 3.`minor`, where the machine has one.
 fn pyenv(minor: u32) -> Option<PathBuf> {
     let home = std::env::var("HOME").ok()?;
@@ -98,25 +121,10 @@ fn python_split_3_to_1_is_within_3_points_of_the_truth_and_of_py_spy() {
         "heavy share {share:.3}, want 0.75 ± 0.03"
     );
 
-    let Some(py_spy) = py_spy() else {
-        eprintln!("py-spy absent (scripts/setup.sh installs it): the comparison is skipped");
+    let Some(spy) = py_spy_record(c.dir.path(), "250", &split) else {
         return;
     };
-    let _lock = capture_lock();
-    let raw = c.dir.path().join("py-spy.txt");
-    let out = Command::new(py_spy)
-        .args(["record", "-r", "250", "-f", "raw", "-o"])
-        .arg(&raw)
-        .args(["--", SYSTEM_PYTHON, &split, "3"])
-        .output()
-        .expect("py-spy runs");
-    assert!(
-        out.status.success(),
-        "py-spy failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
     // py-spy's frames are `function (file.py:line)`
-    let spy = Folded::read(&raw);
     let count = |name: &str| {
         spy.count(|s| {
             s.iter()
@@ -367,25 +375,10 @@ fn python_lines_split_3_to_1_is_within_5_points_of_the_truth_and_of_py_spy() {
         "line {heavy_line}'s share {share:.3}, want 0.75 ± 0.05"
     );
 
-    let Some(py_spy) = py_spy() else {
-        eprintln!("py-spy absent (scripts/setup.sh installs it): the comparison is skipped");
+    let Some(spy) = py_spy_record(c.dir.path(), "999", &lines) else {
         return;
     };
-    let _lock = capture_lock();
-    let raw = c.dir.path().join("py-spy.txt");
-    let out = Command::new(py_spy)
-        .args(["record", "-r", "999", "-f", "raw", "-o"])
-        .arg(&raw)
-        .args(["--", SYSTEM_PYTHON, &lines, "3"])
-        .output()
-        .expect("py-spy runs");
-    assert!(
-        out.status.success(),
-        "py-spy failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
     // py-spy's frames are `function (file.py:line)`, without a suffix
-    let spy = Folded::read(&raw);
     let on = |line: u32| {
         let frame = format!("work (lines.py:{line})");
         spy.count(|s| s.contains(&frame))
