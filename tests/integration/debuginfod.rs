@@ -244,8 +244,9 @@ fn the_daemon_names_later_windows_once_the_file_arrived() {
         .arg(&stripped)
         .arg("4"));
     assert!(out.status.success());
-    // the last window with samples of the workload (the very last one may
-    // hold only the command's exit)
+    // the last window with half a second of the workload: the very last ones
+    // may hold only the command's exit, or a few samples all in heavy (a round
+    // is 30 ms of heavy, then 10 of light)
     let profiles: Vec<flamegraphs::Profile> = windows(&store)
         .iter()
         .map(|w| flamegraphs::pprof::read(&std::fs::read(store.join(w)).unwrap()).unwrap())
@@ -253,8 +254,15 @@ fn the_daemon_names_later_windows_once_the_file_arrived() {
     let last = profiles
         .iter()
         .rev()
-        .find(|p| p.samples.iter().any(|s| s.comm == "split-stripped"))
-        .expect("windows with samples of the workload");
+        .find(|p| {
+            p.samples
+                .iter()
+                .filter(|s| s.comm == "split-stripped")
+                .map(|s| s.count)
+                .sum::<u64>()
+                >= 50
+        })
+        .expect("windows with half a second of the workload");
     let names: Vec<&str> = last.frames().iter().map(|f| f.name.as_str()).collect();
     assert!(
         names.contains(&"heavy") && names.contains(&"light"),
