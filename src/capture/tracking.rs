@@ -83,6 +83,7 @@ impl Tracking {
         let cutoff = monotonic_ns();
         self.read();
         if self.pending.is_empty() {
+            self.tracker.check_leaders_gone(cutoff);
             self.tracker.refresh_perf_maps();
             return cutoff;
         }
@@ -96,6 +97,7 @@ impl Tracking {
         for r in self.pending.drain(..ready) {
             self.tracker.apply(&r);
         }
+        self.tracker.check_leaders_gone(cutoff);
         self.tracker.refresh_perf_maps();
         cutoff
     }

@@ -15,7 +15,7 @@ use crate::records::{FileId, Record};
 const PROT_EXEC: u32 = 4;
 
 /// Mapping history plus the objects it names.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Tracker {
     /// Address spaces over time.
     pub history: MappingHistory,
@@ -32,7 +32,29 @@ pub struct Tracker {
     jit_pids: BTreeSet<u32>,
     /// Processes whose address space changed since [`Tracker::take_changed`].
     changed: BTreeSet<u32>,
+    /// Processes whose thread-group leader exited while other threads lived on:
+    /// the process (its mappings, its unwind tables) lasts until the last of them.
+    leaders_gone: BTreeSet<u32>,
+    /// How many threads a process has now, zombie leader included; None once it
+    /// is gone. /proc, but a test puts its own in.
+    threads_of: fn(u32) -> Option<u32>,
     lost_records: u64,
+}
+
+impl Default for Tracker {
+    fn default() -> Tracker {
+        Tracker::new()
+    }
+}
+
+/// The `Threads:` line of /proc/PID/status: the threads of the group that have
+/// not been reaped, a zombie leader among them.
+fn proc_threads(pid: u32) -> Option<u32> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("Threads:"))
+        .and_then(|n| n.trim().parse().ok())
 }
 
 impl Tracker {
@@ -46,6 +68,8 @@ impl Tracker {
             python: PythonNames::default(),
             jit_pids: BTreeSet::new(),
             changed: BTreeSet::new(),
+            leaders_gone: BTreeSet::new(),
+            threads_of: proc_threads,
             lost_records: 0,
         }
     }
@@ -66,12 +90,18 @@ impl Tracker {
                 self.processes.first_sight(m.pid);
             }
             Record::Comm(c) if c.exec => {
+                // exec leaves one thread, the group's leader from then on
+                self.leaders_gone.remove(&c.pid);
                 self.history.exec(c.pid, c.time);
                 self.processes.exec(c.pid, &c.comm);
                 self.changed.insert(c.pid);
             }
             Record::Comm(_) => {}
             Record::Fork(t) => {
+                if t.ppid != t.pid {
+                    // the pid names a new process: any old one is over
+                    self.leaders_gone.remove(&t.pid);
+                }
                 self.history.fork(t.ppid, t.pid, t.time);
                 if t.ppid != t.pid {
                     self.changed.insert(t.pid);
@@ -79,9 +109,13 @@ impl Tracker {
                 }
             }
             Record::Exit(t) => {
-                if t.pid == t.tid {
-                    self.history.exit(t.pid, t.time);
-                    self.changed.insert(t.pid);
+                // A leader that leaves with pthread_exit sends its exit record
+                // first; the threads that outlive it still run in its mappings.
+                let leader = t.pid == t.tid;
+                if leader && (self.threads_of)(t.pid).is_some_and(|n| n > 1) {
+                    self.leaders_gone.insert(t.pid);
+                } else if leader || self.leaders_gone.contains(&t.pid) {
+                    self.end_of_threads(t.pid, t.time);
                 }
             }
             Record::Lost { lost, .. } => self.lost_records += lost,
@@ -95,6 +129,26 @@ impl Tracker {
             self.perf_maps.learn_uid(pid);
             self.perf_maps.refresh(pid);
         }
+    }
+
+    /// Ends, at `time`, the processes whose leader exited before and whose other
+    /// threads are gone by now: called as records are applied, since the exit
+    /// record of the last thread may come while the kernel still counts it.
+    pub fn check_leaders_gone(&mut self, time: u64) {
+        let pids: Vec<u32> = self.leaders_gone.iter().copied().collect();
+        for pid in pids {
+            self.end_of_threads(pid, time);
+        }
+    }
+
+    /// `pid` exited at `time` if no thread but its zombie leader is left.
+    fn end_of_threads(&mut self, pid: u32, time: u64) {
+        if (self.threads_of)(pid).is_some_and(|n| n > 1) {
+            return;
+        }
+        self.leaders_gone.remove(&pid);
+        self.history.exit(pid, time);
+        self.changed.insert(pid);
     }
 
     /// Reads again the perf maps that changed since they were last read; called
@@ -241,6 +295,65 @@ mod tests {
         assert_eq!(t.resolve(100, 0x50010), None);
         // the exec'd process keeps its old image for old addresses
         assert!(t.resolve(100, 0x10010).is_some());
+    }
+
+    static THREADS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+
+    fn fake_threads(_pid: u32) -> Option<u32> {
+        match THREADS.load(std::sync::atomic::Ordering::Relaxed) {
+            0 => None,
+            n => Some(n),
+        }
+    }
+
+    fn exit(pid: u32, tid: u32, time: u64) -> Record {
+        Record::Exit(Task {
+            pid,
+            ppid: 1,
+            tid,
+            ptid: 1,
+            time,
+        })
+    }
+
+    #[test]
+    fn a_process_lasts_until_its_last_thread_not_its_leader() {
+        use std::sync::atomic::Ordering::Relaxed;
+        let mut t = Tracker::new();
+        t.threads_of = fake_threads;
+        for pid in [300, 400, 500] {
+            t.history.fork(1, pid, 1);
+        }
+        // the leader leaves with pthread_exit; a thread and the zombie are left
+        THREADS.store(2, Relaxed);
+        t.apply(&exit(300, 300, 10));
+        assert!(!t.history.has_exited(300));
+        t.check_leaders_gone(11);
+        assert!(!t.history.has_exited(300));
+        // the last thread's record comes while the kernel still counts it
+        t.apply(&exit(300, 301, 20));
+        assert!(!t.history.has_exited(300));
+        // then only the zombie leader is left
+        THREADS.store(1, Relaxed);
+        t.check_leaders_gone(25);
+        assert!(t.history.has_exited(300));
+        // a leader that is the last thread ends the process at once
+        THREADS.store(1, Relaxed);
+        t.apply(&exit(400, 400, 30));
+        assert!(t.history.has_exited(400));
+        // an exec by a surviving thread makes it the leader: the process goes on
+        THREADS.store(2, Relaxed);
+        t.apply(&exit(500, 500, 40));
+        t.apply(&Record::Comm(Comm {
+            pid: 500,
+            tid: 500,
+            comm: "next".into(),
+            exec: true,
+            time: 41,
+        }));
+        THREADS.store(1, Relaxed);
+        t.check_leaders_gone(42);
+        assert!(!t.history.has_exited(500));
     }
 
     #[test]
