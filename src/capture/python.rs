@@ -33,6 +33,21 @@ enum Found {
     None,
 }
 
+/// The test every search for CPython starts from: a file named like python (the
+/// interpreter or libpython), so that no process it can read is passed over.
+pub fn named_like_python(obj: &symbolizer::objects::Object) -> bool {
+    obj.kind == ObjectKind::File && obj.short_name().contains("python")
+}
+
+/// Whether `pid`, as the tracker knows it now, maps an object named like python.
+pub fn may_run_python(tracker: &Tracker, pid: u32) -> bool {
+    tracker
+        .history
+        .current(pid)
+        .iter()
+        .any(|m| named_like_python(tracker.objects.get(m.object)))
+}
+
 /// Stacks the ring delivered, not yet named: (pid, words).
 type Announced = Rc<RefCell<Vec<(u32, Vec<u64>)>>>;
 
@@ -168,7 +183,7 @@ impl Python {
     fn find(&mut self, pid: u32, tracker: &Tracker) -> Found {
         for m in tracker.history.current(pid) {
             let obj = tracker.objects.get(m.object);
-            if obj.kind != ObjectKind::File || !obj.short_name().contains("python") {
+            if !named_like_python(obj) {
                 continue;
             }
             let Some(path) = obj.read_path() else {

@@ -54,6 +54,9 @@ pub struct Config {
     pub off_cpu_min_ns: Option<u64>,
     /// Keep thread ids in the aggregate (an output shows threads).
     pub per_thread: bool,
+    /// CFI mode: read the Python frames of CPython processes. Off, the verifier
+    /// prunes the Python walk: a third of the program's verification time.
+    pub python_frames: bool,
     /// `--lines`: Python frames say which instruction they run (CFI mode).
     pub python_lines: bool,
     /// The sampling event is a hardware one, whose samples are taken in NMI and
@@ -158,7 +161,7 @@ fn open_and_load(config: &Config, no_prealloc: bool) -> Result<ProfileSkel<'stat
         Some(rows) => {
             rodata.unwind_cfi = true;
             // Python frames are read after the CFI walk (bpf/python.h)
-            rodata.python_frames = true;
+            rodata.python_frames = config.python_frames;
             rodata.python_lines = config.python_lines;
             (rows, (rows / 8).max(1024))
         }

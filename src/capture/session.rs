@@ -69,6 +69,19 @@ impl Session {
             .keep_replaced(setup.dwarf.is_some());
         tracking.tracker.python.set_lines(setup.python_lines);
         let follow_forks = matches!(setup.target, Target::Command { .. });
+        // `-p` samples these processes and no others: the Python walk is loaded
+        // only when one of them runs Python (a command or the machine may start
+        // Python at any time). A process that exits right now is still profiled
+        // for its last moments: its mappings are read before anything else.
+        let mut python_frames = true;
+        if let Target::Pids(pids) = &setup.target {
+            for &pid in pids {
+                let _ = tracking.tracker.snapshot(pid);
+            }
+            python_frames = pids
+                .iter()
+                .any(|&pid| super::python::may_run_python(&tracking.tracker, pid));
+        }
         let config = sampler::Config {
             filter_pids: matches!(setup.target, Target::Pids(_) | Target::Command { .. }),
             follow_forks,
@@ -84,6 +97,7 @@ impl Session {
             cfi: setup.cfi,
             off_cpu_min_ns: setup.off_cpu_min_ns,
             per_thread: setup.per_thread,
+            python_frames,
             python_lines: setup.python_lines,
             nmi_event: setup.sampling.event.kind != crate::capture::events::Kind::Software,
         };
@@ -104,8 +118,6 @@ impl Session {
             Target::Pids(pids) => {
                 for &pid in pids {
                     sampler.add_target(pid)?;
-                    // A process that exits right now is still profiled for its last moments.
-                    let _ = tracking.tracker.snapshot(pid);
                 }
             }
             Target::All => tracking.tracker.snapshot_all(),

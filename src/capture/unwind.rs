@@ -600,10 +600,7 @@ impl Tables {
         let mut entry: process_mappings = unsafe { std::mem::zeroed() };
         let mut len = 0;
         for m in tracker.history.current(pid) {
-            // the same test src/capture/python.rs starts from, so that no
-            // process it can read is skipped
-            let object = tracker.objects.get(m.object);
-            if object.kind == ObjectKind::File && object.short_name().contains("python") {
+            if super::python::named_like_python(tracker.objects.get(m.object)) {
                 entry.flags |= flamebpf_process_flags::PROCESS_MAY_RUN_PYTHON.0;
             }
             let Some((key, path)) = self.keys.get(&m.object).cloned() else {
