@@ -66,6 +66,8 @@ pub struct Plan {
     inlined: bool,
     full_names: bool,
     debug_dirs: Vec<PathBuf>,
+    /// `--debug-cache`: None for `none`.
+    inflate_cache: Option<PathBuf>,
 }
 
 /// How to set a capture up.
@@ -164,6 +166,11 @@ impl Plan {
             inlined: !args.no_inline,
             full_names: args.full_names,
             debug_dirs: args.debug_dir.clone(),
+            inflate_cache: match &args.debug_cache {
+                Some(dir) if dir.as_os_str() == "none" => None,
+                Some(dir) => Some(dir.clone()),
+                None => Some(crate::symbolize::debuginfod::default_cache("inflated")),
+            },
         })
     }
 
@@ -179,6 +186,7 @@ impl Plan {
             full_names: self.full_names,
             debug_info: true,
             debug_dirs: self.debug_dirs.clone(),
+            inflate_cache: self.inflate_cache.clone(),
             // set by the command (it knows how long it may wait)
             debuginfod: None,
         }

@@ -257,6 +257,14 @@ pub struct SamplingArgs {
     #[arg(long, value_name = "DIR")]
     pub debug_dir: Vec<PathBuf>,
 
+    /// Where separate debug files whose DWARF is compressed (Debian's -dbg and
+    /// -dbgsym packages) are kept inflated, so that a capture does not inflate
+    /// them again (libc6-dbg: 40 ms of CPU each time); `none` keeps nothing.
+    /// Default: $XDG_CACHE_HOME/flamebpf/inflated (else ~/.cache/…), or
+    /// /var/cache/flamebpf/inflated for root; at most 2 GiB, the oldest go first.
+    #[arg(long, value_name = "DIR|none")]
+    pub debug_cache: Option<PathBuf>,
+
     // Labels and debuginfod (issue 14): docs/labels.md, docs/debuginfod.md.
     /// Add KEY=VALUE to every sample's labels (pprof); repeatable. KEY: letters,
     /// digits, _; `service_name=NAME` names the service of every process no

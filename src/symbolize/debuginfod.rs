@@ -17,20 +17,21 @@ pub const RECORD_WAIT: Duration = Duration::from_secs(5);
 /// What `query` may wait.
 pub const QUERY_WAIT: Duration = Duration::from_secs(10);
 
-/// The cache directory when none is given: $XDG_CACHE_HOME/flamebpf/debuginfod,
-/// else /var/cache/flamebpf/debuginfod for root, else ~/.cache/flamebpf/debuginfod.
-fn default_cache() -> PathBuf {
-    let under = |base: PathBuf| base.join("flamebpf/debuginfod");
+/// The cache directory `name` when none is given: $XDG_CACHE_HOME/flamebpf/NAME,
+/// else /var/cache/flamebpf/NAME for root, else ~/.cache/flamebpf/NAME.
+pub fn default_cache(name: &str) -> PathBuf {
+    let under = |base: PathBuf| base.join("flamebpf").join(name);
     if let Some(x) = std::env::var_os("XDG_CACHE_HOME").filter(|x| !x.is_empty()) {
         return under(PathBuf::from(x));
     }
+    let system = PathBuf::from("/var/cache/flamebpf").join(name);
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } == 0 {
-        return PathBuf::from("/var/cache/flamebpf/debuginfod");
+        return system;
     }
     match std::env::var_os("HOME").filter(|h| !h.is_empty()) {
         Some(home) => under(PathBuf::from(home).join(".cache")),
-        None => PathBuf::from("/var/cache/flamebpf/debuginfod"),
+        None => system,
     }
 }
 
@@ -50,8 +51,12 @@ pub fn start(args: &DebuginfodArgs, wait: Duration) -> Result<Option<Arc<Debugin
             bail!("--debuginfod {e}");
         }
     }
-    let mut config =
-        debuginfod::Config::new(urls, args.cache.clone().unwrap_or_else(default_cache));
+    let mut config = debuginfod::Config::new(
+        urls,
+        args.cache
+            .clone()
+            .unwrap_or_else(|| default_cache("debuginfod")),
+    );
     config.wait_budget = wait;
     match Debuginfod::start(config) {
         Ok(d) => Ok(Some(Arc::new(d))),

@@ -16,6 +16,7 @@
 pub mod buildid;
 pub mod debuginfod;
 pub mod history;
+pub mod inflate;
 pub mod kallsyms;
 pub mod names;
 pub mod objects;

@@ -44,6 +44,9 @@ pub struct Options {
     /// Where debug files of objects without symbols are fetched from by build
     /// id ([`Symbolizer::object_by_id`]).
     pub debuginfod: Option<std::sync::Arc<crate::debuginfod::Debuginfod>>,
+    /// Where separate debug files with compressed DWARF are kept inflated
+    /// ([`crate::inflate`]); None reads them as they are, every time.
+    pub inflate_cache: Option<PathBuf>,
 }
 
 impl Default for Options {
@@ -54,6 +57,7 @@ impl Default for Options {
             debug_dirs: Vec::new(),
             full_names: false,
             debuginfod: None,
+            inflate_cache: None,
         }
     }
 }
@@ -78,6 +82,9 @@ pub type Frames = Rc<[Symbol]>;
 /// The names found in one object: the file they were read from, and each
 /// offset's frames.
 type ObjectNames = (Option<FileStamp>, HashMap<u64, Frames>);
+
+/// The file an object was read from, and the inflated copy of its debug file.
+type InflatedCopy = (Option<FileStamp>, Option<PathBuf>);
 
 /// Which file a path names: device, inode, size and modification time.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -121,6 +128,10 @@ pub struct Symbolizer {
     /// When each object was last used, in calls to [`Symbolizer::next_round`].
     last_used: RefCell<HashMap<PathBuf, u64>>,
     round: u64,
+    /// Per object (and the identity of its file), the inflated copy of its
+    /// separate debug file, if it has one worth inflating.
+    copies: RefCell<HashMap<PathBuf, InflatedCopy>>,
+    inflate_cache: Option<crate::debuginfod::Cache>,
 }
 
 impl std::fmt::Debug for Symbolizer {
@@ -163,6 +174,10 @@ impl Symbolizer {
             .enable_code_info(options.debug_info)
             .set_debug_dirs(Some(debug_dirs(&options.debug_dirs)))
             .build();
+        let inflate_cache = options
+            .inflate_cache
+            .clone()
+            .map(|dir| crate::debuginfod::Cache::new(dir, crate::inflate::CACHE_BYTES));
         Symbolizer {
             inner,
             options,
@@ -171,6 +186,8 @@ impl Symbolizer {
             cache: RefCell::new(HashMap::new()),
             last_used: RefCell::new(HashMap::new()),
             round: 0,
+            copies: RefCell::new(HashMap::new()),
+            inflate_cache,
         }
     }
 
@@ -178,6 +195,11 @@ impl Symbolizer {
     pub fn evict(&mut self, path: &Path) {
         self.cache.borrow_mut().remove(path);
         self.last_used.borrow_mut().remove(path);
+        if let Some((_, Some(copy))) = self.copies.borrow_mut().remove(path) {
+            let _ = self.inner.evict(&blazesym::symbolize::evict::Evict::Elf(
+                blazesym::symbolize::evict::Elf::new(&copy),
+            ));
+        }
         let _ = self.inner.evict(&blazesym::symbolize::evict::Evict::Elf(
             blazesym::symbolize::evict::Elf::new(path),
         ));
@@ -322,26 +344,85 @@ impl Symbolizer {
             .filter(|o| !known.contains_key(o))
             .collect();
         if !missing.is_empty() {
-            let mut elf = Elf::new(path);
-            elf.debug_syms = self.options.debug_info;
-            let src = Source::Elf(elf);
-            let input = if virtual_addrs {
-                Input::VirtOffset(missing.as_slice())
-            } else {
-                Input::FileOffset(missing.as_slice())
+            let copy = match virtual_addrs {
+                false => self.inflated_copy(path, stamp),
+                true => None,
             };
-            let syms =
-                self.inner
-                    .symbolize(&src, input)
-                    .map_err(|source| Error::ObjectUnreadable {
-                        path: path.to_path_buf(),
-                        source,
-                    })?;
-            for (o, sym) in missing.iter().zip(syms) {
-                known.insert(*o, frames(sym, self.options.full_names));
+            let unreadable = |source| Error::ObjectUnreadable {
+                path: path.to_path_buf(),
+                source,
+            };
+            match copy {
+                // the copy is the debug file: read by virtual address
+                Some(copy) => {
+                    let segments = std::fs::File::open(path)
+                        .map(|f| crate::buildid::load_segments(&f))
+                        .unwrap_or_default();
+                    let virt: Vec<Option<u64>> = missing
+                        .iter()
+                        .map(|&o| crate::buildid::virtual_address(&segments, o))
+                        .collect();
+                    let found: Vec<u64> = virt.iter().flatten().copied().collect();
+                    let mut elf = Elf::new(&copy);
+                    elf.debug_syms = true;
+                    let syms = self
+                        .inner
+                        .symbolize(&Source::Elf(elf), Input::VirtOffset(&found))
+                        .map_err(unreadable)?;
+                    let mut syms = syms.into_iter();
+                    for (o, v) in missing.iter().zip(&virt) {
+                        let named = match v {
+                            Some(_) => syms.next().map(|s| frames(s, self.options.full_names)),
+                            None => None,
+                        };
+                        known.insert(*o, named.unwrap_or_else(|| Rc::from([])));
+                    }
+                }
+                None => {
+                    let mut elf = Elf::new(path);
+                    elf.debug_syms = self.options.debug_info;
+                    let input = if virtual_addrs {
+                        Input::VirtOffset(missing.as_slice())
+                    } else {
+                        Input::FileOffset(missing.as_slice())
+                    };
+                    let syms = self
+                        .inner
+                        .symbolize(&Source::Elf(elf), input)
+                        .map_err(unreadable)?;
+                    for (o, sym) in missing.iter().zip(syms) {
+                        known.insert(*o, frames(sym, self.options.full_names));
+                    }
+                }
             }
         }
         Ok(offsets.iter().map(|o| Rc::clone(&known[o])).collect())
+    }
+
+    /// The inflated copy of the separate debug file of the object at `path`
+    /// (whose file is `stamp`), when there is a cache and the file is worth it;
+    /// decided once per file.
+    fn inflated_copy(&self, path: &Path, stamp: Option<FileStamp>) -> Option<PathBuf> {
+        let cache = self.inflate_cache.as_ref()?;
+        if !self.options.debug_info {
+            return None;
+        }
+        if let Some((seen, copy)) = self.copies.borrow().get(path) {
+            if *seen == stamp {
+                return copy.clone();
+            }
+        }
+        let dirs = debug_dirs(&self.options.debug_dirs);
+        let copy = crate::inflate::debug_file_of(path, &dirs)
+            .and_then(|(id, debug)| crate::inflate::inflated(cache, &id, &debug));
+        if let Some(copy) = &copy {
+            // blazesym keeps the copy parsed: let it go with the rest
+            self.last_used.borrow_mut().insert(copy.clone(), self.round);
+        }
+        self.copies
+            .borrow_mut()
+            .insert(path.to_path_buf(), (stamp, copy.clone()));
+        copy
     }
 
     /// Names offsets into the vDSO (the same image in every process).
