@@ -17,26 +17,29 @@ struct signal_struct {
 	} live; /* threads not yet exited (an atomic_t) */
 } __attribute__((preserve_access_index));
 
+/* The fs base of a task: where glibc's thread control block, pthread_self(),
+ * lies (CPython's thread state is found from it). Set at clone (CLONE_SETTLS)
+ * and kept there across switches. */
+struct thread_struct {
+	unsigned long fsbase;
+} __attribute__((preserve_access_index));
+
+/* One type per kernel struct: libbpf searches the kernel's 100,000+ types once
+ * for each local type (flavours count apart), 2 ms a search at every start. */
 struct task_struct {
-	unsigned int __state; /* 0: runnable */
+	unsigned int __state; /* 0: runnable (5.14+; the programs need 5.17's bpf_loop) */
 	struct signal_struct *signal;
 	unsigned int flags;
 	int on_cpu;
 	int pid;
 	int tgid;
 	char comm[16];
-} __attribute__((preserve_access_index));
-
-/* Before Linux 5.14 the state was a long named `state`. */
-struct task_struct___pre514 {
-	long state;
+	struct thread_struct thread;
 } __attribute__((preserve_access_index));
 
 static __always_inline long task_state(struct task_struct *t)
 {
-	if (bpf_core_field_exists(t->__state))
-		return BPF_CORE_READ(t, __state);
-	return BPF_CORE_READ((struct task_struct___pre514 *)t, state);
+	return BPF_CORE_READ(t, __state);
 }
 
 /* What a task iterator program is handed: one task at a time, then NULL. */

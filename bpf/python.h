@@ -58,16 +58,6 @@ struct {
 	__uint(max_entries, 256 * 1024);
 } py_stacks SEC(".maps");
 
-/* The fs base of a task: where glibc's thread control block, pthread_self(),
- * lies. Set at clone (CLONE_SETTLS) and kept there across switches. */
-struct thread_struct___py {
-	unsigned long fsbase;
-} __attribute__((preserve_access_index));
-
-struct task_struct___py {
-	struct thread_struct___py thread;
-} __attribute__((preserve_access_index));
-
 #define PY_SLOTS 16 /* words[]: a power of two above PY_FRAME_OBJECT_BYTES / 8 */
 /* 3.11+ keep a thread's frames one after the other in its data stack, each
  * caller below its callee: one read of the memory below a frame serves the
@@ -460,7 +450,7 @@ static __always_inline __u32 python_stack(__u32 room, __u32 tgid, __u32 gen, __u
 		w->proc_py_gen = pyg;
 	}
 	struct py_process *p = &w->proc;
-	struct task_struct___py *task = (void *)bpf_get_current_task();
+	struct task_struct *task = (void *)bpf_get_current_task();
 	w->fsbase = BPF_CORE_READ(task, thread.fsbase);
 	w->outcome = 0;
 	w->model = p->model;

@@ -196,6 +196,10 @@ fn open_and_load(config: &Config, no_prealloc: bool) -> Result<ProfileSkel<'stat
     if no_prealloc {
         // 12 KiB a process: taken as processes come, not 200 MB up front
         m.process_maps.set_map_flags(BPF_F_NO_PREALLOC)?;
+        // filled as processes come (a capture of one process has one entry):
+        // preallocating their free lists was a few ms of every start
+        m.targets.set_map_flags(BPF_F_NO_PREALLOC)?;
+        m.py_procs.set_map_flags(BPF_F_NO_PREALLOC)?;
         // A context switch may add two stacks and two counts with interrupts off,
         // where a map without preallocation has at most one element of a stack's
         // size at hand (the rest come at the next interrupt): --off-cpu takes the
