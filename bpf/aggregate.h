@@ -231,6 +231,24 @@ static __always_inline __s32 stack_id(struct bpf_perf_event_data *ctx, void *sta
 	return id;
 }
 
+/* Keeps room s's user stack of n frames, hash h, in set `set`; one with py
+ * Python frames, new to the map, goes to userspace to be named while its process
+ * lives. Returns the key's stack id. */
+static __always_inline __s32 keep_user_stack(struct room *s, __u32 tgid, __u32 n, __u64 h, __u32 py, __u32 set,
+					      void *overflow_stacks, __u64 *hash)
+{
+	long err = 0;
+	bool fresh;
+	*hash = keep_cached(s, sample_room, n, h, set, overflow_stacks, &err, &fresh);
+	if (!*hash) {
+		count_stack_lost(err);
+		return -FLAMEBPF_EEXIST;
+	}
+	if (py && fresh)
+		py_announce(sample_room, tgid, n);
+	return -FLAMEBPF_STACK_HASHED;
+}
+
 /* `--call-graph cfi`: unwinds the user stack with the unwind tables and keeps it
  * by hash; returns the key's stack id (-FLAMEBPF_STACK_HASHED when kept). A
  * process whose mappings are not known yet is walked with frame pointers by the
@@ -263,17 +281,30 @@ static __always_inline __s32 cfi_stack(struct bpf_perf_event_data *ctx, __u32 tg
 		count(STAT_STACK_LOST);
 		return -FLAMEBPF_EEXIST;
 	}
-	long err = 0;
-	bool fresh;
-	*hash = keep_cached(s, sample_room, n, h, set, overflow_stacks, &err, &fresh);
-	if (!*hash) {
-		count_stack_lost(err);
+	return keep_user_stack(s, tgid, n, h, py, set, overflow_stacks, hash);
+}
+
+/* `--call-graph fp`: the kernel walks the user stack by frame pointers; a
+ * process that runs CPython has that walk copied into the room, its Python
+ * frames added after, and is kept by hash as in cfi mode. */
+static __always_inline __s32 fp_stack(struct bpf_perf_event_data *ctx, __u32 tgid, void *stacks,
+				      void *overflow_stacks, __u32 set, __u64 *hash)
+{
+	if (!python_frames || !py_process_of(sample_room, tgid, 0))
+		return stack_id(ctx, stacks, overflow_stacks, BPF_F_USER_STACK, hash);
+	*hash = 0;
+	struct room *s = room_of(sample_room);
+	if (!s) {
+		count(STAT_STACK_LOST);
 		return -FLAMEBPF_EEXIST;
 	}
-	/* a new stack with Python frames goes to be named while its process lives */
-	if (py && fresh)
-		py_announce(sample_room, tgid, n);
-	return -FLAMEBPF_STACK_HASHED;
+	long len = bpf_get_stack(ctx, s->st.ips, sizeof(s->st.ips), BPF_F_USER_STACK);
+	if (len <= 0)
+		return -FLAMEBPF_EFAULT;
+	__u32 n = len / sizeof(__u64);
+	__u64 h = hash_frames(n, sample_room);
+	__u32 py = python_stack(sample_room, tgid, 0, &n, &h);
+	return keep_user_stack(s, tgid, n, h, py, set, overflow_stacks, hash);
 }
 
 /* Adds the sample to one map set; inlined twice, so each copy sees constant maps. */
@@ -293,7 +324,7 @@ static __always_inline void record_in(struct bpf_perf_event_data *ctx, struct sa
 	if (unwind_cfi)
 		key->user_stack_id = cfi_stack(ctx, key->pid, stacks, overflow_stacks, set, &key->user_stack_hash);
 	else
-		key->user_stack_id = stack_id(ctx, stacks, overflow_stacks, BPF_F_USER_STACK, &key->user_stack_hash);
+		key->user_stack_id = fp_stack(ctx, key->pid, stacks, overflow_stacks, set, &key->user_stack_hash);
 	if (key->user_stack_id == -FLAMEBPF_EFAULT)
 		count(current_is_kthread() ? STAT_USER_STACK_KTHREAD : STAT_USER_STACK_FAULT);
 

@@ -112,21 +112,22 @@ int BPF_PROG(on_exit, struct task_struct *task)
 		return 0;
 	if (follow_forks)
 		bpf_map_delete_elem(&targets, &tgid);
-	if (unwind_cfi) {
+	if (unwind_cfi)
 		bpf_map_delete_elem(&process_maps, &tgid);
-		bpf_map_delete_elem(&py_procs, &tgid);
-	}
+	forget_python(tgid);
 	return 0;
 }
 
-/* CFI mode: an exec replaces every mapping; until userspace has read the new
- * ones, the process is walked with frame pointers rather than with stale tables. */
+/* An exec replaces every mapping; until userspace has read the new ones, the
+ * process is walked with frame pointers rather than with stale tables (CFI
+ * mode), and its Python, if it had one, is gone. */
 SEC("tp_btf/sched_process_exec")
 int BPF_PROG(on_exec, struct task_struct *task)
 {
 	__u32 tgid = task->tgid;
-	bpf_map_delete_elem(&process_maps, &tgid);
-	bpf_map_delete_elem(&py_procs, &tgid);
+	if (unwind_cfi)
+		bpf_map_delete_elem(&process_maps, &tgid);
+	forget_python(tgid);
 	return 0;
 }
 

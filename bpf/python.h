@@ -22,7 +22,7 @@
 #ifndef FLAMEBPF_PYTHON_H
 #define FLAMEBPF_PYTHON_H
 
-const volatile bool python_frames = false; /* read Python frames (CFI mode) */
+const volatile bool python_frames = false; /* read Python frames (cfi and fp modes) */
 /* --lines: each frame's word says which instruction it runs, for userspace to
  * find its line (profile.h's PY_LINE_UNKNOWN); off, nothing more is read */
 const volatile bool python_lines = false;
@@ -107,6 +107,8 @@ struct py_walk {
 	__u32 proc_py_gen;
 	__u32 thread_tid;
 	__u64 thread_ts;
+	bool proc_none; /* proc_tgid runs no CPython flamebpf reads */
+	__u8 pad3[7];
 };
 
 struct {
@@ -431,24 +433,46 @@ static __always_inline __u64 py_first_frame(struct py_walk *w, struct py_process
 	return frame;
 }
 
+/* Process tgid runs no CPython any more (it exited or exec'd): its entry goes,
+ * and the rooms' copies of it with py_gen (fp mode has no mapping generation to
+ * tell them apart). */
+static __always_inline void forget_python(__u32 tgid)
+{
+	if (python_frames && bpf_map_delete_elem(&py_procs, &tgid) == 0)
+		__sync_fetch_and_add(&py_gen, 1);
+}
+
+/* Room `room`'s walk, holding the CPython of process tgid (whose mappings are of
+ * generation gen), or NULL when it runs none that flamebpf reads. The room
+ * keeps the answer, a NULL too, while tgid, gen and py_gen stay: a CPU mostly
+ * samples the process it sampled last, and a native one then costs no look in
+ * py_procs. */
+static __always_inline struct py_walk *py_process_of(__u32 room, __u32 tgid, __u32 gen)
+{
+	struct py_walk *w = bpf_map_lookup_elem(&py_scratch, &room);
+	if (!w)
+		return NULL;
+	__u32 pyg = py_gen;
+	if (w->proc_tgid != tgid || w->proc_gen != gen || w->proc_py_gen != pyg) {
+		struct py_process *e = bpf_map_lookup_elem(&py_procs, &tgid);
+		w->proc_tgid = tgid;
+		w->proc_gen = gen;
+		w->proc_py_gen = pyg;
+		w->proc_none = !e;
+		if (e)
+			w->proc = *e;
+	}
+	return w->proc_none ? NULL : w;
+}
+
 /* Appends the sampled thread's Python frames to the `n` frames of room `room`'s
  * stack whose hash is *hash; returns the Python words written (0 for a process
  * without Python), with *n and *hash brought up to date. */
 static __always_inline __u32 python_stack(__u32 room, __u32 tgid, __u32 gen, __u32 *n, __u64 *hash)
 {
-	struct py_walk *w = bpf_map_lookup_elem(&py_scratch, &room);
+	struct py_walk *w = py_process_of(room, tgid, gen);
 	if (!w)
 		return 0;
-	__u32 pyg = py_gen;
-	if (w->proc_tgid != tgid || w->proc_gen != gen || w->proc_py_gen != pyg) {
-		struct py_process *e = bpf_map_lookup_elem(&py_procs, &tgid);
-		if (!e)
-			return 0;
-		w->proc = *e;
-		w->proc_tgid = tgid;
-		w->proc_gen = gen;
-		w->proc_py_gen = pyg;
-	}
 	struct py_process *p = &w->proc;
 	struct task_struct *task = (void *)bpf_get_current_task();
 	w->fsbase = BPF_CORE_READ(task, thread.fsbase);

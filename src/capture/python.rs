@@ -110,6 +110,11 @@ impl Python {
         Ok(wrote)
     }
 
+    /// Whether `pid` was looked at (its entry must go when it exits).
+    pub fn follows(&self, pid: u32) -> bool {
+        self.found.contains_key(&pid)
+    }
+
     /// Processes whose CPython is read now, and processes seen running one that
     /// cannot be read (for /metrics).
     pub fn process_counts(&self) -> (u64, u64) {
@@ -171,7 +176,9 @@ impl Python {
             }
             Found::Refused | Found::None => {
                 let _ = procs.delete(&key);
-                tracker.python.forget(pid);
+                // a process that exec'd another program keeps the names read
+                // before, for its samples from before; they go with the process
+                tracker.python.close(pid);
             }
         }
         self.found.insert(pid, found);

@@ -54,7 +54,7 @@ pub struct Config {
     pub off_cpu_min_ns: Option<u64>,
     /// Keep thread ids in the aggregate (an output shows threads).
     pub per_thread: bool,
-    /// CFI mode: read the Python frames of CPython processes. Off, the verifier
+    /// Read the Python frames of CPython processes (cfi and fp modes). Off, the verifier
     /// prunes the Python walk: a third of the program's verification time.
     pub python_frames: bool,
     /// `--lines`: Python frames say which instruction they run (CFI mode).
@@ -160,13 +160,16 @@ fn open_and_load(config: &Config, no_prealloc: bool) -> Result<ProfileSkel<'stat
     let (rows, index) = match config.cfi {
         Some(rows) => {
             rodata.unwind_cfi = true;
-            // Python frames are read after the CFI walk (bpf/python.h)
-            rodata.python_frames = config.python_frames;
-            rodata.python_lines = config.python_lines;
             (rows, (rows / 8).max(1024))
         }
         None => (1, 1),
     };
+    // Python frames are read after the native walk, CFI or frame pointers
+    // (bpf/python.h); DWARF mode sends stack copies and reads none
+    if config.dwarf.is_none() {
+        rodata.python_frames = config.python_frames;
+        rodata.python_lines = config.python_lines;
+    }
     open.maps.unwind_rows.set_max_entries(rows)?;
     open.maps.unwind_index.set_max_entries(index)?;
     open.progs.profile.set_autoload(config.dwarf.is_none());
@@ -215,10 +218,15 @@ fn open_and_load(config: &Config, no_prealloc: bool) -> Result<ProfileSkel<'stat
             }
         }
     }
-    let tasks = config.follow_forks || config.cfi.is_some();
-    open.progs.on_fork.set_autoload(tasks);
-    open.progs.on_exit.set_autoload(tasks);
-    open.progs.on_exec.set_autoload(config.cfi.is_some());
+    // exec and exit end a process's tables and its Python
+    let execs = config.cfi.is_some() || (config.python_frames && config.dwarf.is_none());
+    open.progs
+        .on_fork
+        .set_autoload(config.follow_forks || execs);
+    open.progs
+        .on_exit
+        .set_autoload(config.follow_forks || execs);
+    open.progs.on_exec.set_autoload(execs);
     let off_cpu = config.off_cpu_min_ns.is_some();
     for prog in [
         &mut open.progs.on_switch,
@@ -266,9 +274,10 @@ impl Sampler {
     }
 
     /// Attaches the task tracepoints: fork and exit keep the target set up to date,
-    /// and, in CFI mode, fork, exec and exit keep the per-process mappings right.
-    pub fn attach_task_tracepoints(&mut self, cfi: bool) -> Result<()> {
-        if cfi {
+    /// and, with `execs`, exec and exit end the per-process mappings (CFI mode)
+    /// and Python runtimes.
+    pub fn attach_task_tracepoints(&mut self, execs: bool) -> Result<()> {
+        if execs {
             self.links.push(
                 self.skel
                     .progs
@@ -405,16 +414,18 @@ impl Sampler {
         (&m.unwind_rows, &m.unwind_index, &m.process_maps)
     }
 
-    /// CFI mode: says that `py_procs` changed, so that the per-CPU copies of its
+    /// Says that `py_procs` changed, so that the per-CPU copies of its
     /// entries (bpf/python.h) are read again.
     pub fn python_changed(&mut self) {
         if let Some(bss) = self.skel.maps.bss_data.as_deref_mut() {
-            // SAFETY: a plain u32 in the mmap'd .bss the program reads.
-            unsafe { std::ptr::write_volatile(&mut bss.py_gen, bss.py_gen.wrapping_add(1)) };
+            // SAFETY: an aligned u32 in the mmap'd .bss, which the programs
+            // also bump (atomically, at exec and exit) and otherwise only read.
+            let gen = unsafe { std::sync::atomic::AtomicU32::from_ptr(&mut bss.py_gen) };
+            gen.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         }
     }
 
-    /// CFI mode: the Python maps (runtimes per process, announced stacks).
+    /// The Python maps (runtimes per process, announced stacks).
     pub fn python_maps(&self) -> (&libbpf_rs::MapMut<'static>, &libbpf_rs::MapMut<'static>) {
         let m = &self.skel.maps;
         (&m.py_procs, &m.py_stacks)

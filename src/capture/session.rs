@@ -30,7 +30,8 @@ pub struct Session {
     pub child: Option<Gated>,
     /// CFI mode: the unwind tables in the kernel.
     pub tables: Option<Tables>,
-    /// CFI mode: the Python runtimes of the targets and their code objects' names.
+    /// CFI and fp modes: the Python runtimes of the targets and their code
+    /// objects' names.
     pub python: Option<Python>,
     exit_fd: Option<OwnedFd>,
     program: Option<PathBuf>,
@@ -102,8 +103,9 @@ impl Session {
             nmi_event: setup.sampling.event.kind != crate::capture::events::Kind::Software,
         };
         let mut sampler = Sampler::load(&config).map_err(|e| load_error(e, setup.verbose))?;
-        if follow_forks || setup.cfi.is_some() {
-            sampler.attach_task_tracepoints(setup.cfi.is_some())?;
+        let execs = setup.cfi.is_some() || (python_frames && setup.dwarf.is_none());
+        if follow_forks || execs {
+            sampler.attach_task_tracepoints(execs)?;
         }
         for &cpu in &setup.cpus {
             let name = &setup.sampling.event.name;
@@ -142,9 +144,9 @@ impl Session {
             }
             None => None,
         };
-        let python = match setup.cfi {
-            Some(_) => Some(Python::new(sampler.python_maps().1)?),
-            None => None,
+        let python = match setup.dwarf {
+            None => Some(Python::new(sampler.python_maps().1)?),
+            Some(_) => None,
         };
         let mut session = Session {
             tracking,
@@ -178,19 +180,32 @@ impl Session {
     }
 
     /// CFI mode: asks for the tables of new objects and installs those built,
-    /// waiting up to `wait` for all of them; finds the Python runtimes of the
-    /// processes that changed and names the code objects of new Python stacks.
+    /// waiting up to `wait` for all of them. CFI and fp modes: finds the Python
+    /// runtimes of the processes that changed and names the code objects of new
+    /// Python stacks.
     fn refresh_tables(&mut self, wait: Option<Duration>) -> Result<()> {
-        if let Some(t) = self.tables.as_mut() {
-            let sampler = &self.sampler;
-            let (_, _, processes) = sampler.unwind_maps();
-            let sampled = |pid| sampler.samples(pid);
-            let changed = t.sync(&mut self.tracking.tracker, processes, wait, &sampled)?;
-            if let Some(py) = self.python.as_mut() {
-                let (procs, _) = self.sampler.python_maps();
-                if py.sync(&changed, &mut self.tracking.tracker, procs)? {
-                    self.sampler.python_changed();
-                }
+        let sampler = &self.sampler;
+        let sampled = |pid| sampler.samples(pid);
+        let tracker = &mut self.tracking.tracker;
+        let changed = match self.tables.as_mut() {
+            Some(t) => {
+                let (_, _, processes) = sampler.unwind_maps();
+                t.sync(tracker, processes, wait, &sampled)?
+            }
+            // fp mode: the processes whose CPython may have come or gone
+            None => match &self.python {
+                Some(py) => tracker
+                    .take_changed()
+                    .into_iter()
+                    .filter(|&pid| py.follows(pid) || sampled(pid))
+                    .collect(),
+                None => return Ok(()),
+            },
+        };
+        if let Some(py) = self.python.as_mut() {
+            let (procs, _) = self.sampler.python_maps();
+            if py.sync(&changed, tracker, procs)? {
+                self.sampler.python_changed();
             }
         }
         Ok(())

@@ -7,7 +7,8 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use crate::common::{
-    capture_lock, heavy_share, record, record_holding, require_bpf, summary_count, Folded, MS,
+    capture_lock, heavy_share, record, record_holding, require_bpf, summary_count, workload,
+    Folded, MS,
 };
 
 /// Debian's own interpreter.
@@ -620,6 +621,63 @@ fn python_counters_are_in_the_daemons_metrics() {
         metric_value(
             &m,
             &format!(r#"flamebpf_python_stacks_total{{end="{end}"}}"#),
+        );
+    }
+}
+
+#[test]
+fn python_frames_are_read_with_frame_pointers_too() {
+    require_bpf!();
+    // Debian's python3 has no frame pointers: its native frames are cut short,
+    // but the Python ones are read from the thread state all the same
+    let split = script("split.py");
+    let c = record(
+        &["-F", "999", "--call-graph", "fp"],
+        &[SYSTEM_PYTHON, &split, "2"],
+    );
+    let f = c.folded;
+    let (heavy, light) = (
+        f.with_frame(&py("heavy", "split.py")),
+        f.with_frame(&py("light", "split.py")),
+    );
+    let share = heavy as f64 / (heavy + light) as f64;
+    assert!(
+        (share - 0.75).abs() <= 0.03,
+        "heavy's share {share:.3} ({heavy} / {light} ns)"
+    );
+    assert!(
+        heavy + light >= 1_500 * MS,
+        "{heavy} + {light} ns of 2 s in heavy and light"
+    );
+}
+
+#[test]
+fn python_frames_end_when_the_process_execs_something_else() {
+    require_bpf!();
+    // a Python process that turns into a native one: the samples after the exec
+    // must not be walked as Python with the old process's runtime
+    let deep = workload("deep");
+    let code = format!(
+        "import os, time\n\
+         def spin(s):\n    end = time.perf_counter() + s\n    while time.perf_counter() < end: pass\n\
+         spin(1.0)\n\
+         os.execv({deep:?}, [{deep:?}, '1'])\n",
+        deep = deep.to_str().unwrap()
+    );
+    for mode in ["fp", "cfi"] {
+        let c = record(
+            &["-F", "999", "--call-graph", mode],
+            &[SYSTEM_PYTHON, "-c", &code],
+        );
+        let f = c.folded;
+        let spin = f.with_frame(&py("spin", "<string>"));
+        assert!(spin >= 800 * MS, "{mode}: {spin} ns in spin");
+        let native = f.count(|s| s[0] == "deep");
+        assert!(native >= 800 * MS, "{mode}: {native} ns of deep");
+        let python_in_deep = f.count(|s| s[0] == "deep" && s.iter().any(|x| x.ends_with("_[p]")));
+        assert_eq!(
+            python_in_deep, 0,
+            "{mode}: deep's samples with Python frames"
         );
     }
 }
