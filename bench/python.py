@@ -4,9 +4,8 @@ in one run.
 
 1. Time per sample in the BPF program (kernel.bpf_stats_enabled, bpftool): -a at
    999 Hz with both CPUs running testdata/python/deep.py 30 frames down, in the
-   default mode (Python frames read) and in fp mode (none read), interleaved,
-   several rounds, medians; with the Python frames per stack the default mode
-   recorded.
+   default mode (cfi) and in fp mode, both reading Python frames, interleaved,
+   several rounds, medians; with the Python frames per stack each recorded.
 2. Slowdown of a fixed Python job (testdata/python/work.py) alone, under
    `flamebpf record` at 99 and 999 Hz and under `py-spy record --nonblocking` at
    99 Hz, interleaved run by run, medians of paired ratios; with each profiler's
@@ -58,13 +57,13 @@ def bpf_round(mode, tmp):
 
 
 def bpf_cost(rounds, tmp):
-    modes = ["cfi (Python frames)", "fp"]
+    modes = ["cfi", "fp"]
     results = {m: [] for m in modes}
     for r in range(rounds):
         order = list(modes)
         random.Random(r).shuffle(order)
         for m in order:
-            results[m].append(bpf_round("fp" if m == "fp" else "cfi", tmp))
+            results[m].append(bpf_round(m, tmp))
         print(f"  bpf round {r + 1}/{rounds} done", file=sys.stderr)
     return [(m, statistics.median(x[0] for x in rs), min(x[0] for x in rs), max(x[0] for x in rs),
              statistics.median(x[2] for x in rs)) for m, rs in results.items()]

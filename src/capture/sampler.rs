@@ -170,6 +170,12 @@ fn open_and_load(config: &Config, no_prealloc: bool) -> Result<ProfileSkel<'stat
         rodata.python_frames = config.python_frames;
         rodata.python_lines = config.python_lines;
     }
+    if config.dwarf.is_some() || !config.python_frames {
+        // unused: the thread cache (an LRU hash, always preallocated) and the
+        // ring need not take their memory, nor their setup time at start
+        open.maps.py_threads.set_max_entries(1)?;
+        open.maps.py_stacks.set_max_entries(4096)?;
+    }
     open.maps.unwind_rows.set_max_entries(rows)?;
     open.maps.unwind_index.set_max_entries(index)?;
     open.progs.profile.set_autoload(config.dwarf.is_none());

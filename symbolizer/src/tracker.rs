@@ -85,7 +85,7 @@ impl Tracker {
                 let id = self.objects.observe(m.pid, m.start, end, &m.path, &m.file);
                 self.history
                     .map_at(m.pid, m.start, m.len, m.pgoff, id, m.time);
-                self.note_object(m.pid, id);
+                self.note_object(m.pid, id, &m.path);
                 self.changed.insert(m.pid);
                 self.processes.first_sight(m.pid);
             }
@@ -124,8 +124,12 @@ impl Tracker {
 
     /// Anonymous executable memory may hold JIT code: learn the process's user
     /// while it lives (for the perf map's ownership check) and read its map.
-    fn note_object(&mut self, pid: u32, object: ObjectId) {
-        if object == ANONYMOUS && self.jit_pids.insert(pid) {
+    /// The kernel's own executable pages ([vsyscall], which every x86-64 process
+    /// shows, and uprobe trampolines) are no JIT's: they would make every process
+    /// one whose perf map is looked for at every tick.
+    fn note_object(&mut self, pid: u32, object: ObjectId, path: &str) {
+        let kernels = path == "[vsyscall]" || path.starts_with("[uprobes]");
+        if object == ANONYMOUS && !kernels && self.jit_pids.insert(pid) {
             self.perf_maps.learn_uid(pid);
             self.perf_maps.refresh(pid);
         }
@@ -195,7 +199,7 @@ impl Tracker {
                 generation: 0,
             };
             let object = self.objects.observe(pid, m.start, m.end, &m.path, &file);
-            self.note_object(pid, object);
+            self.note_object(pid, object, &m.path);
             self.history.map_from_snapshot(
                 pid,
                 Mapping {
@@ -364,5 +368,8 @@ mod tests {
         let r = t.resolve(std::process::id(), addr).unwrap();
         let exe = std::env::current_exe().unwrap();
         assert_eq!(t.objects.get(r.object).path, exe.to_str().unwrap());
+        // [vsyscall] (where the kernel shows it) is executable and anonymous,
+        // but no JIT's: no perf map to look for
+        assert!(!t.jit_pids.contains(&std::process::id()));
     }
 }
