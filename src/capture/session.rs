@@ -145,8 +145,8 @@ impl Session {
             None => None,
         };
         let python = match setup.dwarf {
-            None => Some(Python::new(sampler.python_maps().1)?),
-            Some(_) => None,
+            None if python_frames => Some(Python::new(sampler.python_maps().1)?),
+            _ => None,
         };
         let mut session = Session {
             tracking,
