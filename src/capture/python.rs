@@ -48,6 +48,9 @@ pub fn may_run_python(tracker: &Tracker, pid: u32) -> bool {
         .any(|m| named_like_python(tracker.objects.get(m.object)))
 }
 
+/// At most this many announced stacks wait a round for their process's Python.
+const MAX_WAITING: usize = 4096;
+
 /// Stacks the ring delivered, not yet named: (pid, words).
 type Announced = Rc<RefCell<Vec<(u32, Vec<u64>)>>>;
 
@@ -59,6 +62,9 @@ pub struct Python {
     inspected: HashMap<PathBuf, Option<Interpreter>>,
     /// What each process was found to run.
     found: HashMap<u32, Found>,
+    /// Announced stacks of processes not yet known to run Python (a child whose
+    /// fork record is not applied yet), tried once more at the next call.
+    waiting: Vec<(u32, Vec<u64>)>,
     /// Interpreters that cannot be read (object, why), with the processes
     /// that ran them.
     refused: BTreeMap<(String, String), BTreeSet<u32>>,
@@ -83,6 +89,7 @@ impl Python {
             events,
             inspected: HashMap::new(),
             found: HashMap::new(),
+            waiting: Vec::new(),
             refused: BTreeMap::new(),
         })
     }
@@ -146,8 +153,15 @@ impl Python {
         self.ring
             .consume()
             .context("reading the Python stack ring buffer")?;
-        for (pid, words) in self.events.borrow_mut().drain(..) {
+        for (pid, words) in std::mem::take(&mut self.waiting) {
             tracker.python.note(pid, &words);
+        }
+        for (pid, words) in self.events.borrow_mut().drain(..) {
+            if tracker.python.names_for(pid) {
+                tracker.python.note(pid, &words);
+            } else if self.waiting.len() < MAX_WAITING {
+                self.waiting.push((pid, words));
+            }
         }
         Ok(())
     }

@@ -101,6 +101,7 @@ impl Tracker {
                 if t.ppid != t.pid {
                     // the pid names a new process: any old one is over
                     self.leaders_gone.remove(&t.pid);
+                    self.python.fork(t.ppid, t.pid);
                 }
                 self.history.fork(t.ppid, t.pid, t.time);
                 if t.ppid != t.pid {

@@ -681,3 +681,21 @@ fn python_frames_end_when_the_process_execs_something_else() {
         );
     }
 }
+
+#[test]
+fn python_frames_of_forked_children_are_named_after_their_exec() {
+    require_bpf!();
+    // subprocess's children run the parent's image until they exec `true`,
+    // and are gone before their own memory can be read: their frames are
+    // named from the parent's
+    let c = record(&["-F", "999"], &[SYSTEM_PYTHON, &script("spawner.py"), "2"]);
+    let f = c.folded;
+    let python = f.count(|s| s.iter().any(|x| x.ends_with("_[p]")));
+    let unknown = f.count(|s| s.iter().any(|x| x == "[unknown]_[p]"));
+    let spawn = f.with_frame(&py("spawn_all", "spawner.py"));
+    assert!(spawn >= 500 * MS, "{spawn} ns under spawn_all");
+    assert!(
+        unknown * 20 <= python,
+        "{unknown} of {python} ns of Python stacks have an unnamed Python frame"
+    );
+}

@@ -69,6 +69,11 @@ struct Process {
 #[derive(Debug, Default)]
 pub struct PythonNames {
     procs: HashMap<u32, Process>,
+    /// Children forked from a Python process, each with that process: until a
+    /// child execs (subprocess forks, then execs) it runs its parent's image,
+    /// and the BPF walk, which copies the parent's entry at fork, reads the
+    /// parent's code objects in it. Their names are the parent's.
+    forked: HashMap<u32, u32>,
     total: usize,
     /// Code objects left unnamed because [`MAX_CODES`] were held.
     pub over_bound: u64,
@@ -81,7 +86,10 @@ impl PythonNames {
     /// Starts naming the code objects of `pid`, which runs `layout`'s version
     /// (forgetting what an earlier image of the pid had).
     pub fn add_process(&mut self, pid: u32, layout: Layout, types: Option<(u64, u64)>) {
-        self.forget(pid);
+        // the link to a parent stays (see `note`)
+        if let Some(p) = self.procs.remove(&pid) {
+            self.total -= p.codes.len();
+        }
         self.procs.insert(
             pid,
             Process {
@@ -111,21 +119,55 @@ impl PythonNames {
 
     /// The version `pid` runs.
     pub fn version(&self, pid: u32) -> Option<(u8, u8)> {
-        self.procs.get(&pid).map(|p| p.layout.version)
+        self.procs.get(&self.owner(pid)).map(|p| p.layout.version)
+    }
+
+    /// Whether the code objects of `pid`'s frames can be named: it, or the
+    /// process it was forked from, is known to run Python.
+    pub fn names_for(&self, pid: u32) -> bool {
+        self.procs.contains_key(&self.owner(pid))
+    }
+
+    /// `child` was forked from `parent`: if the parent runs Python, the child's
+    /// Python frames are named from the parent's code objects until it has a
+    /// Python of its own (an exec) or is forgotten.
+    pub fn fork(&mut self, parent: u32, child: u32) {
+        let owner = self.owner(parent);
+        if self.procs.contains_key(&owner) && !self.procs.contains_key(&child) {
+            self.forked.insert(child, owner);
+        }
+    }
+
+    /// The process whose names `pid`'s frames take: itself, or the Python
+    /// process it was forked from.
+    fn owner(&self, pid: u32) -> u32 {
+        match self.forked.get(&pid) {
+            Some(&parent) if !self.procs.contains_key(&pid) => parent,
+            _ => pid,
+        }
     }
 
     /// Names the code objects of the Python frames among `words` that are not
     /// named yet, reading `pid`'s memory now.
     pub fn note(&mut self, pid: u32, words: &[u64]) {
         let lines = self.lines;
-        let Some(p) = self.procs.get_mut(&pid) else {
+        // a forked child's memory is its parent's (vfork) or a copy of it
+        // (fork); one that exec'd since cannot be read any more, and its
+        // parent's memory serves, for a runtime of the same version
+        let owner = self.owner(pid);
+        let parent = self.forked.get(&pid).copied().filter(|&p| p != owner);
+        let Some(version) = self.procs.get(&owner).map(|p| p.layout.version) else {
             return;
         };
-        let Some(mem) = p.mem.as_ref() else {
-            return;
+        let read = |q: &Process, code: u64| {
+            let mem = q.mem.as_ref()?;
+            code::read_code(mem, &q.layout, q.types, code, lines)
         };
         for &w in words.iter().filter(|&&w| is_python(w)) {
             let id = key(lines, w);
+            let Some(p) = self.procs.get(&owner) else {
+                return;
+            };
             if code_of(w) == 0 || p.codes.contains_key(&id) {
                 continue;
             }
@@ -133,7 +175,11 @@ impl PythonNames {
                 self.over_bound += 1;
                 continue;
             }
-            if let Some(name) = code::read_code(mem, &p.layout, p.types, code_of(w), lines) {
+            let name = read(p, code_of(w)).or_else(|| {
+                let q = self.procs.get(&parent?)?;
+                (q.layout.version == version).then(|| read(q, code_of(w)))?
+            });
+            if let (Some(name), Some(p)) = (name, self.procs.get_mut(&owner)) {
                 p.codes.insert(id, Arc::new(name));
                 self.total += 1;
             }
@@ -156,7 +202,10 @@ impl PythonNames {
 
     /// The name of a Python frame word of `pid`.
     pub fn name(&self, pid: u32, word: u64) -> Option<&Arc<CodeName>> {
-        self.procs.get(&pid)?.codes.get(&key(self.lines, word))
+        let id = key(self.lines, word);
+        let own = self.procs.get(&self.owner(pid))?.codes.get(&id);
+        // a child's frames before its exec are its parent's, named there too
+        own.or_else(|| self.procs.get(self.forked.get(&pid)?)?.codes.get(&id))
     }
 
     /// The line a Python frame word of `pid` shows: where it runs with
@@ -172,6 +221,7 @@ impl PythonNames {
 
     /// Drops what `pid` held.
     pub fn forget(&mut self, pid: u32) {
+        self.forked.remove(&pid);
         if let Some(p) = self.procs.remove(&pid) {
             self.total -= p.codes.len();
         }
@@ -216,6 +266,33 @@ mod tests {
         names.forget(7);
         assert!(names.name(7, FRAME_BIT | 0x1000).is_none());
         assert_eq!(names.total, 0);
+    }
+
+    #[test]
+    fn a_forked_child_takes_its_parents_names_until_it_has_its_own() {
+        let mut names = PythonNames::default();
+        names.add_process(7, Layout::known(12).unwrap(), None);
+        let mut mem = FakeMem::default();
+        code_312(&mut mem, 0x1000, "f", "/a.py", 3);
+        names.note_from(7, &mem, &[FRAME_BIT | 0x1000]);
+        // a native parent gives nothing to its children
+        names.fork(9, 10);
+        assert!(names.name(10, FRAME_BIT | 0x1000).is_none());
+        names.fork(7, 8);
+        names.fork(8, 11); // and a grandchild, before either execs
+        for child in [8, 11] {
+            assert_eq!(names.name(child, FRAME_BIT | 0x1000).unwrap().name, "f");
+            assert_eq!(names.version(child), Some((3, 12)));
+        }
+        // the child is found to run Python itself (its own memory, which it may
+        // have exec'd away since): what its parent named still names it
+        names.add_process(8, Layout::known(12).unwrap(), None);
+        assert_eq!(names.name(8, FRAME_BIT | 0x1000).unwrap().name, "f");
+        assert!(names.name(8, FRAME_BIT | 0x2000).is_none());
+        // a forgotten child leaves its parent's names be
+        names.forget(11);
+        assert!(names.name(11, FRAME_BIT | 0x1000).is_none());
+        assert_eq!(names.name(7, FRAME_BIT | 0x1000).unwrap().name, "f");
     }
 
     #[test]
