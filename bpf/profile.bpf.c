@@ -83,11 +83,14 @@ int BPF_PROG(on_fork, struct task_struct *parent, struct task_struct *child)
 	__u32 ctgid = child->tgid;
 	if (ptgid == ctgid)
 		return 0;
-	/* CFI mode: the child maps what its parent maps, from its first sample */
+	/* the child maps what its parent maps, and runs its Python, from its first
+	 * sample (CFI mode: its tables; cfi and fp modes: its Python) */
 	if (unwind_cfi) {
 		struct process_mappings *pm = bpf_map_lookup_elem(&process_maps, &ptgid);
 		if (pm)
 			bpf_map_update_elem(&process_maps, &ctgid, pm, BPF_ANY);
+	}
+	if (python_frames) {
 		struct py_process *py = bpf_map_lookup_elem(&py_procs, &ptgid);
 		if (py)
 			bpf_map_update_elem(&py_procs, &ctgid, py, BPF_ANY);

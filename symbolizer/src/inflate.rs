@@ -27,6 +27,9 @@ pub const MIN_COMPRESSED: u64 = 256 << 10;
 pub const MAX_INFLATED: u64 = 4 << 30;
 /// The default cap of the cache.
 pub const CACHE_BYTES: u64 = 2 << 30;
+/// DWARF inflates 3 to 10 times; zlib can reach 1000: a section that claims
+/// more than this is a bomb, not debug info, and the file is left to blazesym.
+pub const MAX_RATIO: u64 = 64;
 
 const SHF_COMPRESSED: u64 = object::elf::SHF_COMPRESSED.0;
 const ELFCOMPRESS_ZLIB: u32 = object::elf::ELFCOMPRESS_ZLIB.0;
@@ -45,8 +48,9 @@ pub enum Error {
     /// A section inflated to another size than its header said.
     #[error("section {0}: inflated to {1} bytes, its header says {2}")]
     Size(usize, u64, u64),
-    /// More inflated DWARF than [`MAX_INFLATED`].
-    #[error("more than {MAX_INFLATED} bytes of inflated DWARF")]
+    /// More inflated DWARF than [`MAX_INFLATED`], or a section that claims
+    /// more than [`MAX_RATIO`] times its compressed size.
+    #[error("more than {MAX_INFLATED} bytes of inflated DWARF, or a section inflating more than {MAX_RATIO} times")]
     TooBig,
 }
 
@@ -126,7 +130,10 @@ pub fn inflate(src: &File, out: &mut File) -> Result<(), Error> {
         .map_err(|_| Error::Elf("no section table"))?
         .to_vec();
     let compressed = compressed_sections(&cache)?;
-    if compressed.iter().map(|c| c.size).sum::<u64>() > MAX_INFLATED {
+    let ratio_ok = |c: &Compressed| c.size <= c.data_len.saturating_mul(MAX_RATIO).max(1 << 20);
+    if compressed.iter().map(|c| c.size).sum::<u64>() > MAX_INFLATED
+        || !compressed.iter().all(ratio_ok)
+    {
         return Err(Error::TooBig);
     }
     let mut original = src.try_clone()?;
@@ -307,6 +314,25 @@ mod tests {
         std::fs::write(&cut, &bytes[..bytes.len() / 2]).unwrap();
         let mut out = File::create_new(dir.path().join("copy")).unwrap();
         assert!(inflate(&File::open(&cut).unwrap(), &mut out).is_err());
+        // a section that claims to inflate a thousand times: refused before
+        // anything is written
+        let debug_info = compressed_sections(&ReadCache::new(File::open(&f).unwrap()))
+            .unwrap()
+            .into_iter()
+            .max_by_key(|c| c.data_len)
+            .unwrap();
+        let mut forged = bytes.clone();
+        let at = (debug_info.data_at - 24 + 8) as usize; // ch_size
+        let claim = (debug_info.data_len * 1000).max(64 << 20);
+        forged[at..at + 8].copy_from_slice(&claim.to_le_bytes());
+        let bomb = dir.path().join("bomb");
+        std::fs::write(&bomb, &forged).unwrap();
+        let mut out = File::create_new(dir.path().join("bomb-copy")).unwrap();
+        assert!(matches!(
+            inflate(&File::open(&bomb).unwrap(), &mut out),
+            Err(Error::TooBig)
+        ));
+        assert_eq!(out.metadata().unwrap().len(), 0);
         let garbage = dir.path().join("garbage");
         std::fs::write(&garbage, vec![0x7fu8; 4096]).unwrap();
         assert!(inflate(&File::open(&garbage).unwrap(), &mut out).is_err());

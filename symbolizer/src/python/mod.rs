@@ -203,9 +203,15 @@ impl PythonNames {
     /// The name of a Python frame word of `pid`.
     pub fn name(&self, pid: u32, word: u64) -> Option<&Arc<CodeName>> {
         let id = key(self.lines, word);
-        let own = self.procs.get(&self.owner(pid))?.codes.get(&id);
+        let own = self.procs.get(&self.owner(pid))?;
         // a child's frames before its exec are its parent's, named there too
-        own.or_else(|| self.procs.get(self.forked.get(&pid)?)?.codes.get(&id))
+        // (not those of another Python it exec'd since)
+        own.codes.get(&id).or_else(|| {
+            let parent = self.procs.get(self.forked.get(&pid)?)?;
+            (parent.layout.version == own.layout.version)
+                .then(|| parent.codes.get(&id))
+                .flatten()
+        })
     }
 
     /// The line a Python frame word of `pid` shows: where it runs with
@@ -289,6 +295,10 @@ mod tests {
         names.add_process(8, Layout::known(12).unwrap(), None);
         assert_eq!(names.name(8, FRAME_BIT | 0x1000).unwrap().name, "f");
         assert!(names.name(8, FRAME_BIT | 0x2000).is_none());
+        // a child that exec'd another Python version takes nothing of its parent
+        names.fork(7, 12);
+        names.add_process(12, Layout::known(11).unwrap(), None);
+        assert!(names.name(12, FRAME_BIT | 0x1000).is_none());
         // a forgotten child leaves its parent's names be
         names.forget(11);
         assert!(names.name(11, FRAME_BIT | 0x1000).is_none());
