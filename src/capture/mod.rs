@@ -16,6 +16,7 @@
 pub mod dwarf;
 pub mod events;
 pub mod gated;
+pub mod mapped;
 pub mod maps;
 pub mod perf;
 pub mod privilege;

@@ -12,13 +12,15 @@
 //! Objects no process maps any more are removed (the daemon asks each window).
 
 use std::collections::{HashMap, HashSet};
-use std::os::fd::{AsFd, AsRawFd};
+use std::os::fd::AsRawFd;
 use std::path::PathBuf;
 use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use libbpf_rs::MapCore;
+
+use super::mapped::Mapped;
 use symbolizer::objects::ObjectKind;
 use symbolizer::unwind::{
     CfaRule, ObjectKey, RbpRule, TableCache, TableError, UnwindRow, UnwindTable,
@@ -169,61 +171,6 @@ impl Space {
             self.free[i - 1].1 += self.free[i].1;
             self.free.remove(i);
         }
-    }
-}
-
-/// A BPF array map mapped into this process: writes are seen by the program.
-struct Mapped<T> {
-    ptr: *mut T,
-    len: usize,
-}
-
-impl<T: Copy> Mapped<T> {
-    fn new(map: &libbpf_rs::MapMut<'_>) -> Result<Mapped<T>> {
-        let len = map.max_entries() as usize;
-        // an array map lays its values out 8-byte aligned: T must be that stride
-        let size = std::mem::size_of::<T>();
-        if map.value_size() as usize != size || !size.is_multiple_of(8) {
-            anyhow::bail!("an unwind map's values are not {size}-byte records");
-        }
-        let bytes = (len * size).next_multiple_of(4096);
-        // SAFETY: a shared mapping of a BPF_F_MMAPABLE array map's descriptor, of
-        // the map's size; unmapped in Drop.
-        let ptr = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                bytes,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_SHARED,
-                map.as_fd().as_raw_fd(),
-                0,
-            )
-        };
-        if ptr == libc::MAP_FAILED {
-            return Err(std::io::Error::last_os_error()).context("mapping an unwind table map");
-        }
-        Ok(Mapped {
-            ptr: ptr.cast(),
-            len,
-        })
-    }
-
-    fn write(&mut self, at: u32, values: &[T]) {
-        let at = at as usize;
-        assert!(
-            at + values.len() <= self.len,
-            "a range the Space handed out"
-        );
-        // SAFETY: in bounds (checked above) of a live mapping of `len` elements.
-        unsafe { std::ptr::copy_nonoverlapping(values.as_ptr(), self.ptr.add(at), values.len()) };
-    }
-}
-
-impl<T> Drop for Mapped<T> {
-    fn drop(&mut self) {
-        let bytes = (self.len * std::mem::size_of::<T>()).next_multiple_of(4096);
-        // SAFETY: the mapping made in new().
-        unsafe { libc::munmap(self.ptr.cast(), bytes) };
     }
 }
 
@@ -565,8 +512,13 @@ impl Tables {
             self.stats.no_room += 1;
             return None;
         };
-        self.rows.write(rows_at, &rows);
-        self.index.write(index_at, &index);
+        if self.rows.write(rows_at, &rows).is_err() || self.index.write(index_at, &index).is_err() {
+            // the kernel refused to map the chunk: as good as no room
+            self.row_space.give(rows_at, nrows.max(1));
+            self.index_space.give(index_at, nindex);
+            self.stats.no_room += 1;
+            return None;
+        }
         self.stats.objects += 1;
         self.stats.rows += u64::from(nrows);
         Some(Loaded {
