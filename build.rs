@@ -35,6 +35,16 @@ fn main() {
             ])
             .build_and_generate(out.join(format!("{name}.skel.rs")))
             .unwrap_or_else(|e| panic!("building {src}: {e:#}"));
+        // names what is cached for this object (src/capture/core_btf.rs)
+        let skel =
+            std::fs::read(out.join(format!("{name}.skel.rs"))).expect("the skeleton was written");
+        let hash = skel.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &b| {
+            (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
+        });
+        println!(
+            "cargo:rustc-env=FLAMEBPF_{}_BPF_HASH={hash:016x}",
+            name.to_uppercase()
+        );
         println!("cargo:rerun-if-changed={src}");
     }
     // Every header the programs include.

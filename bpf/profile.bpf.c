@@ -74,13 +74,20 @@ int profile_dwarf(struct bpf_perf_event_data *ctx)
 	return 0;
 }
 
+/*
+ * The task tracepoints are raw ones, their task read through CO-RE: a tp_btf
+ * program makes libbpf parse the kernel's whole BTF to find its target, 5 ms of
+ * every start, where CO-RE relocates against the few types cached by userspace
+ * (src/capture/core_btf.rs).
+ */
+
 /* Children of a target become targets, so `flamebpf record -- make` profiles the
- * whole build. Threads share the tgid and need no entry. */
-SEC("tp_btf/sched_process_fork")
+ * whole build. Threads share the tgid and need no entry. Runs in the parent. */
+SEC("raw_tp/sched_process_fork")
 int BPF_PROG(on_fork, struct task_struct *parent, struct task_struct *child)
 {
-	__u32 ptgid = parent->tgid;
-	__u32 ctgid = child->tgid;
+	__u32 ptgid = bpf_get_current_pid_tgid() >> 32;
+	__u32 ctgid = BPF_CORE_READ(child, tgid);
 	if (ptgid == ctgid)
 		return 0;
 	/* the child maps what its parent maps, and runs its Python, from its first
@@ -106,10 +113,11 @@ int BPF_PROG(on_fork, struct task_struct *parent, struct task_struct *child)
 /* A pid freed by a target's exit may be reused by an unrelated process; forget it
  * (and, in CFI mode, its mappings) when its last thread goes: threads that
  * outlive the thread group leader are still the target's. */
-SEC("tp_btf/sched_process_exit")
+SEC("raw_tp/sched_process_exit")
 int BPF_PROG(on_exit, struct task_struct *task)
 {
-	__u32 tgid = task->tgid;
+	/* the exiting task is the current one */
+	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
 	/* do_exit counts the thread out of signal->live before this tracepoint */
 	if (BPF_CORE_READ(task, signal, live.counter) != 0)
 		return 0;
@@ -124,10 +132,11 @@ int BPF_PROG(on_exit, struct task_struct *task)
 /* An exec replaces every mapping; until userspace has read the new ones, the
  * process is walked with frame pointers rather than with stale tables (CFI
  * mode), and its Python, if it had one, is gone. */
-SEC("tp_btf/sched_process_exec")
+SEC("raw_tp/sched_process_exec")
 int BPF_PROG(on_exec, struct task_struct *task)
 {
-	__u32 tgid = task->tgid;
+	/* the task exec'ing is the current one */
+	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
 	if (unwind_cfi)
 		bpf_map_delete_elem(&process_maps, &tgid);
 	forget_python(tgid);

@@ -13,6 +13,7 @@
 //! ([`dwarf`]), both turned into a [`raw::RawProfile`]; and the address-space
 //! history the symbolize stage needs (`session.tracking.tracker`).
 
+pub mod core_btf;
 pub mod dwarf;
 pub mod events;
 pub mod gated;

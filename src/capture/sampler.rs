@@ -2,14 +2,18 @@
 //! sampling events and the task tracepoints, enabling, switching map sets, and
 //! draining a set into [`Drained`] (the map reading itself is in [`super::maps`]).
 
+use std::ffi::CString;
 use std::mem::MaybeUninit;
 use std::os::fd::{AsRawFd, BorrowedFd, IntoRawFd, OwnedFd, RawFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
 use std::sync::Mutex;
 
 use anyhow::{anyhow, Context, Result};
-use libbpf_rs::skel::{OpenSkel, SkelBuilder};
-use libbpf_rs::{Link, MapCore, MapFlags, OpenObject, PrintLevel};
+use libbpf_rs::skel::{OpenSkel, Skel, SkelBuilder};
+use libbpf_rs::{AsRawLibbpf, Link, MapCore, MapFlags, OpenObject, PrintLevel};
 
+use super::core_btf;
 use super::maps::{read_set, Drained};
 use super::skel::limits::COMM_LEN;
 use super::skel::{ProfileSkel, ProfileSkelBuilder};
@@ -79,6 +83,8 @@ pub struct Sampler {
     records: std::rc::Rc<std::cell::RefCell<Vec<Vec<u8>>>>,
     /// `--off-cpu`: the sched_switch and sched_wakeup links, dropped at the end.
     switch_links: Vec<Link>,
+    /// Which kernel types CO-RE relocated against (said with -v).
+    pub core_btf: String,
 }
 
 static LIBBPF_LOG: Mutex<Vec<String>> = Mutex::new(Vec::new());
@@ -102,13 +108,32 @@ pub fn libbpf_log_tail(n: usize) -> Vec<String> {
     lines[lines.len().saturating_sub(n)..].to_vec()
 }
 
-fn open_and_load(config: &Config, no_prealloc: bool) -> Result<ProfileSkel<'static>> {
+/// Opens and loads the program; CO-RE relocates against `core_btf` when given
+/// (the kernel's types the object reads, core_btf.rs), else the whole kernel BTF.
+fn open_and_load(
+    config: &Config,
+    no_prealloc: bool,
+    core_btf: Option<&Path>,
+) -> Result<ProfileSkel<'static>> {
     // The skeleton borrows its object storage for as long as it lives; one small
     // allocation per load is leaked so the Sampler owns the skeleton outright.
     let storage: &'static mut MaybeUninit<OpenObject> = Box::leak(Box::new(MaybeUninit::uninit()));
-    let mut open = ProfileSkelBuilder::default()
-        .open(storage)
-        .context("opening the BPF object")?;
+    let builder = ProfileSkelBuilder::default();
+    let mut open = match core_btf {
+        Some(path) => {
+            let path = CString::new(path.as_os_str().as_bytes())
+                .context("a cache path with a NUL byte")?;
+            let opts = libbpf_rs::libbpf_sys::bpf_object_open_opts {
+                sz: std::mem::size_of::<libbpf_rs::libbpf_sys::bpf_object_open_opts>() as _,
+                btf_custom_path: path.as_ptr(),
+                ..Default::default()
+            };
+            // libbpf copies the path at open
+            builder.open_opts(opts, storage)
+        }
+        None => builder.open(storage),
+    }
+    .context("opening the BPF object")?;
     let rodata = open
         .maps
         .rodata_data
@@ -245,15 +270,62 @@ fn open_and_load(config: &Config, no_prealloc: bool) -> Result<ProfileSkel<'stat
     Ok(open.load()?)
 }
 
+/// Writes the kernel types `skel`'s object reads to `path` (core_btf.rs).
+fn store_core_btf(skel: &ProfileSkel<'_>, path: &Path) -> Result<()> {
+    let obj = skel.object().as_libbpf_object();
+    // SAFETY: the skeleton's object, alive for this call.
+    let local = libbpf_rs::Btf::from_bpf_object(unsafe { obj.as_ref() })?
+        .ok_or_else(|| anyhow!("the BPF object has no BTF"))?;
+    let kernel = libbpf_rs::Btf::from_vmlinux()?;
+    core_btf::store(&local, &kernel, path)
+}
+
 impl Sampler {
     /// Loads the program. A load failure carries libbpf's words; the verifier log is
     /// in [`libbpf_log_tail`].
     pub fn load(config: &Config) -> Result<Sampler> {
         libbpf_rs::set_print(Some((PrintLevel::Debug, capture_libbpf_log)));
-        let skel = match open_and_load(config, true) {
+        let cache = core_btf::path_in(
+            &crate::symbolize::debuginfod::default_cache("core-btf"),
+            env!("FLAMEBPF_PROFILE_BPF_HASH"),
+        );
+        let cached = cache.as_deref().filter(|p| core_btf::usable(p));
+        let mut used_cache = cached.is_some();
+        let skel = match open_and_load(config, true, cached) {
             Ok(s) => s,
-            // Before Linux 6.1, perf_event programs may only use preallocated maps.
-            Err(_) => open_and_load(config, false)?,
+            Err(first) => {
+                used_cache = false;
+                if let Some(bad) = cached {
+                    // made for another kernel after all, or damaged: made again
+                    let _ = std::fs::remove_file(bad);
+                }
+                match open_and_load(config, true, None) {
+                    Ok(s) => s,
+                    // Before Linux 6.1, perf_event programs may only use
+                    // preallocated maps.
+                    Err(_) => open_and_load(config, false, None).map_err(|e| {
+                        if cached.is_some() {
+                            first
+                        } else {
+                            e
+                        }
+                    })?,
+                }
+            }
+        };
+        let core_btf = match (&cache, cached) {
+            (Some(path), Some(_)) if used_cache => {
+                format!("the kernel types cached in {}", path.display())
+            }
+            // for the next start; a capture goes on without it
+            (Some(path), _) => match store_core_btf(&skel, path) {
+                Ok(()) => format!(
+                    "the whole kernel BTF; its types cached in {}",
+                    path.display()
+                ),
+                Err(e) => format!("the whole kernel BTF; not cached: {e:#}"),
+            },
+            (None, _) => "the whole kernel BTF (no kernel build id or BTF to cache by)".into(),
         };
         if let Some(dir) = &config.cgroup {
             let cg = std::fs::File::open(dir)
@@ -276,6 +348,7 @@ impl Sampler {
             ring: None,
             records: Default::default(),
             switch_links: Vec::new(),
+            core_btf,
         })
     }
 

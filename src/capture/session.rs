@@ -103,6 +103,9 @@ impl Session {
             nmi_event: setup.sampling.event.kind != crate::capture::events::Kind::Software,
         };
         let mut sampler = Sampler::load(&config).map_err(|e| load_error(e, setup.verbose))?;
+        if setup.verbose {
+            eprintln!("flamebpf: CO-RE: {}", sampler.core_btf);
+        }
         let execs = setup.cfi.is_some() || (python_frames && setup.dwarf.is_none());
         if follow_forks || execs {
             sampler.attach_task_tracepoints(execs)?;

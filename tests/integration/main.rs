@@ -9,6 +9,7 @@ mod common;
 mod accuracy;
 mod command;
 mod continuous;
+mod core_btf;
 mod debuginfod;
 mod dwarf;
 mod errors;
