@@ -28,6 +28,8 @@ pub struct Tracking {
     pending: Vec<Record>,
     /// Address spaces and objects.
     pub tracker: Tracker,
+    /// Each record wakes the reader (else a quarter-full ring does).
+    eager: bool,
 }
 
 /// CLOCK_MONOTONIC now, in nanoseconds: the clock the tracking events stamp with.
@@ -62,6 +64,7 @@ impl Tracking {
             cpus: cpus.to_vec(),
             pending: Vec::new(),
             tracker: Tracker::new(),
+            eager,
         })
     }
 
@@ -100,6 +103,15 @@ impl Tracking {
         self.tracker.check_leaders_gone(cutoff);
         self.tracker.refresh_perf_maps();
         cutoff
+    }
+
+    /// Whether the capture loop must come back soon on its own: records do not
+    /// wake it one by one (a short-lived process's mappings must be read while
+    /// it lives), records wait to be applied (newer than the last round's
+    /// cutoff), or the tracker re-reads something (see
+    /// [`symbolizer::Tracker::wants_ticks`]).
+    pub fn wants_ticks(&self) -> bool {
+        !self.eager || !self.pending.is_empty() || self.tracker.wants_ticks()
     }
 
     /// Reads every ring into `pending`.

@@ -136,6 +136,13 @@ impl Tracker {
         }
     }
 
+    /// Whether something must be looked at again with no record to say so: a
+    /// process whose leader exited (its last thread's exit is read from /proc),
+    /// or a JIT process whose perf map grows.
+    pub fn wants_ticks(&self) -> bool {
+        !self.leaders_gone.is_empty() || !self.jit_pids.is_empty()
+    }
+
     /// Ends, at `time`, the processes whose leader exited before and whose other
     /// threads are gone by now: called as records are applied, since the exit
     /// record of the last thread may come while the kernel still counts it.
@@ -330,9 +337,12 @@ mod tests {
             t.history.fork(1, pid, 1);
         }
         // the leader leaves with pthread_exit; a thread and the zombie are left
+        assert!(!t.wants_ticks());
         THREADS.store(2, Relaxed);
         t.apply(&exit(300, 300, 10));
         assert!(!t.history.has_exited(300));
+        // nothing will say when the last thread goes: the loop must look
+        assert!(t.wants_ticks());
         t.check_leaders_gone(11);
         assert!(!t.history.has_exited(300));
         // the last thread's record comes while the kernel still counts it
@@ -342,6 +352,7 @@ mod tests {
         THREADS.store(1, Relaxed);
         t.check_leaders_gone(25);
         assert!(t.history.has_exited(300));
+        assert!(!t.wants_ticks());
         // a leader that is the last thread ends the process at once
         THREADS.store(1, Relaxed);
         t.apply(&exit(400, 400, 30));
