@@ -29,6 +29,8 @@ enum flamebpf_limits {
 	FLAMEBPF_STACK_HASHED = 4095,
 	/* CFI tables: bits of a pc a page of the index covers. */
 	FLAMEBPF_INDEX_SHIFT = 12,
+	/* CFI mode: rows of one unwind_rows chunk, 1 << this (8 MiB). */
+	FLAMEBPF_ROWS_CHUNK_SHIFT = 20,
 	/* CFI mode: executable mappings kept per process (a power of two). */
 	FLAMEBPF_MAX_MAPPINGS = 256,
 };

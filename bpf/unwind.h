@@ -18,17 +18,40 @@
 
 const volatile bool unwind_cfi = false; /* user stacks by CFI instead of bpf_get_stackid */
 
-/* unwind_rows: the rows of every loaded object, each object's in one range.
- * Written by userspace through a mmap of the map (src/capture/unwind.rs), read
- * by find_row(). Size: --unwind-rows; an object that finds no room is left out
- * and its frames are stepped with frame pointers (STAT_CFI_NOT_LOADED). */
-struct {
+/* unwind_rows: the rows of every loaded object, each object's in one range of
+ * row numbers, in chunks of 1 << FLAMEBPF_ROWS_CHUNK_SHIFT rows (8 MiB), each an
+ * array of its own that userspace makes when the tables first need it: an array
+ * is allocated and zeroed whole when it is made, and the 32 MiB the tables may
+ * take were 8 ms of every start (src/capture/unwind.rs). Written through a mmap
+ * of each chunk, read by find_row(). Size: --unwind-rows; an object that finds
+ * no room is left out and its frames are stepped with frame pointers
+ * (STAT_CFI_NOT_LOADED). */
+struct rows_chunk {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
 	__uint(map_flags, BPF_F_MMAPABLE);
 	__type(key, __u32);
 	__type(value, struct unwind_row);
-	__uint(max_entries, 1); /* resized by userspace */
+	__uint(max_entries, 1 << FLAMEBPF_ROWS_CHUNK_SHIFT);
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY_OF_MAPS);
+	__type(key, __u32);
+	__uint(max_entries, 1); /* resized by userspace: chunks */
+	__array(values, struct rows_chunk);
 } unwind_rows SEC(".maps");
+
+/* Row `idx` of unwind_rows; NULL where its chunk is not made. Both lookups are
+ * inlined by the verifier (every chunk has the same size). */
+static __always_inline struct unwind_row *row_at(__u32 idx)
+{
+	__u32 chunk = idx >> FLAMEBPF_ROWS_CHUNK_SHIFT;
+	void *rows = bpf_map_lookup_elem(&unwind_rows, &chunk);
+	if (!rows)
+		return NULL;
+	__u32 at = idx & ((1 << FLAMEBPF_ROWS_CHUNK_SHIFT) - 1);
+	return bpf_map_lookup_elem(rows, &at);
+}
 
 /* unwind_index: per object, for each page of its address range, the rows that
  * can cover a pc in it (struct index_entry). Same writer and reader; sized with
@@ -161,13 +184,13 @@ __noinline int find_row(struct walk *w, __u64 pc)
 			break;
 		__u32 half = n / 2;
 		__u32 idx = base + half;
-		struct unwind_row *r = bpf_map_lookup_elem(&unwind_rows, &idx);
+		struct unwind_row *r = row_at(idx);
 		if (!r)
 			return 0;
 		base += at_or_below(r->pc, (__u64)rel) * half;
 		n -= half;
 	}
-	struct unwind_row *r = bpf_map_lookup_elem(&unwind_rows, &base);
+	struct unwind_row *r = row_at(base);
 	if (r && r->pc <= (__u64)rel)
 		*row = *r;
 	return 0;

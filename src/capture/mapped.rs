@@ -8,7 +8,7 @@
 //! reserved once (no access, no memory), and each 1 MiB chunk is mapped over it
 //! on its first write.
 
-use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, OwnedFd};
 
 use anyhow::{Context, Result};
 use libbpf_rs::MapCore;
@@ -31,7 +31,7 @@ pub struct Mapped<T> {
 
 impl<T: Copy> Mapped<T> {
     /// Reserves the address range of `map`, whose values must be `T`s.
-    pub fn new(map: &libbpf_rs::MapMut<'_>) -> Result<Mapped<T>> {
+    pub fn new(map: &impl MapCore) -> Result<Mapped<T>> {
         let len = map.max_entries() as usize;
         // an array map lays its values out 8-byte aligned: T must be that stride
         let size = std::mem::size_of::<T>();

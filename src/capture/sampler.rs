@@ -4,7 +4,7 @@
 
 use std::ffi::CString;
 use std::mem::MaybeUninit;
-use std::os::fd::{AsRawFd, BorrowedFd, IntoRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, IntoRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 use std::sync::Mutex;
@@ -85,6 +85,8 @@ pub struct Sampler {
     switch_links: Vec<Link>,
     /// Which kernel types CO-RE relocated against (said with -v).
     pub core_btf: String,
+    /// CFI mode: the first chunk of unwind rows, until the tables take it.
+    first_chunk: Option<libbpf_rs::MapHandle>,
 }
 
 static LIBBPF_LOG: Mutex<Vec<String>> = Mutex::new(Vec::new());
@@ -114,6 +116,7 @@ fn open_and_load(
     config: &Config,
     no_prealloc: bool,
     core_btf: Option<&Path>,
+    rows_chunk: BorrowedFd<'_>,
 ) -> Result<ProfileSkel<'static>> {
     // The skeleton borrows its object storage for as long as it lives; one small
     // allocation per load is leaked so the Sampler owns the skeleton outright.
@@ -182,10 +185,10 @@ fn open_and_load(
     // CFI mode keeps user stacks by hash in the overflow maps, beside the kernel
     // stacks that collide: give them the room the STACK_TRACE map had.
     let overflow_scale = if config.cfi.is_some() { 2 } else { 1 };
-    let (rows, index) = match config.cfi {
+    let (chunks, index) = match config.cfi {
         Some(rows) => {
             rodata.unwind_cfi = true;
-            (rows, (rows / 8).max(1024))
+            (rows.div_ceil(ROWS_CHUNK), (rows / 8).max(1024))
         }
         None => (1, 1),
     };
@@ -201,7 +204,9 @@ fn open_and_load(
         open.maps.py_threads.set_max_entries(1)?;
         open.maps.py_stacks.set_max_entries(4096)?;
     }
-    open.maps.unwind_rows.set_max_entries(rows)?;
+    open.maps.unwind_rows.set_max_entries(chunks)?;
+    // the chunks' shape, and the first chunk: no other is made at load
+    open.maps.unwind_rows.set_inner_map_fd(rows_chunk)?;
     open.maps.unwind_index.set_max_entries(index)?;
     open.progs.profile.set_autoload(config.dwarf.is_none());
     open.progs
@@ -270,6 +275,29 @@ fn open_and_load(
     Ok(open.load()?)
 }
 
+/// Rows in one chunk of `unwind_rows`.
+pub const ROWS_CHUNK: u32 = 1 << super::skel::limits::ROWS_CHUNK_SHIFT;
+
+/// A chunk of unwind rows (bpf/unwind.h's `rows_chunk`), mappable; outside CFI
+/// mode a one-row stand-in, which the array of chunks needs to exist.
+pub fn rows_chunk(cfi: bool) -> Result<libbpf_rs::MapHandle> {
+    let opts = libbpf_rs::libbpf_sys::bpf_map_create_opts {
+        sz: std::mem::size_of::<libbpf_rs::libbpf_sys::bpf_map_create_opts>() as _,
+        map_flags: libbpf_rs::libbpf_sys::BPF_F_MMAPABLE,
+        ..Default::default()
+    };
+    let value = std::mem::size_of::<super::skel::types::unwind_row>() as u32;
+    libbpf_rs::MapHandle::create(
+        libbpf_rs::MapType::Array,
+        Some("unwind_chunk"),
+        4,
+        value,
+        if cfi { ROWS_CHUNK } else { 1 },
+        &opts,
+    )
+    .context("making a chunk of unwind rows")
+}
+
 /// Writes the kernel types `skel`'s object reads to `path` (core_btf.rs).
 fn store_core_btf(skel: &ProfileSkel<'_>, path: &Path) -> Result<()> {
     let obj = skel.object().as_libbpf_object();
@@ -290,8 +318,10 @@ impl Sampler {
             env!("FLAMEBPF_PROFILE_BPF_HASH"),
         );
         let cached = cache.as_deref().filter(|p| core_btf::usable(p));
+        let first_chunk = rows_chunk(config.cfi.is_some())?;
+        let chunk = first_chunk.as_fd();
         let mut used_cache = cached.is_some();
-        let skel = match open_and_load(config, true, cached) {
+        let skel = match open_and_load(config, true, cached, chunk) {
             Ok(s) => s,
             Err(first) => {
                 used_cache = false;
@@ -299,11 +329,11 @@ impl Sampler {
                     // made for another kernel after all, or damaged: made again
                     let _ = std::fs::remove_file(bad);
                 }
-                match open_and_load(config, true, None) {
+                match open_and_load(config, true, None, chunk) {
                     Ok(s) => s,
                     // Before Linux 6.1, perf_event programs may only use
                     // preallocated maps.
-                    Err(_) => open_and_load(config, false, None).map_err(|e| {
+                    Err(_) => open_and_load(config, false, None, chunk).map_err(|e| {
                         if cached.is_some() {
                             first
                         } else {
@@ -349,6 +379,7 @@ impl Sampler {
             records: Default::default(),
             switch_links: Vec::new(),
             core_btf,
+            first_chunk: config.cfi.is_some().then_some(first_chunk),
         })
     }
 
@@ -482,6 +513,12 @@ impl Sampler {
     }
 
     /// CFI mode: the unwind table maps (rows, page index, process mappings).
+    /// CFI mode: the first chunk of unwind rows, made before the load; the
+    /// tables put it in place and own it.
+    pub fn take_first_chunk(&mut self) -> Option<libbpf_rs::MapHandle> {
+        self.first_chunk.take()
+    }
+
     pub fn unwind_maps(
         &self,
     ) -> (
@@ -554,7 +591,6 @@ impl Sampler {
     /// another BPF program was running on that CPU (the programs'
     /// `recursion_misses`): samples that never reached the counters.
     pub fn missed(&self) -> u64 {
-        use std::os::fd::AsFd;
         let p = &self.skel.progs;
         let mut ids = Vec::new();
         for prog in [&p.profile, &p.profile_dwarf, &p.on_switch] {

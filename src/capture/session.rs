@@ -141,9 +141,12 @@ impl Session {
         }
         let exit_fd = child.as_ref().and_then(Gated::exit_fd);
         let tables = match setup.cfi {
-            Some(_) => {
-                let (rows, index, _) = sampler.unwind_maps();
-                Some(Tables::new(rows, index)?)
+            Some(rows_cap) => {
+                let first = sampler
+                    .take_first_chunk()
+                    .context("CFI mode without a chunk of unwind rows")?;
+                let (chunks, index, _) = sampler.unwind_maps();
+                Some(Tables::new(chunks, first, rows_cap, index)?)
             }
             None => None,
         };

@@ -19,6 +19,8 @@ pub mod limits {
     pub const MAX_MAPPINGS: usize = L::FLAMEBPF_MAX_MAPPINGS.0 as usize;
     /// Bits of a pc one entry of an unwind table's page index covers.
     pub const INDEX_SHIFT: u32 = L::FLAMEBPF_INDEX_SHIFT.0 as u32;
+    /// Rows of one chunk of unwind rows: 1 << this.
+    pub const ROWS_CHUNK_SHIFT: u32 = L::FLAMEBPF_ROWS_CHUNK_SHIFT.0 as u32;
     /// The stack id (negated) of a stack kept by hash without a STACK_TRACE
     /// bucket: user stacks unwound with CFI.
     pub const STACK_HASHED: i32 = L::FLAMEBPF_STACK_HASHED.0 as i32;

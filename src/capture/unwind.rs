@@ -12,7 +12,7 @@
 //! Objects no process maps any more are removed (the daemon asks each window).
 
 use std::collections::{HashMap, HashSet};
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsFd, AsRawFd};
 use std::path::PathBuf;
 use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
@@ -21,6 +21,7 @@ use anyhow::{Context, Result};
 use libbpf_rs::MapCore;
 
 use super::mapped::Mapped;
+use super::sampler::ROWS_CHUNK;
 use symbolizer::objects::ObjectKind;
 use symbolizer::unwind::{
     CfaRule, ObjectKey, RbpRule, TableCache, TableError, UnwindRow, UnwindTable,
@@ -174,6 +175,30 @@ impl Space {
     }
 }
 
+/// One chunk of unwind rows (bpf/unwind.h), in its slot of `unwind_rows`.
+struct Chunk {
+    /// Keeps the array alive with its mapping (the slot holds it for the
+    /// program).
+    _map: libbpf_rs::MapHandle,
+    rows: Mapped<unwind_row>,
+}
+
+impl Chunk {
+    /// Puts `map` in slot `k` of `slots` and maps it.
+    fn place(slots: &libbpf_rs::MapHandle, k: u32, map: libbpf_rs::MapHandle) -> Result<Chunk> {
+        let rows = Mapped::new(&map)?;
+        let fd = map.as_fd().as_raw_fd() as u32;
+        slots
+            .update(
+                &k.to_ne_bytes(),
+                &fd.to_ne_bytes(),
+                libbpf_rs::MapFlags::ANY,
+            )
+            .context("putting a chunk of unwind rows in place")?;
+        Ok(Chunk { _map: map, rows })
+    }
+}
+
 /// How long the table worker waits for a job before it lets go of the tables
 /// the kernel already holds.
 const TABLE_IDLE: Duration = Duration::from_millis(500);
@@ -252,7 +277,10 @@ impl TableStats {
 
 /// The unwind tables of a capture.
 pub struct Tables {
-    rows: Mapped<unwind_row>,
+    /// `unwind_rows`, the array of chunks the program reads rows through.
+    chunk_slots: libbpf_rs::MapHandle,
+    /// Each chunk of rows, once made.
+    chunks: Vec<Option<Chunk>>,
     index: Mapped<index_entry>,
     row_space: Space,
     index_space: Space,
@@ -284,9 +312,19 @@ pub struct Tables {
 }
 
 impl Tables {
-    /// Maps the program's table arrays and starts the worker that builds tables.
-    pub fn new(rows: &libbpf_rs::MapMut<'_>, index: &libbpf_rs::MapMut<'_>) -> Result<Tables> {
-        let rows = Mapped::<unwind_row>::new(rows)?;
+    /// Maps the program's table arrays, puts the first chunk of rows in place
+    /// (`rows_cap` rows may be used in all) and starts the worker that builds
+    /// tables.
+    pub fn new(
+        chunk_slots: &libbpf_rs::MapMut<'_>,
+        first_chunk: libbpf_rs::MapHandle,
+        rows_cap: u32,
+        index: &libbpf_rs::MapMut<'_>,
+    ) -> Result<Tables> {
+        let chunk_slots =
+            libbpf_rs::MapHandle::try_from(chunk_slots).context("duplicating unwind_rows")?;
+        let mut chunks: Vec<Option<Chunk>> = (0..chunk_slots.max_entries()).map(|_| None).collect();
+        chunks[0] = Some(Chunk::place(&chunk_slots, 0, first_chunk)?);
         let index = Mapped::<index_entry>::new(index)?;
         let (jobs, job_rx) = mpsc::channel::<(ObjectKey, PathBuf)>();
         let (done_tx, done) = mpsc::channel();
@@ -336,9 +374,10 @@ impl Tables {
             })
             .context("starting the unwind table worker")?;
         Ok(Tables {
-            row_space: Space::new(rows.len as u32),
+            row_space: Space::new(rows_cap.min(chunks.len() as u32 * ROWS_CHUNK)),
             index_space: Space::new(index.len as u32),
-            rows,
+            chunk_slots,
+            chunks,
             index,
             keys: HashMap::new(),
             states: HashMap::new(),
@@ -512,7 +551,7 @@ impl Tables {
             self.stats.no_room += 1;
             return None;
         };
-        if self.rows.write(rows_at, &rows).is_err() || self.index.write(index_at, &index).is_err() {
+        if self.write_rows(rows_at, &rows).is_err() || self.index.write(index_at, &index).is_err() {
             // the kernel refused to map the chunk: as good as no room
             self.row_space.give(rows_at, nrows.max(1));
             self.index_space.give(index_at, nindex);
@@ -527,6 +566,26 @@ impl Tables {
             index: (index_at, nindex),
             segments: Segments::of(table),
         })
+    }
+
+    /// Copies rows into `unwind_rows` from row number `at`, making the chunks
+    /// they fall in first.
+    fn write_rows(&mut self, at: u32, rows: &[unwind_row]) -> Result<()> {
+        let mut at = at;
+        let mut rest = rows;
+        while !rest.is_empty() {
+            let (k, off) = ((at / ROWS_CHUNK) as usize, at % ROWS_CHUNK);
+            let n = rest.len().min((ROWS_CHUNK - off) as usize);
+            if self.chunks[k].is_none() {
+                let made = super::sampler::rows_chunk(true)?;
+                self.chunks[k] = Some(Chunk::place(&self.chunk_slots, k as u32, made)?);
+            }
+            let chunk = self.chunks[k].as_mut().expect("made above");
+            chunk.rows.write(off, &rest[..n])?;
+            at += n as u32;
+            rest = &rest[n..];
+        }
+        Ok(())
     }
 
     /// Writes (or, once it exited, removes) one process's entry.

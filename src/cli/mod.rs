@@ -194,10 +194,10 @@ pub struct SamplingArgs {
     #[arg(long, value_name = "MODE", default_value = "cfi", value_parser = parse_call_graph, verbatim_doc_comment)]
     pub call_graph: CallGraph,
 
-    /// CFI mode: rows of unwind table the kernel holds for every object in use
-    /// together, 8 bytes each, allocated up front (the default, 4194304, is 32 MiB;
-    /// at most 33554432: 256 MiB). An object that finds no room is walked with frame
-    /// pointers and counted (`-v`).
+    /// CFI mode: rows of unwind table the kernel may hold for every object in use
+    /// together, 8 bytes each, allocated 8 MiB at a time as tables arrive (the
+    /// default, 4194304, is 32 MiB at most; at most 33554432: 256 MiB). An object
+    /// that finds no room is walked with frame pointers and counted (`-v`).
     #[arg(long, value_name = "ROWS", default_value_t = 4 << 20, value_parser = clap::value_parser!(u32).range(1024..=(32 << 20)))]
     pub unwind_rows: u32,
 

@@ -416,3 +416,54 @@ fn record_p_builds_tables_for_its_target_alone() {
         "the target is unwound whole"
     );
 }
+
+#[test]
+fn tables_past_the_first_chunk_of_rows_unwind_rustc_and_llvm_whole() {
+    require_bpf!();
+    // rustc maps librustc_driver and LLVM, 2.9 million rows of tables: the
+    // tables reach the second and third 1M-row chunks of unwind_rows, made as
+    // they arrive (bpf/unwind.h)
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("many.rs");
+    let mut code = String::from("fn main() { let mut s = 0u64;\n");
+    for i in 0..400 {
+        code += &format!("    s = s.wrapping_add(f{i}(s));\n");
+    }
+    code += "    println!(\"{s}\");\n}\n";
+    for i in 0..400 {
+        code += &format!(
+            "#[inline(never)] fn f{i}(x: u64) -> u64 {{ let v: Vec<u64> = (0..x % 7 + {i}).map(|y| y * {i} + 1).collect(); v.iter().sum::<u64>() ^ {i} }}\n"
+        );
+    }
+    std::fs::write(&src, code).unwrap();
+    let out = dir.path().join("many");
+    let c = record(
+        &["-v", "-F", "499"],
+        &[
+            "rustc",
+            "-O",
+            "-o",
+            out.to_str().unwrap(),
+            src.to_str().unwrap(),
+        ],
+    );
+    let stderr = c.stderr();
+    let rows: u64 = stderr
+        .split(" rows (")
+        .next()
+        .and_then(|s| s.rsplit(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("-v counts the rows: {stderr}"));
+    assert!(rows > 2 << 20, "{rows} rows: more than two chunks");
+    assert!(stderr.contains(" 0 without room"), "{stderr}");
+    let f = &c.folded;
+    let llvm = |s: &[String]| s.iter().any(|fr| fr.to_lowercase().contains("llvm"));
+    let in_llvm = f.count(llvm);
+    let whole = f.count(|s| llvm(s) && reaches_outermost(s));
+    eprintln!("rows {rows}; LLVM samples {in_llvm}, reaching their outermost frame {whole}");
+    assert!(in_llvm > 0, "rustc's samples in LLVM");
+    assert!(
+        whole as f64 >= 0.9 * in_llvm as f64,
+        "{whole} of {in_llvm} LLVM samples reach their outermost frame"
+    );
+}
