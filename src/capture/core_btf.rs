@@ -96,9 +96,16 @@ pub fn store(local: &Btf<'_>, kernel: &Btf<'_>, path: &Path) -> Result<()> {
     let dir = path.parent().ok_or_else(|| anyhow!("no directory"))?;
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     let tmp = dir.join(format!(".tmp-{}", std::process::id()));
-    std::fs::write(&tmp, &raw).with_context(|| format!("writing {}", tmp.display()))?;
-    std::fs::rename(&tmp, path).with_context(|| format!("renaming to {}", path.display()))?;
-    Ok(())
+    let written = std::fs::write(&tmp, &raw)
+        .with_context(|| format!("writing {}", tmp.display()))
+        .and_then(|()| {
+            std::fs::rename(&tmp, path).with_context(|| format!("renaming to {}", path.display()))
+        });
+    if written.is_err() {
+        // a full disk leaves no half-written file behind
+        let _ = std::fs::remove_file(&tmp);
+    }
+    written
 }
 
 /// The raw BTF of the kernel's types that `local` declares, cut to the members
