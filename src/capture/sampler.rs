@@ -304,8 +304,7 @@ fn store_core_btf(skel: &ProfileSkel<'_>, path: &Path) -> Result<()> {
     // SAFETY: the skeleton's object, alive for this call.
     let local = libbpf_rs::Btf::from_bpf_object(unsafe { obj.as_ref() })?
         .ok_or_else(|| anyhow!("the BPF object has no BTF"))?;
-    let kernel = libbpf_rs::Btf::from_vmlinux()?;
-    core_btf::store(&local, &kernel, path)
+    core_btf::store(&local, || Ok(libbpf_rs::Btf::from_vmlinux()?), path)
 }
 
 impl Sampler {
@@ -321,27 +320,22 @@ impl Sampler {
         let first_chunk = rows_chunk(config.cfi.is_some())?;
         let chunk = first_chunk.as_fd();
         let mut used_cache = cached.is_some();
-        let skel = match open_and_load(config, true, cached, chunk) {
-            Ok(s) => s,
-            Err(first) => {
-                used_cache = false;
-                if let Some(bad) = cached {
+        // Before Linux 6.1, perf_event programs may only use preallocated maps.
+        let without_cache = || {
+            open_and_load(config, true, None, chunk)
+                .or_else(|_| open_and_load(config, false, None, chunk))
+        };
+        let skel = match cached {
+            Some(subset) => match open_and_load(config, true, Some(subset), chunk) {
+                Ok(s) => s,
+                Err(_) => {
                     // made for another kernel after all, or damaged: made again
-                    let _ = std::fs::remove_file(bad);
+                    used_cache = false;
+                    let _ = std::fs::remove_file(subset);
+                    without_cache()?
                 }
-                match open_and_load(config, true, None, chunk) {
-                    Ok(s) => s,
-                    // Before Linux 6.1, perf_event programs may only use
-                    // preallocated maps.
-                    Err(_) => open_and_load(config, false, None, chunk).map_err(|e| {
-                        if cached.is_some() {
-                            first
-                        } else {
-                            e
-                        }
-                    })?,
-                }
-            }
+            },
+            None => without_cache()?,
         };
         let core_btf = match (&cache, cached) {
             (Some(path), Some(_)) if used_cache => {

@@ -176,8 +176,9 @@ pub fn virtual_address(segments: &[Segment], file_offset: u64) -> Option<u64> {
         .map(|s| s.vaddr + (file_offset - s.offset))
 }
 
-/// The NT_GNU_BUILD_ID note's descriptor in a note segment.
-fn find_build_id(notes: &[u8]) -> Option<Vec<u8>> {
+/// The NT_GNU_BUILD_ID note's descriptor in a note segment (or in
+/// /sys/kernel/notes, the running kernel's).
+pub fn find_build_id(notes: &[u8]) -> Option<Vec<u8>> {
     let align4 = |n: usize| n.checked_add(3).map(|n| n & !3);
     let mut at = 0usize;
     while at + 12 <= notes.len() {
