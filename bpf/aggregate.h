@@ -254,7 +254,7 @@ static __always_inline __s32 keep_user_stack(struct room *s, __u32 tgid, __u32 n
  * process whose mappings are not known yet is walked with frame pointers by the
  * kernel, as in fp mode, and counted. */
 static __always_inline __s32 cfi_stack(struct bpf_perf_event_data *ctx, __u32 tgid, void *stacks,
-				       void *overflow_stacks, __u32 set, __u64 *hash)
+				       void *overflow_stacks, __u32 set, __u64 *hash, bool *exec_gone)
 {
 	*hash = 0;
 	/* a sample in user mode is no kernel thread's: skip the task read */
@@ -262,6 +262,13 @@ static __always_inline __s32 cfi_stack(struct bpf_perf_event_data *ctx, __u32 tg
 		return -FLAMEBPF_EFAULT;
 	struct process_mappings *pm = bpf_map_lookup_elem(&process_maps, &tgid);
 	if (!pm) {
+		/* an exec past its point of no return (on_prepare_exec dropped the
+		 * entry): the registers are the old image's and the memory the new
+		 * one's, so any walk reads another program's memory */
+		if ((ctx->regs.cs & 3) != 3 && in_execve()) {
+			*exec_gone = true;
+			return -FLAMEBPF_EFAULT;
+		}
 		count(STAT_CFI_NOT_LOADED);
 		return stack_id(ctx, stacks, overflow_stacks, BPF_F_USER_STACK, hash);
 	}
@@ -321,11 +328,15 @@ static __always_inline void record_in(struct bpf_perf_event_data *ctx, struct sa
 	if (key->kernel_stack_id == -FLAMEBPF_EFAULT)
 		count(STAT_KERNEL_STACK_ABSENT);
 
+	bool exec_gone = false;
 	if (unwind_cfi)
-		key->user_stack_id = cfi_stack(ctx, key->pid, stacks, overflow_stacks, set, &key->user_stack_hash);
+		key->user_stack_id =
+			cfi_stack(ctx, key->pid, stacks, overflow_stacks, set, &key->user_stack_hash, &exec_gone);
 	else
 		key->user_stack_id = fp_stack(ctx, key->pid, stacks, overflow_stacks, set, &key->user_stack_hash);
-	if (key->user_stack_id == -FLAMEBPF_EFAULT)
+	if (exec_gone)
+		count(STAT_USER_STACK_EXEC);
+	else if (key->user_stack_id == -FLAMEBPF_EFAULT)
 		count(current_is_kthread() ? STAT_USER_STACK_KTHREAD : STAT_USER_STACK_FAULT);
 
 	__u64 period = ctx->sample_period;

@@ -57,6 +57,7 @@ struct bpf_iter__task {
 /* The kernel's pt_regs (the UAPI one, which bpf_perf_event.h brings, names its
  * fields differently); the ___k flavour keeps the names apart for CO-RE. */
 struct pt_regs___k {
+	unsigned long orig_ax; /* the system call of a task in the kernel */
 	unsigned long bp;
 	unsigned long ip;
 	unsigned long cs;
@@ -99,6 +100,15 @@ struct user_regs {
 	__u64 sp;
 	__u64 bp;
 };
+
+/* Whether the current task, sampled in the kernel, is inside execve or
+ * execveat (x86-64 system call numbers). */
+static __always_inline bool in_execve(void)
+{
+	struct pt_regs___k *regs = (void *)bpf_task_pt_regs(bpf_get_current_task_btf());
+	long nr = BPF_CORE_READ(regs, orig_ax);
+	return nr == 59 || nr == 322;
+}
 
 /* The user state the current task saved when it entered the kernel. */
 static __always_inline void entry_user_regs(struct user_regs *r)

@@ -143,6 +143,22 @@ int BPF_PROG(on_exec, struct task_struct *task)
 	return 0;
 }
 
+/* An exec past its point of no return, before it replaces the mappings: from
+ * here the process's memory is the new image's while its registers are still
+ * the old one's, and samples in this window read the new image's memory with
+ * the old tables and Python runtime (a fifth of the Python walks of a process
+ * that spawns commands failed so). Kernels before 6.9 lack the tracepoint:
+ * on_exec alone then ends them, a little later. */
+SEC("raw_tp/sched_prepare_exec")
+int BPF_PROG(on_prepare_exec, struct task_struct *task)
+{
+	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
+	if (unwind_cfi)
+		bpf_map_delete_elem(&process_maps, &tgid);
+	forget_python(tgid);
+	return 0;
+}
+
 /* --off-cpu: each context switch ends the wait of the thread coming in and
  * begins the wait of the one going out (still the current task here). A thread
  * that leaves runnable (preempted, or yielding) waits for a CPU from the start. */

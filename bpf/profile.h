@@ -208,6 +208,8 @@ enum flamebpf_stat {
 			    * Python does not know, or one not started yet) */
 	STAT_PY_RING_FULL, /* a new stack with Python frames not sent to be named
 			    * (its frames may show as [unknown]) */
+	STAT_USER_STACK_EXEC, /* in an exec past its point of no return: the old
+			       * image's stack is gone (CFI mode) */
 	STAT_MAX,
 };
 

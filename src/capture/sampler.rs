@@ -263,6 +263,7 @@ fn open_and_load(
         .on_exit
         .set_autoload(config.follow_forks || execs);
     open.progs.on_exec.set_autoload(execs);
+    open.progs.on_prepare_exec.set_autoload(execs);
     let off_cpu = config.off_cpu_min_ns.is_some();
     for prog in [
         &mut open.progs.on_switch,
@@ -379,8 +380,10 @@ impl Sampler {
 
     /// Attaches the task tracepoints: fork and exit keep the target set up to date,
     /// and, with `execs`, exec and exit end the per-process mappings (CFI mode)
-    /// and Python runtimes.
-    pub fn attach_task_tracepoints(&mut self, execs: bool) -> Result<()> {
+    /// and Python runtimes. Returns why sched_prepare_exec is not attached, when
+    /// it is not (kernels before 6.9).
+    pub fn attach_task_tracepoints(&mut self, execs: bool) -> Result<Option<String>> {
+        let mut missing = None;
         if execs {
             self.links.push(
                 self.skel
@@ -389,6 +392,12 @@ impl Sampler {
                     .attach()
                     .context("attaching to sched_process_exec")?,
             );
+            // 6.9 and later; without it on_exec ends the old image's tables at
+            // the end of the exec instead of at its point of no return
+            match self.skel.progs.on_prepare_exec.attach() {
+                Ok(link) => self.links.push(link),
+                Err(e) => missing = Some(e.to_string()),
+            }
         }
         self.links.push(
             self.skel
@@ -404,7 +413,7 @@ impl Sampler {
                 .attach()
                 .context("attaching to sched_process_exit")?,
         );
-        Ok(())
+        Ok(missing)
     }
 
     /// `--off-cpu`: begins the waits of the target threads off the CPU now, then

@@ -108,7 +108,12 @@ impl Session {
         }
         let execs = setup.cfi.is_some() || (python_frames && setup.dwarf.is_none());
         if follow_forks || execs {
-            sampler.attach_task_tracepoints(execs)?;
+            let missing = sampler.attach_task_tracepoints(execs)?;
+            if let (Some(why), true) = (missing, setup.verbose) {
+                // before 6.9: an exec's samples between its point of no return and
+                // its end are walked with the old image's tables
+                eprintln!("flamebpf: sched_prepare_exec not attached ({why}): execs end tables at sched_process_exec");
+            }
         }
         for &cpu in &setup.cpus {
             let name = &setup.sampling.event.name;

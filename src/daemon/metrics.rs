@@ -100,6 +100,10 @@ impl Metrics {
                     r#"{stack="user",reason="kernel_thread"}"#,
                     st(Stat::STAT_USER_STACK_KTHREAD),
                 ),
+                (
+                    r#"{stack="user",reason="exec"}"#,
+                    st(Stat::STAT_USER_STACK_EXEC),
+                ),
             ],
         );
         metric(

@@ -85,6 +85,12 @@ impl Accounting {
             s[Stat::STAT_USER_STACK_KTHREAD],
             s[Stat::STAT_USER_STACK_FAULT]
         );
+        if s[Stat::STAT_USER_STACK_EXEC] > 0 {
+            line.push_str(&format!(
+                ", {} inside an exec after the old program was gone",
+                s[Stat::STAT_USER_STACK_EXEC]
+            ));
+        }
         let walked = s[Stat::STAT_CFI_COMPLETE]
             + s[Stat::STAT_CFI_TRUNCATED]
             + s[Stat::STAT_CFI_NOT_LOADED]

@@ -692,7 +692,7 @@ fn python_frames_of_forked_children_are_named_after_their_exec() {
     // and are gone before their own memory can be read: their frames are
     // named from the parent's
     let c = record(&["-F", "999"], &[SYSTEM_PYTHON, &script("spawner.py"), "2"]);
-    let f = c.folded;
+    let f = &c.folded;
     let python = f.count(|s| s.iter().any(|x| x.ends_with("_[p]")));
     let unknown = f.count(|s| s.iter().any(|x| x == "[unknown]_[p]"));
     let spawn = f.with_frame(&py("spawn_all", "spawner.py"));
@@ -701,4 +701,38 @@ fn python_frames_of_forked_children_are_named_after_their_exec() {
         unknown * 20 <= python,
         "{unknown} of {python} ns of Python stacks have an unnamed Python frame"
     );
+    // a child past its exec's point of no return holds the new image's memory
+    // under the old image's registers: its samples there are not walked as
+    // Python (a fifth of the walks failed so before on_prepare_exec)
+    let stderr = c.stderr();
+    let after = |what: &str| -> u64 {
+        stderr
+            .split(what)
+            .nth(1)
+            .and_then(|rest| rest.trim_start().split([',', ';']).next())
+            .and_then(|n| n.trim().parse().ok())
+            .unwrap_or_else(|| panic!("the summary counts {what}: {stderr}"))
+    };
+    let whole = after("Python stacks read whole");
+    let failed =
+        after("stopped at an unreadable frame") + after("of threads without a Python thread state");
+    assert!(
+        failed * 20 <= whole,
+        "{failed} Python walks failed beside {whole} read whole: {stderr}"
+    );
+    if kernel_at_least(6, 9) {
+        let gone = summary_count(&stderr, "inside an exec after the old program was gone");
+        assert!(gone > 0, "samples inside exec are counted: {stderr}");
+    }
+}
+
+/// Whether the running kernel is at least `major.minor` (sched_prepare_exec
+/// came with 6.9).
+fn kernel_at_least(major: u32, minor: u32) -> bool {
+    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    let mut parts = release
+        .trim()
+        .split(['.', '-'])
+        .map(|p| p.parse::<u32>().unwrap_or(0));
+    (parts.next().unwrap_or(0), parts.next().unwrap_or(0)) >= (major, minor)
 }
