@@ -135,6 +135,11 @@ static __always_inline void keep_switch_stacks(void *ctx, struct sample_key *key
 		/* a Python thread waits in the Python function that called */
 		if (python_frames && may_run_python)
 			py = python_stack(ROOM_TASK, key->pid, gen, &n, &h);
+	} else if (unwind_cfi && in_execve()) {
+		/* an exec past its point of no return (on_prepare_exec dropped the
+		 * entry): the registers are the old image's, the memory the new one's */
+		key->user_stack_id = -FLAMEBPF_EFAULT;
+		return;
 	} else {
 		n = frames(bpf_get_stack(ctx, st->ips, sizeof(st->ips), BPF_F_USER_STACK));
 	}
