@@ -74,6 +74,35 @@ int profile_dwarf(struct bpf_perf_event_data *ctx)
 	return 0;
 }
 
+/* exec_seen: when each process's last exec ended (CLOCK_MONOTONIC ns; ~0 from
+ * its point of no return to its end, on kernels with sched_prepare_exec): all
+ * the exec's tracking records are older than that. Userspace
+ * writes a process's py_procs and process_maps entries from the tracking
+ * records applied up to some time; an exec after that time means the entry
+ * would describe the image the exec replaced, and the write is undone
+ * (src/capture/exec_guard.rs): without this, a spawner's children lost a fifth
+ * of their walks on a busy machine, where userspace runs behind. Written by
+ * on_prepare_exec and on_exec, deleted by on_exit. Size: 16384 processes at
+ * once; one that finds it full goes unguarded (its entry's staleness is bounded
+ * by the records that follow). */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__type(key, __u32); /* tgid */
+	__type(value, __u64);
+	__uint(max_entries, 16384);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+} exec_seen SEC(".maps");
+
+/* Process tgid's image is replaced from now on: its tables and Python go, and
+ * userspace is told not to write them again from what it read before. */
+static __always_inline void end_image(__u32 tgid, __u64 when)
+{
+	bpf_map_update_elem(&exec_seen, &tgid, &when, BPF_ANY);
+	if (unwind_cfi)
+		bpf_map_delete_elem(&process_maps, &tgid);
+	forget_python(tgid);
+}
+
 /*
  * The task tracepoints are raw ones, their task read through CO-RE: a tp_btf
  * program makes libbpf parse the kernel's whole BTF to find its target, 5 ms of
@@ -117,7 +146,14 @@ SEC("raw_tp/sched_process_exit")
 int BPF_PROG(on_exit, struct task_struct *task)
 {
 	/* the exiting task is the current one */
-	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
+	__u64 id = bpf_get_current_pid_tgid();
+	__u32 tgid = id >> 32;
+	__u32 tid = (__u32)id;
+	/* a thread id is soon another thread's (pid_max is often 32768): one
+	 * marked as in no Python thread list would leave the next thread of that id
+	 * unread for 63 samples of 64 */
+	if (python_frames)
+		bpf_map_delete_elem(&py_threads, &tid);
 	/* do_exit counts the thread out of signal->live before this tracepoint */
 	if (BPF_CORE_READ(task, signal, live.counter) != 0)
 		return 0;
@@ -126,6 +162,7 @@ int BPF_PROG(on_exit, struct task_struct *task)
 	if (unwind_cfi)
 		bpf_map_delete_elem(&process_maps, &tgid);
 	forget_python(tgid);
+	bpf_map_delete_elem(&exec_seen, &tgid);
 	return 0;
 }
 
@@ -136,10 +173,7 @@ SEC("raw_tp/sched_process_exec")
 int BPF_PROG(on_exec, struct task_struct *task)
 {
 	/* the task exec'ing is the current one */
-	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
-	if (unwind_cfi)
-		bpf_map_delete_elem(&process_maps, &tgid);
-	forget_python(tgid);
+	end_image(bpf_get_current_pid_tgid() >> 32, bpf_ktime_get_ns());
 	return 0;
 }
 
@@ -152,10 +186,8 @@ int BPF_PROG(on_exec, struct task_struct *task)
 SEC("raw_tp/sched_prepare_exec")
 int BPF_PROG(on_prepare_exec, struct task_struct *task)
 {
-	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
-	if (unwind_cfi)
-		bpf_map_delete_elem(&process_maps, &tgid);
-	forget_python(tgid);
+	/* until on_exec: any view userspace has is older */
+	end_image(bpf_get_current_pid_tgid() >> 32, ~0ULL);
 	return 0;
 }
 

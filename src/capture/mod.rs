@@ -16,6 +16,7 @@
 pub mod core_btf;
 pub mod dwarf;
 pub mod events;
+pub mod exec_guard;
 pub mod gated;
 pub mod mapped;
 pub mod maps;

@@ -10,10 +10,12 @@
 use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::PathBuf;
+
+use super::exec_guard::ExecGuard;
 use std::rc::Rc;
 
 use anyhow::{Context, Result};
-use libbpf_rs::{MapCore, MapFlags, MapMut};
+use libbpf_rs::{MapCore, MapMut};
 use symbolizer::objects::ObjectKind;
 use symbolizer::python::{Interpreter, Layout};
 use symbolizer::Tracker;
@@ -108,10 +110,11 @@ impl Python {
         changed: &BTreeSet<u32>,
         tracker: &mut Tracker,
         procs: &MapMut<'_>,
+        guard: &ExecGuard<'_>,
     ) -> Result<bool> {
         let mut wrote = false;
         for &pid in changed {
-            wrote |= self.look_at(pid, tracker, procs)?;
+            wrote |= self.look_at(pid, tracker, procs, guard)?;
         }
         self.name_new(tracker)?;
         Ok(wrote)
@@ -167,7 +170,13 @@ impl Python {
     }
 
     /// Writes or removes `pid`'s entry as it needs; returns whether it did.
-    fn look_at(&mut self, pid: u32, tracker: &mut Tracker, procs: &MapMut<'_>) -> Result<bool> {
+    fn look_at(
+        &mut self,
+        pid: u32,
+        tracker: &mut Tracker,
+        procs: &MapMut<'_>,
+        guard: &ExecGuard<'_>,
+    ) -> Result<bool> {
         let key = pid.to_ne_bytes();
         if tracker.history.has_exited(pid) || !tracker.history.knows(pid) {
             let had = self.found.remove(&pid).is_some();
@@ -183,9 +192,11 @@ impl Python {
         }
         match &found {
             Found::Python(layout, runtime, types) => {
-                procs
-                    .update(&key, as_bytes(&entry(layout, *runtime)), MapFlags::ANY)
-                    .with_context(|| format!("writing the Python runtime of pid {pid}"))?;
+                // a process that exec'd since the records is looked at again
+                // when the exec's own records arrive
+                if !guard.write(procs, pid, as_bytes(&entry(layout, *runtime)))? {
+                    return Ok(false);
+                }
                 tracker.python.add_process(pid, *layout, *types);
             }
             Found::Refused | Found::None => {

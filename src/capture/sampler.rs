@@ -545,6 +545,11 @@ impl Sampler {
     }
 
     /// The Python maps (runtimes per process, announced stacks).
+    /// When each process's last exec ended (src/capture/exec_guard.rs).
+    pub fn exec_seen(&self) -> &libbpf_rs::MapMut<'static> {
+        &self.skel.maps.exec_seen
+    }
+
     pub fn python_maps(&self) -> (&libbpf_rs::MapMut<'static>, &libbpf_rs::MapMut<'static>) {
         let m = &self.skel.maps;
         (&m.py_procs, &m.py_stacks)

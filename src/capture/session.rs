@@ -5,6 +5,8 @@
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::path::PathBuf;
+
+use super::exec_guard::ExecGuard;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::Duration;
@@ -197,11 +199,12 @@ impl Session {
     fn refresh_tables(&mut self, wait: Option<Duration>) -> Result<()> {
         let sampler = &self.sampler;
         let sampled = |pid| sampler.samples(pid);
+        let guard = ExecGuard::new(sampler.exec_seen(), self.tracking.applied_up_to);
         let tracker = &mut self.tracking.tracker;
         let changed = match self.tables.as_mut() {
             Some(t) => {
                 let (_, _, processes) = sampler.unwind_maps();
-                t.sync(tracker, processes, wait, &sampled)?
+                t.sync(tracker, processes, &guard, wait, &sampled)?
             }
             // fp mode: the processes whose CPython may have come or gone
             None => match &self.python {
@@ -215,7 +218,7 @@ impl Session {
         };
         if let Some(py) = self.python.as_mut() {
             let (procs, _) = self.sampler.python_maps();
-            if py.sync(&changed, tracker, procs)? {
+            if py.sync(&changed, tracker, procs, &guard)? {
                 self.sampler.python_changed();
             }
         }

@@ -30,6 +30,9 @@ pub struct Tracking {
     pub tracker: Tracker,
     /// Each record wakes the reader (else a quarter-full ring does).
     eager: bool,
+    /// The time up to which every record has been applied (CLOCK_MONOTONIC
+    /// ns): the tracker's view of every process is as of then.
+    pub applied_up_to: u64,
 }
 
 /// CLOCK_MONOTONIC now, in nanoseconds: the clock the tracking events stamp with.
@@ -65,6 +68,7 @@ impl Tracking {
             pending: Vec::new(),
             tracker: Tracker::new(),
             eager,
+            applied_up_to: 0,
         })
     }
 
@@ -77,6 +81,13 @@ impl Tracking {
     /// `all`, applies everything (at the end of the capture), losses included.
     /// Returns the time up to which every record has been applied.
     pub fn process(&mut self, all: bool) -> u64 {
+        let cutoff = self.apply(all);
+        self.applied_up_to = cutoff;
+        cutoff
+    }
+
+    /// [`Tracking::process`] but for noting the time.
+    fn apply(&mut self, all: bool) -> u64 {
         if all {
             // read what is there, so the count of dropped records fits, then
             // bring that count out

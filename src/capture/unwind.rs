@@ -14,6 +14,8 @@
 use std::collections::{HashMap, HashSet};
 use std::os::fd::{AsFd, AsRawFd};
 use std::path::PathBuf;
+
+use super::exec_guard::ExecGuard;
 use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
@@ -407,6 +409,7 @@ impl Tables {
         &mut self,
         tracker: &mut Tracker,
         processes: &libbpf_rs::MapMut<'_>,
+        guard: &ExecGuard<'_>,
         wait: Option<Duration>,
         sampled: &dyn Fn(u32) -> bool,
     ) -> Result<std::collections::BTreeSet<u32>> {
@@ -423,7 +426,7 @@ impl Tables {
             // flamebpf itself, when only the command's child runs its image until
             // exec: its table would keep the worker from the command's
             if !(self.skip_self && pid == std::process::id()) {
-                self.write_process(pid, tracker, processes)?;
+                self.write_process(pid, tracker, processes, guard)?;
             }
         }
         Ok(changed)
@@ -594,6 +597,7 @@ impl Tables {
         pid: u32,
         tracker: &Tracker,
         processes: &libbpf_rs::MapMut<'_>,
+        guard: &ExecGuard<'_>,
     ) -> Result<()> {
         if tracker.history.has_exited(pid) || !tracker.history.knows(pid) {
             if self.written.remove(&pid) {
@@ -632,13 +636,11 @@ impl Tables {
         // rows the kernel cached for this process's earlier mappings go stale
         self.generation = self.generation.wrapping_add(1).max(1);
         entry.gen = self.generation;
-        processes
-            .update(
-                &pid.to_ne_bytes(),
-                as_bytes(&entry),
-                libbpf_rs::MapFlags::ANY,
-            )
-            .with_context(|| format!("writing the mappings of pid {pid}"))?;
+        // a process that exec'd since the records: the exec's own records bring
+        // its new image
+        if !guard.write(processes, pid, as_bytes(&entry))? {
+            return Ok(());
+        }
         if self.written.insert(pid) {
             self.stats.processes += 1;
         }
