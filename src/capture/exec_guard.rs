@@ -26,7 +26,7 @@ impl<'a> ExecGuard<'a> {
     }
 
     /// Whether `pid` exec'd after the view (or is exec'ing now).
-    pub fn overtaken(&self, pid: u32) -> bool {
+    fn overtaken(&self, pid: u32) -> bool {
         match self.seen.lookup(&pid.to_ne_bytes(), MapFlags::ANY) {
             Ok(Some(v)) => exec_after(&v, self.as_of),
             _ => false,

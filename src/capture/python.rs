@@ -10,8 +10,6 @@
 use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::PathBuf;
-
-use super::exec_guard::ExecGuard;
 use std::rc::Rc;
 
 use anyhow::{Context, Result};
@@ -20,6 +18,7 @@ use symbolizer::objects::ObjectKind;
 use symbolizer::python::{Interpreter, Layout};
 use symbolizer::Tracker;
 
+use super::exec_guard::ExecGuard;
 use super::maps::from_bytes;
 use super::skel::types::{flamebpf_py_model, py_process, py_stack_event};
 

@@ -5,14 +5,13 @@
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::path::PathBuf;
-
-use super::exec_guard::ExecGuard;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 
+use super::exec_guard::ExecGuard;
 use super::python::Python;
 use super::sampler::{self, Sampler};
 use super::setup::Setup;

@@ -14,14 +14,13 @@
 use std::collections::{HashMap, HashSet};
 use std::os::fd::{AsFd, AsRawFd};
 use std::path::PathBuf;
-
-use super::exec_guard::ExecGuard;
 use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use libbpf_rs::MapCore;
 
+use super::exec_guard::ExecGuard;
 use super::mapped::Mapped;
 use super::sampler::ROWS_CHUNK;
 use symbolizer::objects::ObjectKind;
