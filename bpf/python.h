@@ -384,10 +384,13 @@ static __always_inline __u64 py_first_frame(struct py_walk *w, struct py_process
 				/* a thread found in no list lately (a native thread
 				 * of a Python process): searched again every
 				 * PY_RESEARCH samples, not at each (a search reads
-				 * every thread state) */
+				 * every thread state), and at the 1st, 2nd, 4th, ...
+				 * before: a thread sampled as it starts is listed
+				 * before it sets its thread_id, and was unread for
+				 * 64 samples */
 				__u64 misses = ts >> 1;
 				*cached = ((misses + 1) << 1) | 1;
-				if (misses % PY_RESEARCH) {
+				if ((misses % PY_RESEARCH) && (misses & (misses - 1))) {
 					w->outcome = STAT_PY_NO_THREAD;
 					return 0;
 				}
